@@ -1,0 +1,52 @@
+/* passes.h - the pass manager and the passes it runs. */
+#ifndef KILN_PASSES_H
+#define KILN_PASSES_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "../ir/ir.h"
+
+/* The stages a user can dump, in pipeline order. */
+typedef enum Stage { STAGE_AST, STAGE_GRAPH, STAGE_COUNT } Stage;
+
+typedef enum PassId {
+#define PASS(NAME, text, stage, fn, help) PASS_##NAME,
+#include "passes.def"
+#undef PASS
+  PASS_COUNT
+} PassId;
+
+typedef struct PassCtx {
+  FILE *dump; /* where --print-before/after go (stdout if NULL) */
+  bool print_before[PASS_COUNT];
+  bool print_after[PASS_COUNT];
+  int stop_after;   /* a PassId, or -1 */
+  bool time_passes; /* table to stderr after the run */
+  bool verify;      /* ir_verify after every pass */
+  double ms[PASS_COUNT];
+  int nodes_before[PASS_COUNT], nodes_after[PASS_COUNT];
+  bool ran[PASS_COUNT];
+} PassCtx;
+
+void pass_ctx_init(PassCtx *cx);
+const char *pass_name(PassId p);
+/* PASS_COUNT if no pass has that name. */
+PassId pass_lookup(const char *name);
+Stage pass_stage(PassId p);
+const char *pass_help(PassId p);
+const char *stage_name(Stage s);
+/* STAGE_COUNT if no stage has that name. */
+Stage stage_lookup(const char *name);
+
+/* Runs every pass up to and including the last pass of stage `upto`
+ * (honouring stop_after). Returns false if the verifier found a broken
+ * invariant (an internal error, already reported to stderr). */
+bool pass_run_pipeline(Graph *g, Stage upto, PassCtx *cx);
+/* The --time-passes table. */
+void pass_print_times(FILE *f, const PassCtx *cx);
+
+/* The passes. Each returns true if it changed the graph. */
+bool pass_dce(Graph *g, PassCtx *cx);
+
+#endif
