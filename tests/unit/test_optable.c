@@ -18,7 +18,7 @@
 /* A stage's issue sets its constant to 1 when it fills its column; from then
  * on an op without an entry there fails this test. */
 #define KILN_COLUMN_COMPLETE_GRAD   0
-#define KILN_COLUMN_COMPLETE_INTERP 0
+#define KILN_COLUMN_COMPLETE_INTERP 1
 #define KILN_COLUMN_COMPLETE_LOWER  0
 
 /* Each column's token as text: "0" marks a missing entry. */
