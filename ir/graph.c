@@ -100,6 +100,10 @@ void ir_replace_uses(Graph *g, Node *old, Node *new_node) {
   for (int k = 0; k < g->noutputs; k++)
     if (g->outputs[k].node == old) g->outputs[k].node = new_node;
   if (g->loss == old) g->loss = new_node;
+  for (int k = 0; k < g->ngrads; k++)
+    if (g->grads[k].grad == old) g->grads[k].grad = new_node;
+  for (int k = 0; k < g->nupdates; k++)
+    if (g->updates[k].value == old) g->updates[k].value = new_node;
 }
 
 static void check_removable(const Graph *g, const Node *n, const bool *dead) {
@@ -110,6 +114,12 @@ static void check_removable(const Graph *g, const Node *n, const bool *dead) {
     IR_ASSERT(g->outputs[k].node != n, "ir_remove_nodes: %s node %d is output '%s'",
               ir_op_name(n->op), n->id, g->outputs[k].name);
   IR_ASSERT(g->loss != n, "ir_remove_nodes: %s node %d is the loss", ir_op_name(n->op), n->id);
+  for (int k = 0; k < g->ngrads; k++)
+    IR_ASSERT(g->grads[k].grad != n && g->grads[k].param != n,
+              "ir_remove_nodes: %s node %d is a gradient", ir_op_name(n->op), n->id);
+  for (int k = 0; k < g->nupdates; k++)
+    IR_ASSERT(g->updates[k].value != n && g->updates[k].target != n,
+              "ir_remove_nodes: %s node %d takes part in an update", ir_op_name(n->op), n->id);
 }
 
 /* Drops dead nodes from a live node's use list, keeping the order. */
@@ -208,6 +218,24 @@ void ir_add_output(Graph *g, const char *name, Node *n) {
   g->noutputs++;
 }
 
+void ir_add_grad(Graph *g, Node *param, Node *grad) {
+  g->grads =
+      arena_grow(&g->arena, g->grads, (size_t)g->ngrads, (size_t)g->ngrads + 1, sizeof *g->grads);
+  g->grads[g->ngrads++] = (GraphGrad){param, grad};
+}
+
+void ir_add_update(Graph *g, Node *target, Node *value) {
+  g->updates = arena_grow(&g->arena, g->updates, (size_t)g->nupdates, (size_t)g->nupdates + 1,
+                          sizeof *g->updates);
+  g->updates[g->nupdates++] = (GraphUpdate){target, value};
+}
+
+Node *ir_find_grad(const Graph *g, const Node *param) {
+  for (int k = 0; k < g->ngrads; k++)
+    if (g->grads[k].param == param) return g->grads[k].grad;
+  return NULL;
+}
+
 static Node *find_source(const Graph *g, OpKind op, const char *name) {
   for (int i = 0; i < g->nnodes; i++) {
     Node *n = g->nodes[i];
@@ -219,3 +247,11 @@ static Node *find_source(const Graph *g, OpKind op, const char *name) {
 Node *ir_find_param(const Graph *g, const char *name) { return find_source(g, OP_PARAM, name); }
 
 Node *ir_find_input(const Graph *g, const char *name) { return find_source(g, OP_INPUT, name); }
+
+Node *ir_find_named_source(const Graph *g, const char *name) {
+  for (int i = 0; i < g->nnodes; i++) {
+    Node *n = g->nodes[i];
+    if (ir_op_is_named_source(n->op) && n->name && strcmp(n->name, name) == 0) return n;
+  }
+  return NULL;
+}

@@ -121,7 +121,7 @@ uint64_t ir_hash_node(const Node *n, const uint64_t *input_hashes) {
     enc_attr(&e, info->attrs[k].kind, &n->attr[k]);
   enc_i64(&e, n->nin);
   for (int k = 0; k < n->nin; k++) enc_u64(&e, input_hashes ? input_hashes[k] : 0);
-  if (n->op == OP_INPUT || n->op == OP_PARAM) enc_str(&e, n->name);
+  if (ir_op_is_named_source(n->op)) enc_str(&e, n->name);
   return enc_done(&e);
 }
 
@@ -200,6 +200,20 @@ uint64_t ir_hash_graph(const Graph *g) {
   enc_i64(&e, g->loss != NULL);
   if (g->loss) enc_u64(&e, hash_of(&m, g->loss));
   enc_optim(&e, &g->optim);
+  /* Gradients and updates (train-step graphs only: a forward graph's
+   * encoding stays as it was before they existed). */
+  if (g->ngrads || g->nupdates) {
+    enc_i64(&e, g->ngrads);
+    for (int i = 0; i < g->ngrads; i++) {
+      enc_u64(&e, hash_of(&m, g->grads[i].param));
+      enc_u64(&e, hash_of(&m, g->grads[i].grad));
+    }
+    enc_i64(&e, g->nupdates);
+    for (int i = 0; i < g->nupdates; i++) {
+      enc_u64(&e, hash_of(&m, g->updates[i].target));
+      enc_u64(&e, hash_of(&m, g->updates[i].value));
+    }
+  }
   free(m.by_id);
   return enc_done(&e);
 }

@@ -95,6 +95,8 @@ const OpInfo *ir_op_info(OpKind op);
 const char *ir_op_name(OpKind op);
 /* OP_COUNT when the name is no op. */
 OpKind ir_op_lookup(const char *name);
+/* input, param and state: sources bound by name at run time. */
+bool ir_op_is_named_source(OpKind op);
 
 /* ---- Nodes -------------------------------------------------------------- */
 
@@ -135,6 +137,20 @@ typedef struct GraphOutput {
   Node *node;
 } GraphOutput;
 
+/* d loss / d param, recorded by autodiff (text IR: `grad %w = %37`). */
+typedef struct GraphGrad {
+  Node *param;
+  Node *grad;
+} GraphGrad;
+
+/* After a train step, target (a param or a state) takes value (text IR:
+ * `update %w = %52`). Every update reads the old values: all updates of a
+ * step happen at once, after everything else. */
+typedef struct GraphUpdate {
+  Node *target;
+  Node *value;
+} GraphUpdate;
+
 typedef enum OptimKind { OPTIM_NONE, OPTIM_SGD, OPTIM_ADAM } OptimKind;
 
 /* torch.optim.SGD / torch.optim.Adam hyper-parameters. */
@@ -156,6 +172,10 @@ typedef struct Graph {
   Node *loss; /* the train statement's loss, or NULL */
   Optim optim;
   Loc train_loc;
+  GraphGrad *grads; /* from passes/autodiff, in param order */
+  int ngrads;
+  GraphUpdate *updates; /* from passes/optimizer */
+  int nupdates;
   int next_id;
 } Graph;
 
@@ -174,8 +194,14 @@ void ir_remove_nodes(Graph *g, const bool *dead);
 /* Reorders g->nodes topologically, keeping the current order where legal. */
 void ir_topo_sort(Graph *g);
 void ir_add_output(Graph *g, const char *name, Node *n);
+void ir_add_grad(Graph *g, Node *param, Node *grad);
+void ir_add_update(Graph *g, Node *target, Node *value);
+/* The gradient recorded for param, or NULL. */
+Node *ir_find_grad(const Graph *g, const Node *param);
 Node *ir_find_param(const Graph *g, const char *name);
 Node *ir_find_input(const Graph *g, const char *name);
+/* The input, param or state of that name, or NULL. */
+Node *ir_find_named_source(const Graph *g, const char *name);
 
 /* Attribute access by schema name; the name must be in the op's schema. */
 AttrVal *ir_attr(Node *n, const char *name);

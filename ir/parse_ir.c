@@ -501,7 +501,7 @@ static bool parse_node(Parser *P) {
     return perr(P, op.col, "unknown op '%.*s'", (int)(op.n > 32 ? 32 : op.n), op.s);
   const OpInfo *info = ir_op_info(k);
   /* Inputs and params are bound by name when the model runs. */
-  if ((k == OP_INPUT || k == OP_PARAM) && is_digit(def.s[1]))
+  if (ir_op_is_named_source(k) && is_digit(def.s[1]))
     return perr(P, def.col, "%s %.*s needs a name (%%NAME, not %%NUMBER)", info->name,
                 (int)(def.n > 40 ? 40 : def.n), def.s);
   memset(attrs, 0, sizeof attrs);
@@ -532,6 +532,28 @@ static bool parse_output(Parser *P) {
     return perr(P, name.col, "expected an output name, got %s", tok_desc(&name, buf, sizeof buf));
   if (!lex(P) || !expect(P, '=') || !parse_value(P, &v) || !expect_end(P)) return false;
   ir_add_output(P->g, arena_strndup(&P->g->arena, name.s, name.n), v);
+  return true;
+}
+
+/* grad = "grad" value "=" value;  update = "update" value "=" value */
+static bool parse_grad_or_update(Parser *P, bool is_grad) {
+  Node *target, *value;
+  int col = P->tok.col;
+  if (!lex(P) || !parse_value(P, &target) || !expect(P, '=') || !parse_value(P, &value) ||
+      !expect_end(P))
+    return false;
+  if (is_grad && target->op != OP_PARAM)
+    return perr(P, col, "grad of a %s: only a param has a gradient", ir_op_name(target->op));
+  if (!is_grad && target->op != OP_PARAM && target->op != OP_STATE)
+    return perr(P, col, "update of a %s: only a param or a state can be updated",
+                ir_op_name(target->op));
+  if (!ir_type_eq(&target->type, &value->type))
+    return perr(P, col, "%s: the value's type differs from its target's",
+                is_grad ? "grad" : "update");
+  if (is_grad)
+    ir_add_grad(P->g, target, value);
+  else
+    ir_add_update(P->g, target, value);
   return true;
 }
 
@@ -630,11 +652,13 @@ static bool parse_body_line(Parser *P) {
   if (P->tok.kind == T_SSA) return parse_node(P);
   if (tok_is(P, T_IDENT, "output")) return parse_output(P);
   if (tok_is(P, T_IDENT, "train")) return parse_train(P);
-  return perr(P, P->tok.col, "expected a node, 'output', 'train' or '}', got %s",
+  if (tok_is(P, T_IDENT, "grad")) return parse_grad_or_update(P, true);
+  if (tok_is(P, T_IDENT, "update")) return parse_grad_or_update(P, false);
+  return perr(P, P->tok.col, "expected a node, 'output', 'train', 'grad', 'update' or '}', got %s",
               tok_desc(&P->tok, buf, sizeof buf));
 }
 
-/* graph = header {node | output | train} "}" */
+/* graph = header {node | output | train | grad | update} "}" */
 static bool parse_graph(Parser *P) {
   if (!next_nonblank(P)) return !P->failed && perr(P, 1, "expected 'graph', got end of input");
   if (!parse_header(P)) return false;

@@ -74,8 +74,7 @@ const char **ir_print_names(const Graph *g) {
   size_t nrefs = 0;
   for (size_t i = 0; i < n; i++)
     if (g->nodes[i] && ir_is_ident(g->nodes[i]->name))
-      refs[nrefs++] = (NameRef){g->nodes[i]->name,
-                                g->nodes[i]->op != OP_INPUT && g->nodes[i]->op != OP_PARAM, (int)i};
+      refs[nrefs++] = (NameRef){g->nodes[i]->name, !ir_op_is_named_source(g->nodes[i]->op), (int)i};
   qsort(refs, nrefs, sizeof *refs, ir_cmp_nameref);
   for (size_t k = 0; k < nrefs; k++)
     if (k == 0 || strcmp(refs[k].name, refs[k - 1].name) != 0) names[refs[k].index] = refs[k].name;
@@ -245,6 +244,20 @@ void ir_print(FILE *f, const Graph *g) {
     ir_print_loc_eol(&p, (Loc){0});
   }
   if (g->loss) ir_print_train(&p);
+  for (int i = 0; i < g->ngrads; i++) {
+    ir_out(&p, "  grad ");
+    ir_print_ref(&p, g->grads[i].param);
+    ir_out(&p, " = ");
+    ir_print_ref(&p, g->grads[i].grad);
+    ir_print_loc_eol(&p, (Loc){0});
+  }
+  for (int i = 0; i < g->nupdates; i++) {
+    ir_out(&p, "  update ");
+    ir_print_ref(&p, g->updates[i].target);
+    ir_out(&p, " = ");
+    ir_print_ref(&p, g->updates[i].value);
+    ir_print_loc_eol(&p, (Loc){0});
+  }
   fputs("}\n", f);
   free(p.names);
   free(p.index);

@@ -249,3 +249,5 @@ void ir_set_attr_name(Graph *g, Node *n, const char *name, const char *s) {
   a->s = s ? arena_strdup(&g->arena, s) : NULL;
   a->n = 1;
 }
+
+bool ir_op_is_named_source(OpKind op) { return op == OP_INPUT || op == OP_PARAM || op == OP_STATE; }

@@ -216,6 +216,39 @@ static bool check_outputs(Verifier *v) {
   return true;
 }
 
+/* A gradient belongs to a param, an update to a param or a state; each
+ * value has its target's type; no param has two gradients and no target
+ * two updates (a step's updates happen at once). */
+static bool check_pairs(Verifier *v, const char *what, const Node *target, const Node *value,
+                        bool state_ok) {
+  char a[IR_TYPE_STR_MAX], c[IR_TYPE_STR_MAX];
+  if (vindex(v, target) < 0 || vindex(v, value) < 0)
+    return vfail(v, "%s: a node that is not in the graph", what);
+  if (target->op != OP_PARAM && !(state_ok && target->op == OP_STATE))
+    return vfail(v, "%s of node %d, a %s", what, vindex(v, target), ir_op_name(target->op));
+  if (!ir_type_eq(&target->type, &value->type))
+    return vfail(v, "%s of '%s': %s value for a %s target", what, target->name,
+                 ir_type_str(&value->type, a, sizeof a), ir_type_str(&target->type, c, sizeof c));
+  return true;
+}
+
+static bool check_grads_updates(Verifier *v) {
+  const Graph *g = v->g;
+  for (int k = 0; k < g->ngrads; k++) {
+    if (!check_pairs(v, "grad", g->grads[k].param, g->grads[k].grad, false)) return false;
+    for (int j = 0; j < k; j++)
+      if (g->grads[j].param == g->grads[k].param)
+        return vfail(v, "param '%s' has two gradients", g->grads[k].param->name);
+  }
+  for (int k = 0; k < g->nupdates; k++) {
+    if (!check_pairs(v, "update", g->updates[k].target, g->updates[k].value, true)) return false;
+    for (int j = 0; j < k; j++)
+      if (g->updates[j].target == g->updates[k].target)
+        return vfail(v, "'%s' is updated twice", g->updates[k].target->name);
+  }
+  return true;
+}
+
 typedef struct NameRef {
   const char *name;
   int index;
@@ -227,7 +260,7 @@ static int cmp_nameref(const void *a, const void *b) {
   return c ? c : (x->index > y->index) - (x->index < y->index);
 }
 
-/* Inputs and params are bound by name at run time: one namespace, no
+/* Inputs, params and states are bound by name at run time: one namespace, no
  * duplicates. Sorting finds a duplicate in O(n log n). */
 static bool check_names(Verifier *v) {
   const Graph *g = v->g;
@@ -238,7 +271,7 @@ static bool check_names(Verifier *v) {
   bool ok = true;
   for (int i = 0; ok && i < g->nnodes; i++) {
     const Node *s = g->nodes[i];
-    if (s->op != OP_INPUT && s->op != OP_PARAM) continue;
+    if (!ir_op_is_named_source(s->op)) continue;
     if (!is_name(s->name))
       ok = vfail(v, "%s has no valid name", vname(s, i, b, sizeof b));
     else
@@ -258,7 +291,7 @@ bool ir_verify(const Graph *g, char *msg, size_t len) {
   Verifier v = {.g = g, .msg = msg, .len = len};
   bool ok = check_ids(&v);
   for (int i = 0; ok && i < g->nnodes; i++) ok = check_node(&v, i);
-  ok = ok && check_uses(&v) && check_outputs(&v) && check_names(&v);
+  ok = ok && check_uses(&v) && check_outputs(&v) && check_grads_updates(&v) && check_names(&v);
   if (ok && msg && len) msg[0] = '\0';
   free(v.index);
   free(v.count);

@@ -22,6 +22,7 @@ static const PassInfo pass_table[PASS_COUNT] = {
 static const char *const stage_names[STAGE_COUNT] = {
     [STAGE_AST] = "ast",
     [STAGE_GRAPH] = "graph",
+    [STAGE_GRAD] = "grad",
 };
 
 void pass_ctx_init(PassCtx *cx) {

@@ -8,7 +8,7 @@
 #include "../ir/ir.h"
 
 /* The stages a user can dump, in pipeline order. */
-typedef enum Stage { STAGE_AST, STAGE_GRAPH, STAGE_COUNT } Stage;
+typedef enum Stage { STAGE_AST, STAGE_GRAPH, STAGE_GRAD, STAGE_COUNT } Stage;
 
 typedef enum PassId {
 #define PASS(NAME, text, stage, fn, help) PASS_##NAME,
@@ -24,6 +24,7 @@ typedef struct PassCtx {
   int stop_after;   /* a PassId, or -1 */
   bool time_passes; /* table to stderr after the run */
   bool verify;      /* ir_verify after every pass */
+  bool inference;   /* compile for inference: no loss, only the inputs the outputs need */
   double ms[PASS_COUNT];
   int nodes_before[PASS_COUNT], nodes_after[PASS_COUNT];
   bool ran[PASS_COUNT];

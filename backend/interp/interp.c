@@ -166,10 +166,9 @@ static bool same_shape(const Type *a, const Type *b) {
 
 bool interp_set(Interp *it, const char *name, DType dt, int rank, const int64_t *dims,
                 const void *data, char *err, size_t len) {
-  Node *n = ir_find_input(it->g, name);
-  if (!n) n = ir_find_param(it->g, name);
+  Node *n = ir_find_named_source(it->g, name);
   if (!n) return set_err(err, len, "no input or param named '%s'", name);
-  const char *what = n->op == OP_INPUT ? "input" : "param";
+  const char *what = ir_op_name(n->op);
   char want[IR_TYPE_STR_MAX], got[IR_TYPE_STR_MAX];
   ir_type_str(&n->type, want, sizeof want);
   if ((unsigned)dt >= DT_COUNT || rank < 0 || rank > IR_MAX_RANK)

@@ -20,6 +20,13 @@ bool interp_param(const InterpCtx *cx) {
   return interp_fail(cx, "param '%s' is not set", cx->n->name);
 }
 
+/* state: optimizer state (momentum, Adam's moments, the step), bound like a
+ * param. */
+bool interp_state(const InterpCtx *cx) {
+  if (cx->bound) return true;
+  return interp_fail(cx, "state '%s' is not set", cx->n->name);
+}
+
 /* const: out[i] = value for every element of its type. */
 bool interp_const(const InterpCtx *cx) {
   double v = ir_attr_float(cx->n, "value");

@@ -334,8 +334,13 @@ static const char ops1_text[] = "graph ops1(n=2, m=3) {\n"
                                 "  %34 = permute %x {perm=[1, 0]} : f32[3,2]\n"
                                 "  %35 = slice %x {begin=[0, 1], end=[2, 3]} : f32[2,2]\n"
                                 "  %36 = concat %x, %x, %x {axis=0} : f32[6,3]\n"
+                                "  %b.momentum = state : f32[3]\n"
+                                "  %38 = add %b.momentum, %b : f32[3]\n"
                                 "  output mm = %26\n"
                                 "  output cat = %36\n"
+                                "  grad %b = %y\n"
+                                "  update %b = %38\n"
+                                "  update %b.momentum = %38\n"
                                 "}\n";
 
 static const char ops2_text[] =
@@ -461,7 +466,8 @@ static const ErrCase err_cases[] = {
     {"  %a input : f32[2]\n", "t.ir:2:6: error: expected '=', got 'input'"},
     {"  %a = input : f32[2]\n  %b = add %a, : f32[2]\n",
      "t.ir:3:16: error: expected a value, got ':'"},
-    {"  relu\n", "t.ir:2:3: error: expected a node, 'output', 'train' or '}', got 'relu'"},
+    {"  relu\n",
+     "t.ir:2:3: error: expected a node, 'output', 'train', 'grad', 'update' or '}', got 'relu'"},
     {"  %a = input : f32[2]\n  output = %a\n",
      "t.ir:3:10: error: expected an output name, got '='"},
     {"  %a = input : f32[2]\n  train %a sgd {lr=0.1, momentum=0, weight_decay=0}\n",
