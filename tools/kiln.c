@@ -1,47 +1,26 @@
-/* kiln.c - the kiln command line: parses flags, runs the pipeline, chooses the exit code. */
+/* kiln.c - the kiln command line: parses flags, dispatches subcommands, chooses the exit code. */
 #include <errno.h>
-#include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#include "ast.h"
-#include "build.h"
-#include "ir.h"
+#include "cli.h"
 #include "llvm_info.h"
-#include "passes.h"
-
-/* SPEC §2 exit statuses. */
-enum { EXIT_OK = 0, EXIT_USER = 1, EXIT_USAGE = 2, EXIT_INTERNAL = 70 };
-
-/* Model files larger than this are refused before reading them. */
-#define KILN_MAX_SOURCE_BYTES (64u << 20)
-#define KILN_MAX_DEFINES      64
-
-typedef struct Options {
-  const char *cmd;
-  const char *model; /* the one positional argument */
-  Define defs[KILN_MAX_DEFINES];
-  int ndefs;
-  int opt_level;
-  bool verbose, time_passes, show_help;
-  Stage stage;
-  bool dot;
-  PassCtx passes;
-} Options;
 
 typedef struct Command {
   const char *name;
   int (*run)(Options *o);
   const char *usage;
   const char *help;
-  const char *flags; /* the flags it accepts, space-separated, for the parser */
+  const char *flags; /* the flags it accepts, space-separated */
 } Command;
 
 static int cmd_help(Options *o);
 static int cmd_check(Options *o);
 static int cmd_dump(Options *o);
+
+#define COMMON_FLAGS "-D -v -O --time-passes --seed --threads"
 
 static const Command commands[] = {
     {"help", cmd_help, "kiln help [COMMAND]", "Print help for kiln or one of its commands.", ""},
@@ -49,16 +28,39 @@ static const Command commands[] = {
      "Check a model: parse it, build and verify its graph.\n"
      "Prints its inputs, params and outputs with their shapes, then the total number of\n"
      "trainable parameters.",
-     "-D -v -O --time-passes"},
+     COMMON_FLAGS},
     {"dump", cmd_dump,
-     "kiln dump MODEL.kl|MODEL.ir [--stage=ast|graph] [--format=text|dot]\n"
+     "kiln dump MODEL.kl|MODEL.ir [--stage=ast|graph|grad] [--format=text|dot]\n"
      "          [--print-before=PASS|all] [--print-after=PASS|all] [--stop-after=PASS]\n"
      "          [-D NAME=VALUE]... [--time-passes] [-v]",
      "Print the model at a stage of the pipeline.\n"
-     "Stages: ast (the syntax tree), graph (the forward graph after its passes). A .ir\n"
-     "file (text IR, as dumped) is read back instead of a .kl file. --format=dot writes\n"
-     "Graphviz for `dot -Tsvg`.",
-     "-D -v -O --time-passes --stage --format --print-before --print-after --stop-after"},
+     "Stages: ast (the syntax tree), graph (the forward graph after its passes), grad\n"
+     "(the whole train step: forward, backward, optimizer update). A .ir file (text IR,\n"
+     "as dumped) is read back instead of a .kl file. --format=dot writes Graphviz for\n"
+     "`dot -Tsvg`.",
+     COMMON_FLAGS " --stage --format --print-before --print-after --stop-after"},
+    {"init", cmd_init, "kiln init MODEL.kl -o W.safetensors [--seed S] [-D NAME=VALUE]...",
+     "Write the model's parameters, initialized by their INIT rules.\n"
+     "The values depend only on the seed (default 0) and each param's name and shape:\n"
+     "Philox4x32-10 keyed by the seed, one stream per param name (runtime/rng.h).",
+     COMMON_FLAGS " -o"},
+    {"run", cmd_run,
+     "kiln run MODEL.kl --weights W.safetensors --input NAME=FILE.npy... --out DIR\n"
+     "          [--backend=interp|jit] [--grads] [-D NAME=VALUE]...",
+     "Run inference and write each output as DIR/NAME.npy.\n"
+     "The inputs the outputs (and, with --grads, the loss) depend on are required.\n"
+     "--grads (models with a train statement) also writes DIR/grads.safetensors: the\n"
+     "loss under its own name and d loss / d param for every param under its name.\n"
+     "--backend=interp runs the reference interpreter (the only backend in this build).",
+     COMMON_FLAGS " --weights --input --out --backend --grads"},
+    {"train", cmd_train,
+     "kiln train MODEL.kl --data npy:DIR|idx:PREFIX --steps N [--epochs E]\n"
+     "          [--save W.safetensors] [--weights W0.safetensors] [--shuffle] [--seed S]",
+     "Train the model with its train statement's optimizer.\n"
+     "Steps take consecutive batches of the data in file order, wrapping around\n"
+     "(--shuffle shuffles each epoch with --seed). --save writes params and optimizer\n"
+     "state; --weights of such a file resumes exactly where it stopped.",
+     COMMON_FLAGS " --data --steps --epochs --save --weights --shuffle --backend"},
 };
 #define NCOMMANDS ((int)(sizeof commands / sizeof commands[0]))
 
@@ -68,9 +70,13 @@ static const Command *find_command(const char *name) {
   return NULL;
 }
 
-static int usage_error(const Command *c, const char *fmt, const char *arg) {
-  fprintf(stderr, "kiln: error: ");
-  fprintf(stderr, fmt, arg);
+int cli_usage_error(const char *cmd, const char *fmt, ...) {
+  const Command *c = cmd ? find_command(cmd) : NULL;
+  va_list ap;
+  va_start(ap, fmt);
+  fputs("kiln: error: ", stderr);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
   fprintf(stderr, "\nusage: %s\n", c ? c->usage : "kiln COMMAND [ARGS]  (kiln help)");
   return EXIT_USAGE;
 }
@@ -95,25 +101,48 @@ static bool parse_int64(const char *s, int64_t *out) {
   return true;
 }
 
+static bool is_identifier(const char *s, const char *end) {
+  if (s == end) return false;
+  for (const char *p = s; p < end; p++) {
+    bool ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || *p == '_' ||
+              (p > s && *p >= '0' && *p <= '9');
+    if (!ok) return false;
+  }
+  return true;
+}
+
+static char *copy_prefix(const char *s, const char *end) {
+  size_t n = (size_t)(end - s);
+  char *p = malloc(n + 1);
+  if (!p) {
+    fprintf(stderr, "kiln: internal error: out of memory\n");
+    exit(EXIT_INTERNAL);
+  }
+  memcpy(p, s, n);
+  p[n] = '\0';
+  return p;
+}
+
 /* -D NAME=VALUE: NAME an identifier, VALUE a positive integer. */
 static int parse_define(const Command *c, Options *o, const char *arg) {
   const char *eq = strchr(arg, '=');
-  if (!eq || eq == arg) return usage_error(c, "-D expects NAME=VALUE, got '%s'", arg);
   int64_t v;
+  if (!eq || !is_identifier(arg, eq))
+    return cli_usage_error(c->name, "-D expects NAME=VALUE with NAME an identifier, got '%s'", arg);
   if (!parse_int64(eq + 1, &v) || v < 1)
-    return usage_error(c, "-D value must be a positive integer: '%s'", arg);
-  for (const char *p = arg; p < eq; p++) {
-    bool ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || *p == '_' ||
-              (p > arg && *p >= '0' && *p <= '9');
-    if (!ok) return usage_error(c, "-D name must be an identifier: '%s'", arg);
-  }
-  if (o->ndefs == KILN_MAX_DEFINES) return usage_error(c, "too many -D flags at '%s'", arg);
-  size_t n = (size_t)(eq - arg);
-  char *name = malloc(n + 1);
-  if (!name) return EXIT_INTERNAL;
-  memcpy(name, arg, n);
-  name[n] = '\0';
-  o->defs[o->ndefs++] = (Define){name, v};
+    return cli_usage_error(c->name, "-D value must be a positive integer: '%s'", arg);
+  if (o->ndefs == KILN_MAX_DEFINES) return cli_usage_error(c->name, "too many -D flags");
+  o->defs[o->ndefs++] = (Define){copy_prefix(arg, eq), v};
+  return EXIT_OK;
+}
+
+/* --input NAME=FILE */
+static int parse_input(const Command *c, Options *o, const char *arg) {
+  const char *eq = strchr(arg, '=');
+  if (!eq || !is_identifier(arg, eq) || !eq[1])
+    return cli_usage_error(c->name, "--input expects NAME=FILE.npy, got '%s'", arg);
+  if (o->ninputs == KILN_MAX_INPUTS) return cli_usage_error(c->name, "too many --input flags");
+  o->inputs[o->ninputs++] = (InputArg){copy_prefix(arg, eq), eq + 1};
   return EXIT_OK;
 }
 
@@ -125,70 +154,123 @@ static int parse_pass_set(const Command *c, bool *set, const char *value) {
   }
   PassId p = pass_lookup(value);
   if (p == PASS_COUNT)
-    return usage_error(c, "unknown pass '%s' (kiln help dump lists them)", value);
+    return cli_usage_error(c->name, "unknown pass '%s' (kiln help dump lists them)", value);
   set[p] = true;
   return EXIT_OK;
 }
 
-static int parse_valued_flag(const Command *c, Options *o, const char *flag, const char *value) {
-  if (strcmp(flag, "--stage") == 0) {
-    o->stage = stage_lookup(value);
-    if (o->stage == STAGE_COUNT) return usage_error(c, "unknown stage '%s'", value);
-  } else if (strcmp(flag, "--format") == 0) {
-    if (strcmp(value, "dot") != 0 && strcmp(value, "text") != 0)
-      return usage_error(c, "unknown format '%s' (expected text or dot)", value);
-    o->dot = strcmp(value, "dot") == 0;
-  } else if (strcmp(flag, "--print-after") == 0) {
-    return parse_pass_set(c, o->passes.print_after, value);
-  } else if (strcmp(flag, "--print-before") == 0) {
-    return parse_pass_set(c, o->passes.print_before, value);
-  } else if (strcmp(flag, "--stop-after") == 0) {
-    PassId p = pass_lookup(value);
-    if (p == PASS_COUNT) return usage_error(c, "unknown pass '%s'", value);
-    o->passes.stop_after = p;
-  }
+static int parse_count(const Command *c, const char *flag, const char *value, int64_t min,
+                       int64_t *out) {
+  if (!parse_int64(value, out) || *out < min)
+    return cli_usage_error(c->name, "%s expects an integer >= %lld, got '%s'", flag, (long long)min,
+                           value);
   return EXIT_OK;
 }
 
+static int parse_stage(const Command *c, Options *o, const char *value) {
+  o->stage = stage_lookup(value);
+  if (o->stage == STAGE_COUNT) return cli_usage_error(c->name, "unknown stage '%s'", value);
+  return EXIT_OK;
+}
+
+static int parse_format(const Command *c, Options *o, const char *value) {
+  if (strcmp(value, "dot") != 0 && strcmp(value, "text") != 0)
+    return cli_usage_error(c->name, "unknown format '%s' (expected text or dot)", value);
+  o->dot = strcmp(value, "dot") == 0;
+  return EXIT_OK;
+}
+
+static int parse_backend(const Command *c, Options *o, const char *value) {
+  if (strcmp(value, "interp") == 0) return o->backend = BACKEND_INTERP, EXIT_OK;
+  if (strcmp(value, "jit") == 0) return o->backend = BACKEND_JIT, EXIT_OK;
+  return cli_usage_error(c->name, "unknown backend '%s' (expected jit or interp)", value);
+}
+
+static int parse_stop_after(const Command *c, Options *o, const char *value) {
+  PassId p = pass_lookup(value);
+  if (p == PASS_COUNT) return cli_usage_error(c->name, "unknown pass '%s'", value);
+  o->passes.stop_after = p;
+  return EXIT_OK;
+}
+
+static int parse_valued_flag(const Command *c, Options *o, const char *flag, const char *v) {
+  int64_t n = 0;
+  int rc = EXIT_OK;
+  if (strcmp(flag, "--stage") == 0) return parse_stage(c, o, v);
+  if (strcmp(flag, "--format") == 0) return parse_format(c, o, v);
+  if (strcmp(flag, "--backend") == 0) return parse_backend(c, o, v);
+  if (strcmp(flag, "--print-after") == 0) return parse_pass_set(c, o->passes.print_after, v);
+  if (strcmp(flag, "--print-before") == 0) return parse_pass_set(c, o->passes.print_before, v);
+  if (strcmp(flag, "--stop-after") == 0) return parse_stop_after(c, o, v);
+  if (strcmp(flag, "--input") == 0) return parse_input(c, o, v);
+  if (strcmp(flag, "-o") == 0) return o->output = v, EXIT_OK;
+  if (strcmp(flag, "--weights") == 0) return o->weights = v, EXIT_OK;
+  if (strcmp(flag, "--out") == 0) return o->out_dir = v, EXIT_OK;
+  if (strcmp(flag, "--data") == 0) return o->data = v, EXIT_OK;
+  if (strcmp(flag, "--save") == 0) return o->save = v, EXIT_OK;
+  if (strcmp(flag, "--steps") == 0 && !(rc = parse_count(c, flag, v, 1, &n))) o->steps = n;
+  if (strcmp(flag, "--epochs") == 0 && !(rc = parse_count(c, flag, v, 1, &n))) o->epochs = n;
+  if (strcmp(flag, "--seed") == 0 && !(rc = parse_count(c, flag, v, 0, &n))) o->seed = (uint64_t)n;
+  if (strcmp(flag, "--threads") == 0 && !(rc = parse_count(c, flag, v, 1, &n)))
+    o->threads = n > 4096 ? 4096 : (int)n;
+  return rc;
+}
+
+static const char *const valued_flags[] = {
+    "--stage", "--format", "--backend", "--print-after", "--print-before", "--stop-after",
+    "--input", "-o",       "--weights", "--out",         "--data",         "--save",
+    "--steps", "--epochs", "--seed",    "--threads",
+};
+
 static bool flag_takes_value(const char *flag) {
-  return strcmp(flag, "--stage") == 0 || strcmp(flag, "--format") == 0 ||
-         strcmp(flag, "--print-after") == 0 || strcmp(flag, "--print-before") == 0 ||
-         strcmp(flag, "--stop-after") == 0;
+  for (size_t i = 0; i < sizeof valued_flags / sizeof *valued_flags; i++)
+    if (strcmp(flag, valued_flags[i]) == 0) return true;
+  return false;
+}
+
+/* A boolean flag, if a is one the command accepts. */
+static bool parse_switch(const Command *c, Options *o, const char *a) {
+  if (!command_accepts(c, a)) return false;
+  if (strcmp(a, "-v") == 0) return o->verbose = true;
+  if (strcmp(a, "--time-passes") == 0) return o->time_passes = o->passes.time_passes = true;
+  if (strcmp(a, "--grads") == 0) return o->grads = true;
+  if (strcmp(a, "--shuffle") == 0) return o->shuffle = true;
+  return false;
+}
+
+/* -D, -O and flags with values ("--flag=value" or "--flag value"). */
+static int parse_flag(const Command *c, Options *o, int argc, char **argv, int *i) {
+  const char *a = argv[*i];
+  if (strncmp(a, "-D", 2) == 0 && command_accepts(c, "-D")) {
+    if (a[2]) return parse_define(c, o, a + 2);
+    if (*i + 1 >= argc) return cli_usage_error(c->name, "-D needs NAME=VALUE");
+    return parse_define(c, o, argv[++*i]);
+  }
+  if (a[1] == 'O' && command_accepts(c, "-O")) {
+    if (a[2] < '0' || a[2] > '3' || a[3])
+      return cli_usage_error(c->name, "unknown optimization level '%s'", a);
+    return o->opt_level = a[2] - '0', EXIT_OK;
+  }
+  char flag[64];
+  const char *eq = strncmp(a, "--", 2) == 0 ? strchr(a, '=') : NULL;
+  size_t n = eq ? (size_t)(eq - a) : strlen(a);
+  if (n >= sizeof flag) return cli_usage_error(c->name, "unknown flag '%s'", a);
+  memcpy(flag, a, n);
+  flag[n] = '\0';
+  if (!command_accepts(c, flag) || !flag_takes_value(flag))
+    return cli_usage_error(c->name, "unknown flag '%s'", a);
+  if (eq) return parse_valued_flag(c, o, flag, eq + 1);
+  if (*i + 1 >= argc) return cli_usage_error(c->name, "flag '%s' needs a value", a);
+  return parse_valued_flag(c, o, flag, argv[++*i]);
 }
 
 /* One argument (and maybe the next, as a flag's value) at *i. */
 static int parse_arg(const Command *c, Options *o, int argc, char **argv, int *i) {
   const char *a = argv[*i];
-  if (strncmp(a, "-D", 2) == 0 && command_accepts(c, "-D")) {
-    if (a[2]) return parse_define(c, o, a + 2);
-    if (*i + 1 >= argc) return usage_error(c, "-D needs NAME=VALUE%s", "");
-    return parse_define(c, o, argv[++*i]);
-  }
-  if (a[0] == '-' && a[1] == 'O' && command_accepts(c, "-O")) {
-    if (a[2] < '0' || a[2] > '3' || a[3])
-      return usage_error(c, "unknown optimization level '%s'", a);
-    o->opt_level = a[2] - '0';
-    return EXIT_OK;
-  }
   if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) return o->show_help = true, EXIT_OK;
-  if (strcmp(a, "-v") == 0 && command_accepts(c, "-v")) return o->verbose = true, EXIT_OK;
-  if (strcmp(a, "--time-passes") == 0 && command_accepts(c, "--time-passes"))
-    return o->time_passes = o->passes.time_passes = true, EXIT_OK;
-  if (strncmp(a, "--", 2) == 0) {
-    char flag[64];
-    const char *eq = strchr(a, '=');
-    size_t n = eq ? (size_t)(eq - a) : strlen(a);
-    if (n >= sizeof flag) return usage_error(c, "unknown flag '%s'", a);
-    memcpy(flag, a, n);
-    flag[n] = '\0';
-    if (!command_accepts(c, flag) || !flag_takes_value(flag))
-      return usage_error(c, "unknown flag '%s'", a);
-    if (eq) return parse_valued_flag(c, o, flag, eq + 1);
-    if (*i + 1 >= argc) return usage_error(c, "flag '%s' needs a value", a);
-    return parse_valued_flag(c, o, flag, argv[++*i]);
-  }
-  if (a[0] == '-' && a[1]) return usage_error(c, "unknown flag '%s'", a);
-  if (o->model) return usage_error(c, "unexpected argument '%s'", a);
+  if (parse_switch(c, o, a)) return EXIT_OK;
+  if (a[0] == '-' && a[1]) return parse_flag(c, o, argc, argv, i);
+  if (o->model) return cli_usage_error(c->name, "unexpected argument '%s'", a);
   o->model = a;
   return EXIT_OK;
 }
@@ -199,102 +281,6 @@ static int parse_args(const Command *c, Options *o, int argc, char **argv) {
     if (rc != EXIT_OK) return rc;
   }
   return EXIT_OK;
-}
-
-/* ---- Loading a model ---------------------------------------------------- */
-
-static double now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-/* Reads a whole file; on failure reports "kiln: error: ..." and returns NULL. */
-static char *read_file(const char *path, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  if (!f) {
-    fprintf(stderr, "kiln: error: cannot open '%s': %s\n", path, strerror(errno));
-    return NULL;
-  }
-  size_t cap = 4096, n = 0;
-  char *buf = malloc(cap);
-  for (size_t got; buf && (got = fread(buf + n, 1, cap - n, f)) > 0;) {
-    n += got;
-    if (n == cap && cap >= KILN_MAX_SOURCE_BYTES) {
-      fprintf(stderr, "kiln: error: '%s' is larger than %u bytes\n", path, KILN_MAX_SOURCE_BYTES);
-      free(buf);
-      fclose(f);
-      return NULL;
-    }
-    if (n == cap) {
-      char *grown = realloc(buf, cap *= 2);
-      if (!grown) free(buf);
-      buf = grown;
-    }
-  }
-  bool failed = ferror(f);
-  fclose(f);
-  if (!buf || failed) {
-    fprintf(stderr, "kiln: error: cannot read '%s'\n", path);
-    free(buf);
-    return NULL;
-  }
-  *len = n;
-  return buf;
-}
-
-static bool has_suffix(const char *s, const char *suffix) {
-  size_t n = strlen(s), m = strlen(suffix);
-  return n >= m && strcmp(s + n - m, suffix) == 0;
-}
-
-/* A loaded model: its source, syntax tree (for .kl) and graph. */
-typedef struct Loaded {
-  char *src;
-  size_t len;
-  Arena arena; /* the AST */
-  Diag diag;
-  Ast ast;
-  bool is_ir;
-  Graph *graph;
-} Loaded;
-
-static int load_source(const Options *o, Loaded *m) {
-  memset(m, 0, sizeof *m);
-  m->src = read_file(o->model, &m->len);
-  if (!m->src) return EXIT_USER;
-  diag_init(&m->diag, o->model, m->src, m->len);
-  m->is_ir = has_suffix(o->model, ".ir");
-  if (m->is_ir) return EXIT_OK;
-  double t0 = now_ms();
-  if (!parse_file(&m->ast, &m->arena, &m->diag, m->src, m->len)) return EXIT_USER;
-  if (o->verbose)
-    fprintf(stderr, "kiln: parsed %s (%zu bytes) in %.3f ms\n", o->model, m->len, now_ms() - t0);
-  return EXIT_OK;
-}
-
-static int load_graph(const Options *o, Loaded *m) {
-  double t0 = now_ms();
-  if (m->is_ir) {
-    if (o->ndefs) {
-      fprintf(stderr, "kiln: error: -D has no effect on a .ir file: its shapes are fixed\n");
-      return EXIT_USAGE;
-    }
-    m->graph = ir_parse(&m->diag, m->src, m->len);
-  } else {
-    m->graph = build_graph(&m->ast, o->defs, o->ndefs, &m->diag);
-  }
-  if (!m->graph) return EXIT_USER;
-  if (o->verbose)
-    fprintf(stderr, "kiln: built graph '%s' in %.3f ms: %d nodes, hash %016llx\n", m->graph->name,
-            now_ms() - t0, m->graph->nnodes, (unsigned long long)ir_hash_graph(m->graph));
-  return EXIT_OK;
-}
-
-static void loaded_free(Loaded *m) {
-  if (m->graph) ir_graph_free(m->graph);
-  arena_free(&m->arena);
-  free(m->src);
 }
 
 /* ---- Commands ----------------------------------------------------------- */
@@ -311,6 +297,8 @@ static void print_command_help(const Command *c) {
     printf("\nCommon flags:\n"
            "  -D NAME=VALUE   override a model size parameter (a positive integer)\n"
            "  -O0..-O3        optimization level (default -O2)\n"
+           "  --seed S        seed for initialization and shuffling (default 0)\n"
+           "  --threads N     threads (default: all cores)\n"
            "  --time-passes   print a table of pass times and node counts to stderr\n"
            "  -v              verbose\n");
   }
@@ -319,7 +307,7 @@ static void print_command_help(const Command *c) {
 static int cmd_help(Options *o) {
   if (o->model) {
     const Command *c = find_command(o->model);
-    if (!c) return usage_error(NULL, "unknown command '%s'", o->model);
+    if (!c) return cli_usage_error(NULL, "unknown command '%s'", o->model);
     print_command_help(c);
     return EXIT_OK;
   }
@@ -381,43 +369,40 @@ static void print_summary(const Graph *g) {
   printf("parameters: %lld\n", (long long)total);
 }
 
-static int need_model(const Command *c, const Options *o) {
-  if (!o->model) return usage_error(c, "missing MODEL file%s", "");
+static int need_model(const Options *o) {
+  if (!o->model) return cli_usage_error(o->cmd, "missing MODEL file");
   return EXIT_OK;
 }
 
 static int cmd_check(Options *o) {
-  const Command *c = find_command("check");
-  int rc = need_model(c, o);
+  int rc = need_model(o);
   if (rc) return rc;
   Loaded m;
-  rc = load_source(o, &m);
-  if (!rc) rc = load_graph(o, &m);
+  rc = cli_load_source(o, &m);
+  if (!rc) rc = cli_load_graph(o, &m);
   if (!rc) print_summary(m.graph);
-  loaded_free(&m);
+  cli_loaded_free(&m);
   return rc;
 }
 
 static int cmd_dump(Options *o) {
-  const Command *c = find_command("dump");
-  int rc = need_model(c, o);
+  int rc = need_model(o);
   if (rc) return rc;
   if (o->stage == STAGE_AST && o->dot)
-    return usage_error(c, "--format=dot needs a graph stage%s", "");
+    return cli_usage_error(o->cmd, "--format=dot needs a graph stage");
   Loaded m;
-  rc = load_source(o, &m);
-  if (!rc && o->stage == STAGE_AST) {
-    if (m.is_ir)
-      rc = usage_error(c, "a .ir file has no ast stage%s", "");
-    else
-      ast_print(stdout, &m.ast);
+  rc = cli_load_source(o, &m);
+  if (!rc && o->stage == STAGE_AST && m.is_ir) {
+    rc = cli_usage_error(o->cmd, "a .ir file has no ast stage");
+  } else if (!rc && o->stage == STAGE_AST) {
+    ast_print(stdout, &m.ast);
   } else if (!rc) {
-    rc = load_graph(o, &m);
+    rc = cli_load_graph(o, &m);
     if (!rc && !pass_run_pipeline(m.graph, o->stage, &o->passes)) rc = EXIT_INTERNAL;
     if (!rc) (o->dot ? ir_print_dot : ir_print)(stdout, m.graph);
   }
   if (o->time_passes) pass_print_times(stderr, &o->passes);
-  loaded_free(&m);
+  cli_loaded_free(&m);
   return rc;
 }
 
@@ -427,16 +412,17 @@ static void print_version(void) {
 }
 
 int main(int argc, char **argv) {
-  if (argc < 2) return usage_error(NULL, "missing command%s", "");
+  if (argc < 2) return cli_usage_error(NULL, "missing command");
   if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) argv[1] = "help";
   if (strcmp(argv[1], "--version") == 0) return print_version(), EXIT_OK;
   const Command *c = find_command(argv[1]);
-  if (!c) return usage_error(NULL, "unknown command '%s'", argv[1]);
+  if (!c) return cli_usage_error(NULL, "unknown command '%s'", argv[1]);
   Options o;
   memset(&o, 0, sizeof o);
   o.cmd = c->name;
   o.opt_level = 2;
   o.stage = STAGE_GRAPH;
+  o.backend = BACKEND_INTERP; /* the JIT lands with the LLVM backend */
   pass_ctx_init(&o.passes);
   int rc = parse_args(c, &o, argc, argv);
   if (rc == EXIT_OK && o.show_help)
@@ -444,6 +430,7 @@ int main(int argc, char **argv) {
   else if (rc == EXIT_OK)
     rc = c->run(&o);
   for (int i = 0; i < o.ndefs; i++) free((char *)o.defs[i].name);
+  for (int i = 0; i < o.ninputs; i++) free((char *)o.inputs[i].name);
   if (fflush(stdout) != 0 && rc == EXIT_OK) {
     fprintf(stderr, "kiln: error: cannot write output: %s\n", strerror(errno));
     rc = EXIT_USER;

@@ -1,0 +1,87 @@
+/* cli.h - what the kiln subcommands share: options, exit codes, loading a model. */
+#ifndef KILN_CLI_H
+#define KILN_CLI_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "ast.h"
+#include "build.h"
+#include "ir.h"
+#include "passes.h"
+
+/* SPEC §2 exit statuses. */
+enum { EXIT_OK = 0, EXIT_USER = 1, EXIT_USAGE = 2, EXIT_INTERNAL = 70 };
+
+#define KILN_MAX_DEFINES 64
+#define KILN_MAX_INPUTS  64
+
+/* --input NAME=FILE.npy */
+typedef struct InputArg {
+  const char *name; /* malloc'd */
+  const char *path;
+} InputArg;
+
+typedef enum Backend { BACKEND_JIT, BACKEND_INTERP } Backend;
+
+/* Every flag of every command; each command accepts a subset (kiln.c). */
+typedef struct Options {
+  const char *cmd;
+  const char *model; /* the one positional argument */
+  Define defs[KILN_MAX_DEFINES];
+  int ndefs;
+  InputArg inputs[KILN_MAX_INPUTS];
+  int ninputs;
+  int opt_level;
+  bool verbose, time_passes, show_help;
+  Stage stage;
+  bool dot;
+  PassCtx passes;
+  const char *output;  /* -o */
+  const char *weights; /* --weights */
+  const char *out_dir; /* --out */
+  const char *data;    /* --data */
+  const char *save;    /* --save */
+  Backend backend;
+  bool grads, shuffle;
+  int64_t steps, epochs; /* 0: not given */
+  uint64_t seed;
+  int threads; /* 0: all cores */
+} Options;
+
+/* "kiln: error: MESSAGE" and the command's usage line; returns EXIT_USAGE. */
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* "kiln: error: MESSAGE"; returns EXIT_USER. */
+int cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+double cli_now_ms(void);
+
+/* A loaded model: its source, syntax tree (for .kl) and graph. */
+typedef struct Loaded {
+  char *src;
+  size_t len;
+  Arena arena; /* the AST */
+  Diag diag;
+  Ast ast;
+  bool is_ir;
+  Graph *graph;
+} Loaded;
+
+/* Reads and parses o->model (.kl, or .ir text IR); reports errors itself. */
+int cli_load_source(const Options *o, Loaded *m);
+/* Builds (or, for .ir, parses) the graph. */
+int cli_load_graph(const Options *o, Loaded *m);
+/* Both, then the pipeline up to stage. */
+int cli_load_model(Options *o, Loaded *m, Stage upto);
+void cli_loaded_free(Loaded *m);
+
+/* Binds every param of g from a safetensors file (run.c): none missing, none
+ * extra, each of the right dtype and shape; optimizer state ("optim.*") is
+ * skipped. */
+struct Interp;
+int cli_bind_weights(struct Interp *it, const Graph *g, const char *path);
+
+int cmd_init(Options *o);
+int cmd_run(Options *o);
+int cmd_train(Options *o);
+
+#endif
