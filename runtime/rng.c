@@ -3,33 +3,19 @@
 #include <stddef.h>
 #include <string.h>
 
-#include "rng.h"
+#include <Random123/philox.h>
 
-#define PHILOX_M0 0xD2511F53u
-#define PHILOX_M1 0xCD9E8D57u
-#define PHILOX_W0 0x9E3779B9u
-#define PHILOX_W1 0xBB67AE85u
+#include "rng.h"
 
 static const double kiln_two_pi = 6.283185307179586476925286766559;
 
-static void philox_round(uint32_t c[4], const uint32_t k[2]) {
-  uint64_t p0 = (uint64_t)PHILOX_M0 * c[0], p1 = (uint64_t)PHILOX_M1 * c[2];
-  uint32_t hi0 = (uint32_t)(p0 >> 32), lo0 = (uint32_t)p0;
-  uint32_t hi1 = (uint32_t)(p1 >> 32), lo1 = (uint32_t)p1;
-  uint32_t n0 = hi1 ^ c[1] ^ k[0], n2 = hi0 ^ c[3] ^ k[1];
-  c[0] = n0;
-  c[1] = lo1;
-  c[2] = n2;
-  c[3] = lo0;
-}
-
+/* The block function comes from Random123 (Debian's librandom123-dev, header
+ * only, so compiled code carries it without a run-time dependency). */
 void kiln_philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]) {
-  uint32_t c[4] = {ctr[0], ctr[1], ctr[2], ctr[3]}, k[2] = {key[0], key[1]};
-  for (int i = 0; i < 10; i++) {
-    if (i > 0) k[0] += PHILOX_W0, k[1] += PHILOX_W1;
-    philox_round(c, k);
-  }
-  memcpy(out, c, sizeof c);
+  philox4x32_ctr_t c = {{ctr[0], ctr[1], ctr[2], ctr[3]}};
+  philox4x32_key_t k = {{key[0], key[1]}};
+  philox4x32_ctr_t r = philox4x32_R(10, c, k);
+  memcpy(out, r.v, sizeof r.v);
 }
 
 void kiln_rng_seed(KilnRng *r, uint64_t seed, uint64_t stream) {

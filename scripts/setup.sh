@@ -7,6 +7,7 @@ packages=(
   build-essential cmake pkg-config git  # the toolchain
   llvm-19-dev                           # the backend (LLVM C API)
   libffi-dev libxxhash-dev zlib1g-dev libjansson-dev
+  librandom123-dev                      # Philox, header only
   libcmocka-dev                         # unit tests
   clang libclang-rt-dev                 # libFuzzer targets
   clang-format                          # format-check
