@@ -49,6 +49,7 @@
  *                          fan_in = in * prod(k), fan_out = out * prod(k)
  */
 
+#include "kiln.h"
 #include <stdint.h>
 
 typedef struct KilnRng {
@@ -69,15 +70,10 @@ double kiln_rng_normal(KilnRng *r);  /* N(0, 1), Box-Muller as above */
 
 uint64_t kiln_fnv1a64(const char *s);
 
-typedef enum KilnInit {
-  KILN_INIT_ZEROS,
-  KILN_INIT_ONES,
-  KILN_INIT_CONSTANT, /* args: v */
-  KILN_INIT_NORMAL,   /* args: std, or mean, std */
-  KILN_INIT_UNIFORM,  /* args: lo, hi */
-  KILN_INIT_GLOROT,
-  KILN_INIT_HE
-} KilnInit;
+/* The INIT rules, numbered as kiln.h's public kiln_init: ZEROS, ONES,
+ * CONSTANT (args: v), NORMAL (args: std, or mean, std), UNIFORM (args: lo,
+ * hi), GLOROT, HE. */
+typedef kiln_init KilnInit;
 
 const char *kiln_init_name(KilnInit init);                /* "zeros", ..., "he" */
 int kiln_init_from_name(const char *name, KilnInit *out); /* 0, or -1 if unknown */
