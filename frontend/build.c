@@ -100,8 +100,13 @@ static Binding *build_lookup(Builder *b, const char *name) {
   return build_lookup_in(&build_frame(b)->scope, name);
 }
 
-/* A name is bound once per scope (SPEC 1.3). */
+/* A name is bound once per scope (SPEC 1.3). The model's "optim" is taken:
+ * optimizer state lives under "optim." (passes/optimizer.c). */
 static bool build_bind(Builder *b, const char *name, Loc loc, Value v) {
+  if (b->depth == 0 && strcmp(name, "optim") == 0) {
+    diag_error(b->d, loc, "the name 'optim' is reserved for optimizer state");
+    return false;
+  }
   Binding *old = build_lookup(b, name);
   if (old) {
     diag_error(b->d, loc, "'%s' is already bound; a name is bound once per scope", name);

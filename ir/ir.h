@@ -71,6 +71,7 @@ enum {
   IR_F_REDUCTION = 1 << 4,   /* reduces over one or more axes */
   IR_F_ANCHOR = 1 << 5,      /* matmul, conv, lstm: out-elementwise-fusable */
   IR_F_COMMUTATIVE = 1 << 6, /* f(a, b) == f(b, a) */
+  IR_F_BACKWARD = 1 << 7,    /* made by autodiff for a gradient; never differentiated */
 };
 
 typedef enum AttrKind { ATTR_INT, ATTR_INTS, ATTR_FLOAT, ATTR_FLOATS, ATTR_NAME } AttrKind;

@@ -472,6 +472,177 @@ static bool shape_bce(Node *n, char *msg, size_t len) {
   return true;
 }
 
+/* ---- Backward ops (autodiff) --------------------------------------------- */
+
+/* Input i must have exactly the type want (a gradient has its value's type). */
+static bool need_type(const Node *n, int i, const char *what, const Type *want, char *msg,
+                      size_t len) {
+  if (ir_type_eq(in_type(n, i), want)) return true;
+  return fail(msg, len, "%s: %s %s does not match %s", op_name(n), what, TS(*in_type(n, i)),
+              TS(*want));
+}
+
+/* x broadcast (NumPy rules) to the float type with the dims of "shape". */
+static bool shape_broadcast_to(Node *n, char *msg, size_t len) {
+  if (!need_float(n, 0, msg, len)) return false;
+  const AttrVal *shape = ir_attr_c(n, "shape");
+  Type want = ir_type(in_type(n, 0)->dtype, shape->n, shape->i), out;
+  if (!check_type("broadcast", &want, msg, len)) return false;
+  if (!ir_broadcast(in_type(n, 0), &want, &out) || !ir_type_eq(&out, &want))
+    return fail(msg, len, "broadcast: cannot broadcast %s to %s", TS(*in_type(n, 0)), TS(want));
+  n->type = want;
+  return true;
+}
+
+/* Zero padding: dim d grows by before[d] + after[d] (the gradient of slice). */
+static bool shape_pad(Node *n, char *msg, size_t len) {
+  if (!need_float(n, 0, msg, len)) return false;
+  const Type *x = in_type(n, 0);
+  const AttrVal *b = ir_attr_c(n, "before"), *a = ir_attr_c(n, "after");
+  if (b->n != x->rank || a->n != x->rank)
+    return fail(msg, len, "pad: before %s and after %s need one entry per dim of %s", istr(b).s,
+                istr(a).s, TS(*x));
+  Type out = *x;
+  for (int i = 0; i < x->rank; i++) {
+    if (b->i[i] < 0 || a->i[i] < 0 || b->i[i] > IR_MAX_NUMEL || a->i[i] > IR_MAX_NUMEL)
+      return fail(msg, len, "pad: before %s and after %s must be in 0..%lld", istr(b).s, istr(a).s,
+                  (long long)IR_MAX_NUMEL);
+    out.dims[i] += b->i[i] + a->i[i]; /* each term <= IR_MAX_NUMEL: no overflow */
+  }
+  n->type = out;
+  return true;
+}
+
+/* f_grad(x, dy): two float operands of one type, the result of that type. */
+static bool shape_same_grad(Node *n, char *msg, size_t len) {
+  if (!need_floats_alike(n, msg, len) || !need_type(n, 1, "gradient", in_type(n, 0), msg, len))
+    return false;
+  n->type = *in_type(n, 0);
+  return true;
+}
+
+/* layer_norm_grad(x [..., D], gamma [D], dy like x) -> dx like x. */
+static bool shape_layer_norm_grad(Node *n, char *msg, size_t len) {
+  if (!need_floats_alike(n, msg, len)) return false;
+  const Type *x = in_type(n, 0);
+  if (x->rank < 1)
+    return fail(msg, len, "layer_norm_grad: input must have rank >= 1, got %s", TS(*x));
+  Type gamma = ir_type(x->dtype, 1, &x->dims[x->rank - 1]);
+  if (!need_type(n, 1, "gamma", &gamma, msg, len) || !need_type(n, 2, "gradient", x, msg, len))
+    return false;
+  double eps = ir_attr_float(n, "eps");
+  if (!(eps > 0)) return fail(msg, len, "layer_norm_grad: eps must be > 0, got %g", eps);
+  n->type = *x;
+  return true;
+}
+
+/* The spatial size (height, width) whose window_out is dy's (ho, wo). */
+static bool window_fits(const Node *n, const Type *dy, int64_t h, int64_t w, int64_t kh, int64_t kw,
+                        int64_t s, int64_t p, char *msg, size_t len) {
+  if (window_out(h, kh, s, p) == dy->dims[2] && window_out(w, kw, s, p) == dy->dims[3]) return true;
+  return fail(msg, len, "%s: gradient %s does not fit a %lldx%lld input (kernel %lldx%lld)",
+              op_name(n), TS(*dy), (long long)h, (long long)w, (long long)kh, (long long)kw);
+}
+
+/* conv2d_grad_input(dy [N,Co,Ho,Wo], w [Co,Ci,kh,kw]) -> dx [N,Ci,height,width]. */
+static bool shape_conv2d_grad_input(Node *n, char *msg, size_t len) {
+  if (!need_floats_alike(n, msg, len) || !need_rank(n, 0, 4, "gradient", msg, len) ||
+      !need_rank(n, 1, 4, "weight", msg, len) || !attr_in(n, "stride", 1, msg, len) ||
+      !attr_in(n, "padding", 0, msg, len) || !attr_in(n, "height", 1, msg, len) ||
+      !attr_in(n, "width", 1, msg, len))
+    return false;
+  const Type *dy = in_type(n, 0), *w = in_type(n, 1);
+  int64_t h = ir_attr_int(n, "height"), wd = ir_attr_int(n, "width");
+  if (dy->dims[1] != w->dims[0])
+    return fail(msg, len, "conv2d_grad_input: gradient %s does not match weight %s", TS(*dy),
+                TS(*w));
+  if (!window_fits(n, dy, h, wd, w->dims[2], w->dims[3], ir_attr_int(n, "stride"),
+                   ir_attr_int(n, "padding"), msg, len))
+    return false;
+  n->type = ir_type(dy->dtype, 4, (int64_t[]){dy->dims[0], w->dims[1], h, wd});
+  return true;
+}
+
+/* conv2d_grad_weight(x [N,Ci,H,W], dy [N,Co,Ho,Wo]) -> dw [Co,Ci,kernel_h,kernel_w]. */
+static bool shape_conv2d_grad_weight(Node *n, char *msg, size_t len) {
+  if (!need_floats_alike(n, msg, len) || !need_rank(n, 0, 4, "input", msg, len) ||
+      !need_rank(n, 1, 4, "gradient", msg, len) || !attr_in(n, "stride", 1, msg, len) ||
+      !attr_in(n, "padding", 0, msg, len) || !attr_in(n, "kernel_h", 1, msg, len) ||
+      !attr_in(n, "kernel_w", 1, msg, len))
+    return false;
+  const Type *x = in_type(n, 0), *dy = in_type(n, 1);
+  int64_t kh = ir_attr_int(n, "kernel_h"), kw = ir_attr_int(n, "kernel_w");
+  if (dy->dims[0] != x->dims[0])
+    return fail(msg, len, "conv2d_grad_weight: gradient %s does not match input %s", TS(*dy),
+                TS(*x));
+  if (!window_fits(n, dy, x->dims[2], x->dims[3], kh, kw, ir_attr_int(n, "stride"),
+                   ir_attr_int(n, "padding"), msg, len))
+    return false;
+  n->type = ir_type(x->dtype, 4, (int64_t[]){dy->dims[1], x->dims[1], kh, kw});
+  return true;
+}
+
+/* max_pool2d_grad(x [N,C,H,W], dy like max_pool2d(x)) -> dx like x. */
+static bool shape_max_pool2d_grad(Node *n, char *msg, size_t len) {
+  Type saved = n->type;
+  if (!need_floats_alike(n, msg, len) || !shape_pool2d(n, msg, len)) return false;
+  bool ok = need_type(n, 1, "gradient", &n->type, msg, len);
+  n->type = ok ? *in_type(n, 0) : saved;
+  return ok;
+}
+
+/* avg_pool2d_grad(dy [N,C,Ho,Wo]) -> dx [N,C,height,width]. */
+static bool shape_avg_pool2d_grad(Node *n, char *msg, size_t len) {
+  if (!need_float(n, 0, msg, len) || !need_rank(n, 0, 4, "gradient", msg, len) ||
+      !attr_in(n, "kernel", 1, msg, len) || !attr_in(n, "stride", 1, msg, len) ||
+      !attr_in(n, "height", 1, msg, len) || !attr_in(n, "width", 1, msg, len))
+    return false;
+  const Type *dy = in_type(n, 0);
+  int64_t k = ir_attr_int(n, "kernel"), h = ir_attr_int(n, "height"), w = ir_attr_int(n, "width");
+  if (!window_fits(n, dy, h, w, k, k, ir_attr_int(n, "stride"), 0, msg, len)) return false;
+  n->type = ir_type(dy->dtype, 4, (int64_t[]){dy->dims[0], dy->dims[1], h, w});
+  return true;
+}
+
+/* embedding_grad(ids i32 [...], dy [..., D]) -> dtable [vocab, D]. */
+static bool shape_embedding_grad(Node *n, char *msg, size_t len) {
+  const Type *ids = in_type(n, 0), *dy = in_type(n, 1);
+  if (ids->dtype != DT_I32 || ids->rank > IR_MAX_RANK - 1)
+    return fail(msg, len, "embedding_grad: ids must be i32 of rank 0..%d, got %s", IR_MAX_RANK - 1,
+                TS(*ids));
+  if (!need_float(n, 1, msg, len) || !attr_in(n, "vocab", 1, msg, len)) return false;
+  bool ok = dy->rank == ids->rank + 1;
+  for (int d = 0; ok && d < ids->rank; d++) ok = dy->dims[d] == ids->dims[d];
+  if (!ok)
+    return fail(msg, len, "embedding_grad: gradient %s does not match ids %s", TS(*dy), TS(*ids));
+  n->type = ir_type(dy->dtype, 2, (int64_t[]){ir_attr_int(n, "vocab"), dy->dims[dy->rank - 1]});
+  return true;
+}
+
+/* lstm_grad(x, w_ih, w_hh, b_ih, b_hh, dy [B,T,H]) -> [dx | dw_ih | dw_hh | db] packed. */
+static bool shape_lstm_grad(Node *n, char *msg, size_t len) {
+  Type saved = n->type;
+  if (!shape_lstm(n, msg, len)) return false;
+  if (!need_type(n, 5, "gradient", &n->type, msg, len)) {
+    n->type = saved;
+    return false;
+  }
+  const Type *x = in_type(n, 0);
+  int64_t h4 = in_type(n, 1)->dims[0], h = h4 / 4; /* each product <= IR_MAX_NUMEL */
+  int64_t total = ir_type_numel(x) + h4 * x->dims[2] + h4 * h + h4;
+  n->type = ir_type(x->dtype, 1, &total);
+  return true;
+}
+
+/* cross_entropy_grad(logits [..., C], labels i32 [...], dy []) -> dlogits. */
+static bool shape_cross_entropy_grad(Node *n, char *msg, size_t len) {
+  Type saved = n->type;
+  if (!shape_cross_entropy(n, msg, len)) return false;
+  bool ok = need_type(n, 2, "gradient", &n->type, msg, len);
+  n->type = ok ? *in_type(n, 0) : saved;
+  return ok;
+}
+
 /* ---- Dispatch ----------------------------------------------------------- */
 
 /* Arity and well-formed input types are the builder's guarantee. */

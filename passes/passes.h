@@ -49,5 +49,7 @@ void pass_print_times(FILE *f, const PassCtx *cx);
 
 /* The passes. Each returns true if it changed the graph. */
 bool pass_dce(Graph *g, PassCtx *cx);
+bool pass_autodiff(Graph *g, PassCtx *cx);
+bool pass_optimizer(Graph *g, PassCtx *cx);
 
 #endif

@@ -9,6 +9,7 @@
 #include "build.h"
 #include "ir.h"
 #include "passes.h"
+#include "tensor_io.h"
 
 /* SPEC §2 exit statuses. */
 enum { EXIT_OK = 0, EXIT_USER = 1, EXIT_USAGE = 2, EXIT_INTERNAL = 70 };
@@ -79,6 +80,22 @@ void cli_loaded_free(Loaded *m);
  * skipped. */
 struct Interp;
 int cli_bind_weights(struct Interp *it, const Graph *g, const char *path);
+
+/* Shared by init, run and train (run.c). */
+KilnDType cli_kiln_dtype(DType dt);
+DType cli_ir_dtype(KilnDType dt);
+/* A KilnTensor viewing (not owning) a node's type and the given data. */
+KilnTensor cli_tensor_view(const Node *n, const char *name, const void *data);
+/* Fills a param's data (numel of its dtype) by its INIT rule for the seed,
+ * exactly as kiln init writes it (runtime/rng.h). */
+int cli_init_param(const Node *p, uint64_t seed, void *data);
+/* Marks the nodes the outputs (if outputs) and the loss (if loss) depend on;
+ * needed has g->next_id entries, all false. */
+void cli_mark_needed(const Graph *g, bool outputs, bool loss, bool *needed);
+/* Binds zeros to every input of g not marked in needed: in a train graph
+ * every input stays, but one that neither an output nor the loss reads
+ * changes nothing. */
+int cli_bind_zero_inputs(struct Interp *it, const Graph *g, const bool *needed);
 
 int cmd_init(Options *o);
 int cmd_run(Options *o);

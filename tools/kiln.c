@@ -54,12 +54,14 @@ static const Command commands[] = {
      "--backend=interp runs the reference interpreter (the only backend in this build).",
      COMMON_FLAGS " --weights --input --out --backend --grads"},
     {"train", cmd_train,
-     "kiln train MODEL.kl --data npy:DIR|idx:PREFIX --steps N [--epochs E]\n"
+     "kiln train MODEL.kl --data npy:DIR|idx:PREFIX --steps N|--epochs E\n"
      "          [--save W.safetensors] [--weights W0.safetensors] [--shuffle] [--seed S]",
      "Train the model with its train statement's optimizer.\n"
      "Steps take consecutive batches of the data in file order, wrapping around\n"
-     "(--shuffle shuffles each epoch with --seed). --save writes params and optimizer\n"
-     "state; --weights of such a file resumes exactly where it stopped.",
+     "(--shuffle shuffles each epoch with --seed). --epochs E runs ceil(E*N/batch)\n"
+     "steps (with --steps too, the fewer). Params start as kiln init --seed writes\n"
+     "them. --save writes params and optimizer state; --weights of such a file\n"
+     "resumes exactly where it stopped.",
      COMMON_FLAGS " --data --steps --epochs --save --weights --shuffle --backend"},
 };
 #define NCOMMANDS ((int)(sizeof commands / sizeof commands[0]))

@@ -13,18 +13,17 @@
 
 #define ERR_LEN 1024
 
-static KilnDType to_kiln_dtype(DType dt) {
+KilnDType cli_kiln_dtype(DType dt) {
   return dt == DT_F64 ? KILN_F64 : dt == DT_I32 ? KILN_I32 : KILN_F32;
 }
 
-static DType from_kiln_dtype(KilnDType dt) {
+DType cli_ir_dtype(KilnDType dt) {
   return dt == KILN_F64 ? DT_F64 : dt == KILN_I32 ? DT_I32 : DT_F32;
 }
 
-/* A KilnTensor viewing (not owning) a node's type and data. */
-static KilnTensor tensor_view(const Node *n, const char *name, const void *data) {
+KilnTensor cli_tensor_view(const Node *n, const char *name, const void *data) {
   KilnTensor t = {.name = (char *)name,
-                  .dtype = to_kiln_dtype(n->type.dtype),
+                  .dtype = cli_kiln_dtype(n->type.dtype),
                   .rank = n->type.rank,
                   .data = (void *)data};
   memcpy(t.shape, n->type.dims, sizeof(int64_t) * (size_t)n->type.rank);
@@ -34,8 +33,7 @@ static KilnTensor tensor_view(const Node *n, const char *name, const void *data)
 
 /* ---- kiln init ---------------------------------------------------------- */
 
-/* Fills one param's data by its INIT rule (runtime/rng.h). */
-static int init_param(const Node *p, uint64_t seed, void *data) {
+int cli_init_param(const Node *p, uint64_t seed, void *data) {
   KilnInit init;
   const AttrVal *args = ir_attr_c(p, "args");
   if (kiln_init_from_name(ir_attr_c(p, "init")->s, &init) != 0)
@@ -65,8 +63,8 @@ int cmd_init(Options *o) {
     if (!data)
       rc = cli_error("out of memory for param '%s'", p->name);
     else
-      ts[n++] = tensor_view(p, p->name, data);
-    if (!rc) rc = init_param(p, o->seed, data);
+      ts[n++] = cli_tensor_view(p, p->name, data);
+    if (!rc) rc = cli_init_param(p, o->seed, data);
   }
   char err[ERR_LEN];
   if (!rc && kiln_safetensors_write(o->output, ts, n, err, sizeof err) != 0)
@@ -86,7 +84,7 @@ int cmd_init(Options *o) {
 
 static int bind_tensor(Interp *it, const char *what, const char *name, const KilnTensor *t) {
   char err[ERR_LEN];
-  if (!interp_set(it, name, from_kiln_dtype(t->dtype), t->rank, t->shape, t->data, err, sizeof err))
+  if (!interp_set(it, name, cli_ir_dtype(t->dtype), t->rank, t->shape, t->data, err, sizeof err))
     return cli_error("%s: %s", what, err);
   return EXIT_OK;
 }
@@ -125,30 +123,44 @@ static int bind_input(Interp *it, const Graph *g, const InputArg *in) {
   return rc;
 }
 
-/* Marks what the outputs (and the loss, if with_loss) depend on. */
-static void mark_needed(const Graph *g, bool with_loss, bool *needed) {
+void cli_mark_needed(const Graph *g, bool outputs, bool loss, bool *needed) {
   for (int i = g->nnodes - 1; i >= 0; i--) {
     const Node *n = g->nodes[i];
-    bool root = (with_loss && n == g->loss);
-    for (int k = 0; k < g->noutputs && !root; k++) root = g->outputs[k].node == n;
+    bool root = (loss && n == g->loss);
+    for (int k = 0; outputs && k < g->noutputs && !root; k++) root = g->outputs[k].node == n;
     if (root) needed[n->id] = true;
     if (!needed[n->id]) continue;
     for (int k = 0; k < n->nin; k++) needed[n->in[k]->id] = true;
   }
 }
 
-static int bind_inputs(Interp *it, const Graph *g, const Options *o, bool with_loss) {
-  for (int i = 0; i < o->ninputs; i++) {
-    for (int j = 0; j < i; j++)
-      if (strcmp(o->inputs[i].name, o->inputs[j].name) == 0)
-        return cli_usage_error(o->cmd, "--input %s is given twice", o->inputs[i].name);
-    int rc = bind_input(it, g, &o->inputs[i]);
-    if (rc) return rc;
+int cli_bind_zero_inputs(Interp *it, const Graph *g, const bool *needed) {
+  for (int i = 0; i < g->nnodes; i++) {
+    const Node *n = g->nodes[i];
+    if (n->op != OP_INPUT || needed[n->id]) continue;
+    size_t bytes = (size_t)ir_type_numel(&n->type) * ir_dtype_size(n->type.dtype);
+    void *zeros = calloc(bytes ? bytes : 1, 1);
+    if (!zeros) return cli_error("out of memory for input '%s'", n->name);
+    char err[ERR_LEN];
+    bool ok =
+        interp_set(it, n->name, n->type.dtype, n->type.rank, n->type.dims, zeros, err, sizeof err);
+    free(zeros);
+    if (!ok) return cli_error("%s", err);
   }
+  return EXIT_OK;
+}
+
+static int bind_inputs(Interp *it, const Graph *g, const Options *o, bool with_loss) {
   bool *needed = calloc((size_t)g->next_id + 1, sizeof *needed);
   if (!needed) return cli_error("out of memory");
-  mark_needed(g, with_loss, needed);
-  int rc = EXIT_OK;
+  cli_mark_needed(g, true, with_loss, needed);
+  int rc = cli_bind_zero_inputs(it, g, needed);
+  for (int i = 0; !rc && i < o->ninputs; i++) {
+    for (int j = 0; !rc && j < i; j++)
+      if (strcmp(o->inputs[i].name, o->inputs[j].name) == 0)
+        rc = cli_usage_error(o->cmd, "--input %s is given twice", o->inputs[i].name);
+    if (!rc) rc = bind_input(it, g, &o->inputs[i]);
+  }
   for (int i = 0; !rc && i < g->nnodes; i++) {
     const Node *n = g->nodes[i];
     if (n->op != OP_INPUT || !needed[n->id]) continue;
@@ -206,17 +218,37 @@ static int outdir_close(OutDir *d, const char *const *files, int n, bool commit)
 static int write_npy(const OutDir *d, const char *file, const Node *n, const void *data) {
   char path[4200], err[ERR_LEN];
   int rc = outdir_path(d, false, file, path, sizeof path);
-  KilnTensor t = tensor_view(n, NULL, data);
+  KilnTensor t = cli_tensor_view(n, NULL, data);
   if (!rc && kiln_npy_write(path, &t, err, sizeof err) != 0) rc = cli_error("%s", err);
   return rc;
 }
 
-static int write_outputs(const Interp *it, const Graph *g, const char *dir) {
+/* grads.safetensors: the loss under its name, then d loss / d param under
+ * each param's name. */
+static int write_grads(const Interp *it, const Graph *g, const OutDir *d, const char *file) {
+  char path[4200], err[ERR_LEN];
+  int rc = outdir_path(d, false, file, path, sizeof path);
+  KilnTensor *ts = rc ? NULL : calloc((size_t)g->ngrads + 1, sizeof *ts);
+  if (!rc && !ts) rc = cli_error("out of memory");
+  if (rc) return rc;
+  const char *loss = g->loss->name ? g->loss->name : "loss";
+  ts[0] = cli_tensor_view(g->loss, loss, interp_value(it, g->loss));
+  for (int k = 0; k < g->ngrads; k++)
+    ts[k + 1] = cli_tensor_view(g->grads[k].grad, g->grads[k].param->name,
+                                interp_value(it, g->grads[k].grad));
+  if (kiln_safetensors_write(path, ts, g->ngrads + 1, err, sizeof err) != 0)
+    rc = cli_error("%s", err);
+  free(ts);
+  return rc;
+}
+
+static int write_outputs(const Interp *it, const Graph *g, const char *dir, bool grads) {
   OutDir d;
   int rc = outdir_open(&d, dir);
   if (rc) return rc;
-  const char **files = calloc((size_t)g->noutputs + 1, sizeof *files);
+  const char **files = calloc((size_t)g->noutputs + 2, sizeof *files);
   int n = 0;
+  if (!files) rc = cli_error("out of memory");
   for (int i = 0; !rc && i < g->noutputs; i++) {
     char name[512];
     snprintf(name, sizeof name, "%s.npy", g->outputs[i].name);
@@ -226,6 +258,9 @@ static int write_outputs(const Interp *it, const Graph *g, const char *dir) {
     else
       rc = write_npy(&d, files[n++], g->outputs[i].node, interp_value(it, g->outputs[i].node));
   }
+  if (!rc && grads && (files[n] = strdup("grads.safetensors")) == NULL)
+    rc = cli_error("out of memory");
+  if (!rc && grads) rc = write_grads(it, g, &d, files[n++]);
   int closed = outdir_close(&d, files, n, rc == EXIT_OK);
   for (int i = 0; i < n; i++) free((char *)files[i]);
   free(files);
@@ -239,7 +274,20 @@ static int run_checks(const Options *o) {
   if (!o->out_dir) return cli_usage_error(o->cmd, "missing --out DIR");
   if (o->backend == BACKEND_JIT)
     return cli_usage_error(o->cmd, "the JIT backend is not built yet; use --backend=interp");
-  if (o->grads) return cli_usage_error(o->cmd, "--grads needs autodiff, which is not built yet");
+  return EXIT_OK;
+}
+
+/* --grads needs the train statement's loss and the gradients autodiff records. */
+static int grads_checks(const Options *o, const Graph *g) {
+  if (!g->loss)
+    return cli_usage_error(o->cmd, "--grads needs a model with a train statement; %s has none",
+                           o->model);
+  bool has_params = false;
+  for (int i = 0; i < g->nnodes; i++) has_params |= g->nodes[i]->op == OP_PARAM;
+  if (has_params && g->ngrads == 0) {
+    fprintf(stderr, "kiln: internal error: no gradients: this build lacks the autodiff pass\n");
+    return EXIT_INTERNAL;
+  }
   return EXIT_OK;
 }
 
@@ -248,7 +296,8 @@ int cmd_run(Options *o) {
   if (rc) return rc;
   Loaded m;
   o->passes.inference = !o->grads;
-  rc = cli_load_model(o, &m, STAGE_GRAPH);
+  rc = cli_load_model(o, &m, o->grads ? STAGE_GRAD : STAGE_GRAPH);
+  if (!rc && o->grads) rc = grads_checks(o, m.graph);
   Interp *it = rc ? NULL : interp_new(m.graph);
   if (!rc && !it) rc = cli_error("out of memory for the interpreter");
   bool has_params = false;
@@ -256,13 +305,13 @@ int cmd_run(Options *o) {
   if (!rc && has_params && !o->weights)
     rc = cli_usage_error(o->cmd, "missing --weights W.safetensors (kiln init writes one)");
   if (!rc && o->weights) rc = cli_bind_weights(it, m.graph, o->weights);
-  if (!rc) rc = bind_inputs(it, m.graph, o, false);
+  if (!rc) rc = bind_inputs(it, m.graph, o, o->grads);
   char err[ERR_LEN];
   double t0 = cli_now_ms();
   if (!rc && !interp_run(it, err, sizeof err)) rc = cli_error("%s", err);
   if (!rc && o->verbose)
     fprintf(stderr, "kiln: ran %s in %.3f ms\n", m.graph->name, cli_now_ms() - t0);
-  if (!rc) rc = write_outputs(it, m.graph, o->out_dir);
+  if (!rc) rc = write_outputs(it, m.graph, o->out_dir, o->grads);
   if (it) interp_free(it);
   cli_loaded_free(&m);
   return rc;

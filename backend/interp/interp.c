@@ -206,6 +206,44 @@ bool interp_run(Interp *it, char *err, size_t len) {
   return true;
 }
 
+/* ---- Train steps -------------------------------------------------------- */
+
+static void copy_value(Interp *it, const Node *target, const double *v) {
+  size_t count = (size_t)ir_type_numel(&target->type);
+  memcpy(it->val[target->id], v, count * sizeof(double));
+  store_native(it, target);
+  it->bound[target->id] = true;
+}
+
+/* Targets are params and states, which no kernel writes, so only a value
+ * that is itself a source (another update's target, perhaps) needs a copy
+ * taken before the first write. */
+bool interp_apply_updates(Interp *it, char *err, size_t len) {
+  const Graph *g = it->g;
+  double **snap = calloc((size_t)(g->nupdates ? g->nupdates : 1), sizeof *snap);
+  bool ok = snap != NULL;
+  for (int k = 0; ok && k < g->nupdates; k++) {
+    const Node *v = g->updates[k].value;
+    if (!ir_op_is_named_source(v->op)) continue;
+    size_t bytes = (size_t)ir_type_numel(&v->type) * sizeof(double);
+    snap[k] = malloc(bytes ? bytes : 1);
+    if (snap[k]) memcpy(snap[k], it->val[v->id], bytes);
+    ok = snap[k] != NULL;
+  }
+  for (int k = 0; ok && k < g->nupdates; k++) {
+    const GraphUpdate *u = &g->updates[k];
+    copy_value(it, u->target, snap[k] ? snap[k] : it->val[u->value->id]);
+  }
+  for (int k = 0; snap && k < g->nupdates; k++) free(snap[k]);
+  free(snap);
+  return ok || set_err(err, len, "out of memory applying %d updates", g->nupdates);
+}
+
+const void *interp_source(const Interp *it, const char *name) {
+  const Node *n = ir_find_named_source(it->g, name);
+  return n ? it->native[n->id] : NULL;
+}
+
 /* ---- f64 promotion ------------------------------------------------------ */
 
 void interp_promote_f64(Graph *g) {

@@ -27,7 +27,7 @@ typedef struct Interp Interp;
 Interp *interp_new(const Graph *g);
 void interp_free(Interp *it);
 
-/* Binds an input or param by name to a copy of data (C order). f32 and f64
+/* Binds an input, param or state by name to a copy of data (C order). f32 and f64
  * data convert to the node's float dtype; i32 binds only i32. The shape must
  * equal the node's. On a mismatch, returns false with a message naming the
  * tensor and the expected and given types. */
@@ -36,8 +36,19 @@ bool interp_set(Interp *it, const char *name, DType dt, int rank, const int64_t 
 
 /* Runs every node in order. Returns false with a message on a run-time user
  * error: an input or param not set, an embedding id or class label out of
- * range. */
+ * range. A state (optimizer state) never set reads as zeros, as torch.optim
+ * creates its state. */
 bool interp_run(Interp *it, char *err, size_t len);
+
+/* After interp_run: every update's target (a param or a state) takes its
+ * value, all at once (every value is read before any target is written), and
+ * counts as set. The next interp_run is the next train step. False with a
+ * message only when out of memory. */
+bool interp_apply_updates(Interp *it, char *err, size_t len);
+
+/* The current data of the input, param or state of that name (C order, in
+ * its dtype), or NULL if the graph has no such source. */
+const void *interp_source(const Interp *it, const char *name);
 
 /* A node's value after interp_run, C order, in its dtype (float, double or
  * int32_t). */

@@ -21,10 +21,12 @@ bool interp_param(const InterpCtx *cx) {
 }
 
 /* state: optimizer state (momentum, Adam's moments, the step), bound like a
- * param. */
+ * param or by interp_apply_updates; zeros until then (fresh torch.optim state). */
 bool interp_state(const InterpCtx *cx) {
   if (cx->bound) return true;
-  return interp_fail(cx, "state '%s' is not set", cx->n->name);
+  int64_t count = ir_type_numel(&cx->n->type);
+  for (int64_t i = 0; i < count; i++) cx->out[i] = 0.0;
+  return true;
 }
 
 /* const: out[i] = value for every element of its type. */

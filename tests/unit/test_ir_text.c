@@ -377,10 +377,57 @@ static const char ops2_text[] =
     "cnn.kl:30:3\n"
     "}\n";
 
+/* The backward ops autodiff builds. */
+static const char ops3_text[] =
+    "graph ops3 {\n"
+    "  %x = input : f32[2,3]\n"
+    "  %b = input : f32[3]\n"
+    "  %g = param {init=ones, args=[]} : f32[3]\n"
+    "  %3 = greater %x, %b : f32[2,3]\n"
+    "  %4 = equal %x, %b : f32[2,3]\n"
+    "  %5 = broadcast %b {shape=[4, 2, 3]} : f32[4,2,3]\n"
+    "  %6 = pad %x {before=[1, 0], after=[0, 2]} : f32[3,5]\n"
+    "  %7 = gelu_grad %x, %3 : f32[2,3]\n"
+    "  %8 = layer_norm_grad %x, %g, %4 {eps=1e-05} : f32[2,3]\n"
+    "  %img = input : f32[1,3,8,8]\n"
+    "  %k = param {init=he, args=[]} : f32[4,3,3,3]\n"
+    "  %dy = input : f32[1,4,4,4]\n"
+    "  %12 = conv2d_grad_input %dy, %k {stride=2, padding=1, height=8, width=8} : f32[1,3,8,8]\n"
+    "  %13 = conv2d_grad_weight %img, %dy {stride=2, padding=1, kernel_h=3, kernel_w=3} : "
+    "f32[4,3,3,3]\n"
+    "  %pdy = input : f32[1,3,4,4]\n"
+    "  %15 = max_pool2d_grad %img, %pdy {kernel=2, stride=2} : f32[1,3,8,8]\n"
+    "  %16 = avg_pool2d_grad %pdy {kernel=2, stride=2, height=8, width=8} : f32[1,3,8,8]\n"
+    "  %ids = input : i32[2,5]\n"
+    "  %edy = input : f32[2,5,6]\n"
+    "  %19 = embedding_grad %ids, %edy {vocab=10} : f32[10,6]\n"
+    "  %seq = input : f32[2,5,3]\n"
+    "  %wih = param {init=zeros, args=[]} : f32[8,3]\n"
+    "  %whh = param {init=zeros, args=[]} : f32[8,2]\n"
+    "  %bih = param {init=zeros, args=[]} : f32[8]\n"
+    "  %bhh = param {init=zeros, args=[]} : f32[8]\n"
+    "  %hdy = input : f32[2,5,2]\n"
+    "  %26 = lstm_grad %seq, %wih, %whh, %bih, %bhh, %hdy : f32[78]\n"
+    "  %lbl = input : i32[2]\n"
+    "  %s = input : f32[]\n"
+    "  %29 = cross_entropy_grad %x, %lbl, %s : f32[2,3]\n"
+    "  output a = %5\n"
+    "  output b = %6\n"
+    "  output c = %7\n"
+    "  output d = %8\n"
+    "  output e = %12\n"
+    "  output f = %13\n"
+    "  output g = %15\n"
+    "  output h = %16\n"
+    "  output i = %19\n"
+    "  output j = %26\n"
+    "  output k = %29\n"
+    "}\n";
+
 static void test_parse_every_op(void **state) {
   (void)state;
   bool seen[OP_COUNT] = {false};
-  const char *texts[] = {ops1_text, ops2_text, mlp_text};
+  const char *texts[] = {ops1_text, ops2_text, ops3_text, mlp_text};
   for (size_t t = 0; t < sizeof texts / sizeof texts[0]; t++) {
     Graph *g = assert_roundtrip(texts[t]);
     for (int i = 0; i < g->nnodes; i++) seen[g->nodes[i]->op] = true;
@@ -585,7 +632,7 @@ static void check_mutant(const char *text, size_t len) {
 static void test_parse_mutations(void **state) {
   (void)state;
   static const char alphabet[] = "%=,:{}[]()# \n\t0123456789-+.eafinx_\x80\xff";
-  const char *texts[] = {ops1_text, ops2_text, mlp_text};
+  const char *texts[] = {ops1_text, ops2_text, ops3_text, mlp_text};
   unsigned seed = 12345;
   for (size_t t = 0; t < sizeof texts / sizeof texts[0]; t++) {
     size_t len = strlen(texts[t]);

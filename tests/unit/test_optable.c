@@ -17,7 +17,7 @@
 
 /* A stage's issue sets its constant to 1 when it fills its column; from then
  * on an op without an entry there fails this test. */
-#define KILN_COLUMN_COMPLETE_GRAD   0
+#define KILN_COLUMN_COMPLETE_GRAD   1
 #define KILN_COLUMN_COMPLETE_INTERP 1
 #define KILN_COLUMN_COMPLETE_LOWER  0
 
@@ -178,17 +178,37 @@ static void test_shape_column_complete(void **state) {
   }
 }
 
+/* Ops with nothing to differentiate: sources (no inputs) and the backward
+ * ops autodiff builds (never differentiated themselves). */
+static bool needs_no_grad(int op) {
+  return ir_op_info((OpKind)op)->flags & (IR_F_SOURCE | IR_F_BACKWARD);
+}
+
 /* Reports the ops a stage still lacks; returns how many. */
 static int report_column(const char *column, size_t offset) {
+  bool grad = offset == offsetof(Columns, grad);
   int missing = 0;
   for (int op = 0; op < OP_COUNT; op++) {
     const char *entry = *(const char *const *)((const char *)&columns[op] + offset);
-    if (strcmp(entry, "0") != 0) continue;
+    if (strcmp(entry, "0") != 0 || (grad && needs_no_grad(op))) continue;
     if (!missing++) printf("[ INFO     ] no %s entry:", column);
     printf(" %s", ir_op_name(op));
   }
   if (missing) printf(" (%d of %d)\n", missing, OP_COUNT);
   return missing;
+}
+
+/* A source or backward op with a gradient rule would be a mistake: autodiff
+ * never calls it. */
+static void test_grad_column_only_differentiable(void **state) {
+  (void)state;
+  for (int op = 0; op < OP_COUNT; op++) {
+    if (needs_no_grad(op) && strcmp(columns[op].grad, "0") != 0)
+      fail_msg("op %s needs no gradient but has rule %s", ir_op_name((OpKind)op), columns[op].grad);
+  }
+  assert_true(needs_no_grad(OP_PARAM));
+  assert_true(needs_no_grad(OP_CONV2D_GRAD_INPUT));
+  assert_false(needs_no_grad(OP_CONV2D));
 }
 
 static void test_stage_columns(void **state) {
@@ -209,6 +229,7 @@ int main(void) {
       cmocka_unit_test(test_attribute_access),
       cmocka_unit_test(test_attribute_misuse_is_internal_error),
       cmocka_unit_test(test_shape_column_complete),
+      cmocka_unit_test(test_grad_column_only_differentiable),
       cmocka_unit_test(test_stage_columns),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
