@@ -66,6 +66,8 @@ Node *ir_node_new(Graph *g, OpKind op, Node *const *in, int nin, Loc loc) {
   n->op = op;
   n->id = g->next_id++;
   n->loc = loc;
+  n->kernel = IR_KERNEL_NONE;
+  n->offset = IR_BUF_NONE;
   n->nin = nin;
   n->in = nin ? arena_array(&g->arena, (size_t)nin, sizeof(Node *)) : NULL;
   for (int i = 0; i < nin; i++) {

@@ -124,7 +124,21 @@ struct Node {
                                  name the source bound them to, or NULL */
   Loc loc;
   void *aux; /* scratch for the pass that is running; NULL between passes */
+  /* Fusion and planning (passes/fuse.c, passes/plan.c; docs/IR.md, "Kernels
+   * and buffers"), meaningful once g->annot says so. */
+  int kernel;     /* 0..nkernels-1, in execution order; IR_KERNEL_NONE: a named
+                     source; IR_KERNEL_INLINE: recomputed by every kernel reading it */
+  int64_t offset; /* planned: arena byte offset of the value's buffer (64-aligned);
+                     IR_BUF_NONE: none (kept in registers, inline, a source);
+                     IR_BUF_GRAD / IR_BUF_UPDATE: stored outside the arena */
 };
+
+#define IR_KERNEL_NONE   (-1)
+#define IR_KERNEL_INLINE (-2)
+#define IR_BUF_NONE      (-1) /* no buffer */
+#define IR_BUF_GRAD      (-2) /* a gradient: written to its param's gradient block */
+#define IR_BUF_UPDATE    (-3) /* an update value: written in place into its target */
+#define IR_BUF_ALIGN     64   /* every arena offset and buffer size */
 
 /* ---- Graphs ------------------------------------------------------------- */
 
@@ -178,6 +192,11 @@ typedef struct Graph {
   GraphUpdate *updates; /* from passes/optimizer */
   int nupdates;
   int next_id;
+  /* Which annotations the nodes carry: none, kernels (passes/fuse), or
+   * kernels and buffers (passes/plan). */
+  enum { IR_ANNOT_NONE, IR_ANNOT_FUSED, IR_ANNOT_PLANNED } annot;
+  int nkernels;        /* fused: kernels 0..nkernels-1 */
+  int64_t arena_bytes; /* planned: the arena's size, a multiple of IR_BUF_ALIGN */
 } Graph;
 
 Graph *ir_graph_new(const char *name);

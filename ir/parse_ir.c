@@ -119,7 +119,7 @@ static const char *ir_scan_number(const char *q, const char *end) {
   return q;
 }
 
-/* token = "%" [A-Za-z0-9_.]* | ident | number | one of = , : { } [ ] ( ) */
+/* token = "%" [A-Za-z0-9_.]* | ident | number | one of = , : { } [ ] ( ) @ */
 static bool lex(Parser *P) {
   /* '\r' only as part of a CRLF line end: diag shows a line up to its
    * first '\r', so a column beyond one could not be pointed at. */
@@ -144,7 +144,7 @@ static bool lex(Parser *P) {
   } else if (is_digit(c) || c == '-' || c == '+' || c == '.') {
     q = ir_scan_number(q, P->eoc);
     t->kind = T_NUM;
-  } else if (c && strchr("=,:{}[]()", c)) {
+  } else if (c && strchr("=,:{}[]()@", c)) {
     t->kind = T_PUNCT;
   } else {
     unsigned char u = (unsigned char)c;
@@ -482,7 +482,95 @@ static OpKind lookup_op(const Tok *t) {
   return tok_cstr(t, name, sizeof name) ? ir_op_lookup(name) : OP_COUNT;
 }
 
-/* node = "%" name "=" op inputs [attrs] ":" type [loc] */
+/* where = "k" INT | "inline" */
+static bool parse_kernel(Parser *P, Node *n) {
+  char buf[48];
+  int k;
+  if (tok_is(P, T_IDENT, "inline")) {
+    n->kernel = IR_KERNEL_INLINE;
+  } else if (P->tok.kind == T_IDENT && P->tok.n > 1 && P->tok.s[0] == 'k' &&
+             digits_int(P->tok.s + 1, P->tok.s + P->tok.n, &k)) {
+    if (k >= P->g->nkernels)
+      return perr(P, P->tok.col, "kernel k%d of a graph with %d kernels", k, P->g->nkernels);
+    n->kernel = k;
+  } else {
+    return perr(P, P->tok.col, "expected a kernel (k0, k1, ...) or 'inline', got %s",
+                tok_desc(&P->tok, buf, sizeof buf));
+  }
+  return lex(P);
+}
+
+/* home = "@" (INT "+" INT | "grad" | "update"): INT + INT is the arena offset and the value's
+ * size in bytes */
+static bool parse_home(Parser *P, Node *n) {
+  char buf[48];
+  int64_t off, size, want = ir_type_numel(&n->type) * (int64_t)ir_dtype_size(n->type.dtype);
+  int col = P->tok.col;
+  if (P->g->annot != IR_ANNOT_PLANNED)
+    return perr(P, col, "a buffer in a graph that is not planned");
+  if (!lex(P)) return false;
+  if (tok_is(P, T_IDENT, "grad") || tok_is(P, T_IDENT, "update")) {
+    n->offset = P->tok.s[0] == 'g' ? IR_BUF_GRAD : IR_BUF_UPDATE;
+    return lex(P);
+  }
+  if (!tok_int(&P->tok, &off) || off < 0 || off % IR_BUF_ALIGN != 0)
+    return perr(P, P->tok.col,
+                "expected an arena offset (a multiple of %d), 'grad' or 'update', got %s",
+                IR_BUF_ALIGN, tok_desc(&P->tok, buf, sizeof buf));
+  if (!lex(P)) return false;
+  if (!tok_int(&P->tok, &size) || P->tok.s[0] != '+' || size != want)
+    return perr(P, P->tok.col, "expected the buffer's size +%lld, got %s", (long long)want,
+                tok_desc(&P->tok, buf, sizeof buf));
+  if (off > P->g->arena_bytes - size)
+    return perr(P, col, "buffer [%lld, %lld) outside the arena of %lld bytes", (long long)off,
+                (long long)(off + size), (long long)P->g->arena_bytes);
+  n->offset = off;
+  return lex(P);
+}
+
+/* annot = "[" where [home] "]", on every node but a named source of a fused graph */
+static bool parse_annot(Parser *P, Node *n) {
+  bool named = ir_op_is_named_source(n->op);
+  if (P->g->annot == IR_ANNOT_NONE || named) {
+    if (is_punct(P, '['))
+      return perr(P, P->tok.col,
+                  named ? "a named source belongs to no kernel"
+                        : "a kernel annotation in a graph that is not fused");
+    return true;
+  }
+  if (!is_punct(P, '[')) return perr(P, P->tok.col, "missing kernel annotation [k...]");
+  if (!lex(P) || !parse_kernel(P, n)) return false;
+  if (is_punct(P, '@') && !parse_home(P, n)) return false;
+  return expect(P, ']');
+}
+
+/* kernels = ("fused" | "planned") "{" "kernels" "=" INT ["," "arena" "=" INT] "}", before the
+ * nodes */
+static bool parse_kernels_line(Parser *P) {
+  static const AttrSpec fused[] = {{"kernels", ATTR_INT}};
+  static const AttrSpec planned[] = {{"kernels", ATTR_INT}, {"arena", ATTR_INT}};
+  AttrVal v[2];
+  bool is_planned = P->tok.s[0] == 'p';
+  int col = P->tok.col;
+  memset(v, 0, sizeof v);
+  if (P->g->nnodes > 0 || P->g->annot != IR_ANNOT_NONE)
+    return perr(P, col, "'%s' must come once, before the nodes", is_planned ? "planned" : "fused");
+  if (!lex(P) ||
+      !parse_attrs(P, is_planned ? planned : fused, is_planned ? 2 : 1, v,
+                   is_planned ? "planned" : "fused") ||
+      !expect_end(P))
+    return false;
+  if (v[0].i[0] < 0 || v[0].i[0] > INT_MAX / 2) return perr(P, col, "bad kernel count");
+  if (is_planned &&
+      (v[1].i[0] < 0 || v[1].i[0] % IR_BUF_ALIGN != 0 || v[1].i[0] > ((int64_t)1 << 56)))
+    return perr(P, col, "bad arena size (a multiple of %d)", IR_BUF_ALIGN);
+  P->g->annot = is_planned ? IR_ANNOT_PLANNED : IR_ANNOT_FUSED;
+  P->g->nkernels = (int)v[0].i[0];
+  P->g->arena_bytes = is_planned ? v[1].i[0] : 0;
+  return true;
+}
+
+/* node = "%" name "=" op inputs [attrs] ":" type [annot] [loc] */
 static bool parse_node(Parser *P) {
   Tok def = P->tok, op;
   AttrVal attrs[IR_MAX_HYPER];
@@ -509,12 +597,12 @@ static bool parse_node(Parser *P) {
       !parse_attrs(P, info->attrs, info->nattrs, attrs, info->name) || !expect(P, ':'))
     return false;
   int tycol = P->tok.col;
-  if (!parse_type(P, &ty) || !expect_end(P)) return false;
+  if (!parse_type(P, &ty)) return false;
 
   Node *n = ir_node_new(P->g, k, P->in, P->nin, comment_loc(P));
   if (!is_digit(def.s[1])) n->name = arena_strndup(&P->g->arena, def.s + 1, def.n - 1);
   for (int i = 0; i < info->nattrs && i < IR_MAX_ATTRS; i++) n->attr[i] = attrs[i];
-  if (!check_type(P, n, &ty, op.col, tycol)) return false;
+  if (!check_type(P, n, &ty, op.col, tycol) || !parse_annot(P, n) || !expect_end(P)) return false;
   Entry *e = tab_add(&P->names, def.s + 1, def.n - 1);
   e->val = n;
   e->line = P->line;
@@ -654,6 +742,7 @@ static bool parse_body_line(Parser *P) {
   if (tok_is(P, T_IDENT, "train")) return parse_train(P);
   if (tok_is(P, T_IDENT, "grad")) return parse_grad_or_update(P, true);
   if (tok_is(P, T_IDENT, "update")) return parse_grad_or_update(P, false);
+  if (tok_is(P, T_IDENT, "fused") || tok_is(P, T_IDENT, "planned")) return parse_kernels_line(P);
   return perr(P, P->tok.col, "expected a node, 'output', 'train', 'grad', 'update' or '}', got %s",
               tok_desc(&P->tok, buf, sizeof buf));
 }

@@ -185,7 +185,25 @@ static void ir_print_loc_eol(Printer *p, Loc loc) {
   p->col = 0;
 }
 
-/* node = "%" name "=" op [value ("," value)*] ["{" attrs "}"] ":" type */
+/* annot = "[" ("k" INT | "inline") ["@" (INT "+" INT | "grad" | "update")] "]", on every node
+ * but a named source once the graph is fused (docs/IR.md, "Kernels and buffers"). */
+static void ir_print_annot(Printer *p, const Node *n) {
+  if (p->g->annot == IR_ANNOT_NONE || ir_op_is_named_source(n->op)) return;
+  if (n->kernel >= 0)
+    ir_out(p, " [k%d", n->kernel);
+  else
+    ir_out(p, " [%s", n->kernel == IR_KERNEL_INLINE ? "inline" : "k?");
+  if (p->g->annot == IR_ANNOT_PLANNED && n->offset >= 0)
+    ir_out(p, " @%lld+%lld", (long long)n->offset,
+           (long long)(ir_type_numel(&n->type) * (int64_t)ir_dtype_size(n->type.dtype)));
+  else if (p->g->annot == IR_ANNOT_PLANNED && n->offset == IR_BUF_GRAD)
+    ir_out(p, " @grad");
+  else if (p->g->annot == IR_ANNOT_PLANNED && n->offset == IR_BUF_UPDATE)
+    ir_out(p, " @update");
+  ir_out(p, "]");
+}
+
+/* node = "%" name "=" op [value ("," value)*] ["{" attrs "}"] ":" type [annot] */
 static void ir_print_node(Printer *p, int i) {
   const Node *n = p->g->nodes[i];
   char ty[IR_TYPE_STR_MAX];
@@ -198,6 +216,7 @@ static void ir_print_node(Printer *p, int i) {
   }
   ir_print_attrs(p, n);
   ir_out(p, " : %s", ir_type_str(&n->type, ty, sizeof ty));
+  ir_print_annot(p, n);
   ir_print_loc_eol(p, n->loc);
 }
 
@@ -237,6 +256,10 @@ void ir_print(FILE *f, const Graph *g) {
   p.names = ir_print_names(g);
   ir_print_index(&p);
   ir_print_header(&p);
+  /* kernels = ("fused" | "planned") "{" "kernels" "=" INT ["," "arena" "=" INT] "}" */
+  if (g->annot == IR_ANNOT_FUSED) fprintf(f, "  fused {kernels=%d}\n", g->nkernels);
+  if (g->annot == IR_ANNOT_PLANNED)
+    fprintf(f, "  planned {kernels=%d, arena=%lld}\n", g->nkernels, (long long)g->arena_bytes);
   for (int i = 0; i < g->nnodes; i++) ir_print_node(&p, i);
   for (int i = 0; i < g->noutputs; i++) {
     ir_out(&p, "  output %s = ", g->outputs[i].name ? g->outputs[i].name : "");

@@ -287,11 +287,240 @@ static bool check_names(Verifier *v) {
   return ok;
 }
 
+/* ---- Kernels and buffers (passes/fuse.c, passes/plan.c; docs/IR.md) ----- */
+
+typedef struct KernelCheck {
+  unsigned *need; /* by index: which entries compute it (1 infer, 2 grad, 4 train) */
+  int *last;      /* by index: the last kernel reading it (through inline nodes too); -1 */
+  bool *last_inl; /* by index: that kernel reads it through an inline node */
+  bool *root;     /* by index: an output, the loss, a gradient or an update value */
+  int *stamp, *stack;
+} KernelCheck;
+
+static bool is_anchor_kind(OpKind op) {
+  return (ir_op_info(op)->flags & (IR_F_ANCHOR | IR_F_REDUCTION)) != 0;
+}
+
+static bool kernel_is_elementwise(const Graph *g, int first, int k) {
+  for (int i = first; i < g->nnodes && g->nodes[i]->kernel == k; i++)
+    if (!(ir_op_info(g->nodes[i]->op)->flags & IR_F_ELEMWISE) && g->nodes[i]->op != OP_RESHAPE)
+      return false;
+  return true;
+}
+
+static void kc_read(KernelCheck *c, int q, int k, bool inl) {
+  if (c->last[q] < k)
+    c->last[q] = k, c->last_inl[q] = inl;
+  else if (c->last[q] == k)
+    c->last_inl[q] |= inl;
+}
+
+/* What kernel k (nodes from index i on) reads from outside it, through inline nodes. */
+static void kc_reads(Verifier *v, KernelCheck *c, int i) {
+  const Graph *g = v->g;
+  int k = g->nodes[i]->kernel, top = 0;
+  for (; i < g->nnodes && g->nodes[i]->kernel == k; i++)
+    for (int j = 0; j < g->nodes[i]->nin; j++) {
+      int q = vindex(v, g->nodes[i]->in[j]);
+      if (g->nodes[q]->kernel == IR_KERNEL_INLINE) {
+        if (c->stamp[q] != k + 1) c->stamp[q] = k + 1, c->stack[top++] = q;
+      } else if (g->nodes[q]->kernel != k) {
+        kc_read(c, q, k, false);
+      }
+    }
+  while (top > 0) {
+    const Node *n = g->nodes[c->stack[--top]];
+    for (int j = 0; j < n->nin; j++) {
+      int q = vindex(v, n->in[j]);
+      if (g->nodes[q]->kernel != IR_KERNEL_INLINE)
+        kc_read(c, q, k, true);
+      else if (c->stamp[q] != k + 1)
+        c->stamp[q] = k + 1, c->stack[top++] = q;
+    }
+  }
+}
+
+static void kc_init(Verifier *v, KernelCheck *c) {
+  const Graph *g = v->g;
+  size_t n = (size_t)(g->nnodes ? g->nnodes : 1);
+  c->need = calloc(n, sizeof *c->need);
+  c->last = malloc(n * sizeof *c->last);
+  c->last_inl = calloc(n, sizeof *c->last_inl);
+  c->root = calloc(n, sizeof *c->root);
+  c->stamp = calloc(n, sizeof *c->stamp);
+  c->stack = malloc(n * sizeof *c->stack);
+  if (!c->need || !c->last || !c->last_inl || !c->root || !c->stamp || !c->stack)
+    ir_fatal("verify: out of memory for %d nodes", g->nnodes);
+  for (int i = 0; i < g->nnodes; i++) c->last[i] = -1;
+  for (int k = 0; k < g->noutputs; k++) c->need[vindex(v, g->outputs[k].node)] |= 1;
+  if (g->loss) c->need[vindex(v, g->loss)] |= 6;
+  for (int k = 0; k < g->ngrads; k++) c->need[vindex(v, g->grads[k].grad)] |= 6;
+  for (int k = 0; k < g->nupdates; k++) c->need[vindex(v, g->updates[k].value)] |= 4;
+  for (int i = g->nnodes - 1; i >= 0; i--)
+    for (int j = 0; j < g->nodes[i]->nin; j++) c->need[vindex(v, g->nodes[i]->in[j])] |= c->need[i];
+  for (int k = 0; k < g->noutputs; k++) c->root[vindex(v, g->outputs[k].node)] = true;
+  if (g->loss) c->root[vindex(v, g->loss)] = true;
+  for (int k = 0; k < g->ngrads; k++) c->root[vindex(v, g->grads[k].grad)] = true;
+  for (int k = 0; k < g->nupdates; k++) c->root[vindex(v, g->updates[k].value)] = true;
+}
+
+static void kc_free(KernelCheck *c) {
+  free(c->need), free(c->last), free(c->last_inl), free(c->root), free(c->stamp), free(c->stack);
+}
+
+/* Each kernel is one contiguous run of g->nodes, kernels in order 0, 1, ...: with the nodes in
+ * topological order, no path can leave a kernel and come back (the kernels are convex). */
+static bool check_kernel_runs(Verifier *v, KernelCheck *c) {
+  const Graph *g = v->g;
+  int cur = -1, anchors = 0;
+  char b[160];
+  for (int i = 0; i < g->nnodes; i++) {
+    const Node *n = g->nodes[i];
+    int k = n->kernel;
+    bool named = ir_op_is_named_source(n->op);
+    if (named ? k != IR_KERNEL_NONE : (k != IR_KERNEL_INLINE && (k < 0 || k >= g->nkernels)))
+      return vfail(v, "%s: bad kernel %d (%d kernels)", vname(n, i, b, sizeof b), k, g->nkernels);
+    if (k == IR_KERNEL_INLINE && c->root[i])
+      return vfail(v, "%s: an output, loss, gradient or update value cannot be inline",
+                   vname(n, i, b, sizeof b));
+    if (k < 0) continue;
+    if (k != cur && k != cur + 1)
+      return vfail(v, "%s: kernel k%d after k%d: kernels must come in order",
+                   vname(n, i, b, sizeof b), k, cur);
+    if (k == cur && g->nodes[i - 1]->kernel != k)
+      return vfail(v, "%s: kernel k%d is not contiguous", vname(n, i, b, sizeof b), k);
+    if (k != cur) {
+      cur = k, anchors = 0;
+      kc_reads(v, c, i);
+    }
+    anchors += is_anchor_kind(n->op);
+    if (anchors > 1)
+      return vfail(v, "%s: a second anchor in kernel k%d", vname(n, i, b, sizeof b), k);
+    if (c->need[i] != c->need[i - (i > 0 && g->nodes[i - 1]->kernel == k)])
+      return vfail(v, "%s: kernel k%d mixes values different entry points need",
+                   vname(n, i, b, sizeof b), k);
+  }
+  if (cur != g->nkernels - 1)
+    return vfail(v, "graph: %d kernels but k%d is the last", g->nkernels, cur);
+  return true;
+}
+
+/* A value's home: where a planned graph stores it. */
+static bool check_home(Verifier *v, KernelCheck *c, int i) {
+  const Graph *g = v->g;
+  const Node *n = g->nodes[i];
+  int64_t size = ir_type_numel(&n->type) * (int64_t)ir_dtype_size(n->type.dtype);
+  bool stored = c->root[i] || c->last[i] > n->kernel;
+  char b[160];
+  if (n->kernel < 0 && n->offset != IR_BUF_NONE)
+    return vfail(v, "%s: a buffer for a value no kernel computes", vname(n, i, b, sizeof b));
+  if (n->kernel < 0) return true;
+  if (stored && n->offset == IR_BUF_NONE)
+    return vfail(v, "%s: read outside kernel k%d but has no buffer", vname(n, i, b, sizeof b),
+                 n->kernel);
+  if (n->offset >= 0 && (n->offset % IR_BUF_ALIGN || n->offset > g->arena_bytes - size))
+    return vfail(v, "%s: buffer @%lld+%lld misaligned or outside the arena (%lld bytes)",
+                 vname(n, i, b, sizeof b), (long long)n->offset, (long long)size,
+                 (long long)g->arena_bytes);
+  bool grad = false;
+  for (int k = 0; k < g->ngrads; k++) grad |= g->grads[k].grad == n;
+  if (n->offset == IR_BUF_GRAD && !grad)
+    return vfail(v, "%s: @grad but it is no param's gradient", vname(n, i, b, sizeof b));
+  if (n->offset < IR_BUF_UPDATE)
+    return vfail(v, "%s: bad buffer %lld", vname(n, i, b, sizeof b), (long long)n->offset);
+  return true;
+}
+
+/* An update written in place into its target: nothing reads the target after the value's
+ * kernel, which is elementwise and reads the target only directly. */
+static bool check_update_home(Verifier *v, KernelCheck *c, int i, int first) {
+  const Graph *g = v->g;
+  const Node *n = g->nodes[i];
+  char b[160];
+  for (int u = 0; u < g->nupdates; u++) {
+    if (g->updates[u].value != n) continue;
+    int t = vindex(v, g->updates[u].target);
+    if (c->last[t] > n->kernel || (c->last[t] == n->kernel && c->last_inl[t]) ||
+        !kernel_is_elementwise(g, first, n->kernel))
+      return vfail(v, "%s: @update, but its target is read later or out of order",
+                   vname(n, i, b, sizeof b));
+    return true;
+  }
+  return vfail(v, "%s: @update but it is no update value", vname(n, i, b, sizeof b));
+}
+
+typedef struct Buf {
+  int index;
+  int64_t lo, hi, start, end;
+} Buf;
+
+/* Two arena buffers live at one kernel never share a byte, unless the kernel where one dies and
+ * the other is born is elementwise and writes the second in place over the first. */
+static bool check_buffers(Verifier *v, KernelCheck *c, const int *first) {
+  const Graph *g = v->g;
+  Buf *bufs = malloc((size_t)(g->nnodes ? g->nnodes : 1) * sizeof *bufs);
+  int nb = 0;
+  char b1[160], b2[160];
+  if (!bufs) ir_fatal("verify: out of memory");
+  for (int i = 0; i < g->nnodes; i++) {
+    const Node *n = g->nodes[i];
+    if (n->kernel < 0 || n->offset < 0) continue;
+    int64_t size = ir_type_numel(&n->type) * (int64_t)ir_dtype_size(n->type.dtype);
+    int64_t end = c->root[i] ? g->nkernels : c->last[i] > n->kernel ? c->last[i] : n->kernel;
+    bufs[nb++] = (Buf){i, n->offset, n->offset + size, n->kernel, end};
+  }
+  bool ok = true;
+  for (int x = 0; ok && x < nb; x++)
+    for (int y = x + 1; ok && y < nb; y++) {
+      const Buf *a = &bufs[x], *d = &bufs[y];
+      if (a->lo >= d->hi || d->lo >= a->hi || a->start > d->end || d->start > a->end) continue;
+      if (a->start > d->start) a = &bufs[y], d = &bufs[x];
+      const Node *na = g->nodes[a->index], *nd = g->nodes[d->index];
+      bool inplace = a->lo == d->lo && a->hi == d->hi && a->end == d->start &&
+                     !c->last_inl[a->index] &&
+                     kernel_is_elementwise(g, first[d->start], (int)d->start) &&
+                     ir_type_numel(&na->type) == ir_type_numel(&nd->type);
+      if (!inplace)
+        ok = vfail(v,
+                   "%s and %s: buffers [%lld, %lld) and [%lld, %lld) overlap while both live "
+                   "(k%lld..k%lld and k%lld..k%lld)",
+                   vname(na, a->index, b1, sizeof b1), vname(nd, d->index, b2, sizeof b2),
+                   (long long)a->lo, (long long)a->hi, (long long)d->lo, (long long)d->hi,
+                   (long long)a->start, (long long)a->end, (long long)d->start, (long long)d->end);
+    }
+  free(bufs);
+  return ok;
+}
+
+static bool check_kernels(Verifier *v) {
+  const Graph *g = v->g;
+  if (g->annot == IR_ANNOT_NONE) return true;
+  if (g->nkernels < 0 || g->arena_bytes < 0) return vfail(v, "graph: bad kernel count or arena");
+  KernelCheck c;
+  kc_init(v, &c);
+  int *first = malloc((size_t)(g->nkernels + 1) * sizeof *first);
+  if (!first) ir_fatal("verify: out of memory");
+  bool ok = check_kernel_runs(v, &c);
+  for (int i = 0; ok && i < g->nnodes; i++)
+    if (g->nodes[i]->kernel >= 0 && (i == 0 || g->nodes[i - 1]->kernel != g->nodes[i]->kernel))
+      first[g->nodes[i]->kernel] = i;
+  for (int i = 0; ok && g->annot == IR_ANNOT_PLANNED && i < g->nnodes; i++) {
+    ok = check_home(v, &c, i);
+    if (ok && g->nodes[i]->offset == IR_BUF_UPDATE)
+      ok = check_update_home(v, &c, i, first[g->nodes[i]->kernel]);
+  }
+  if (ok && g->annot == IR_ANNOT_PLANNED) ok = check_buffers(v, &c, first);
+  free(first);
+  kc_free(&c);
+  return ok;
+}
+
 bool ir_verify(const Graph *g, char *msg, size_t len) {
   Verifier v = {.g = g, .msg = msg, .len = len};
   bool ok = check_ids(&v);
   for (int i = 0; ok && i < g->nnodes; i++) ok = check_node(&v, i);
-  ok = ok && check_uses(&v) && check_outputs(&v) && check_grads_updates(&v) && check_names(&v);
+  ok = ok && check_uses(&v) && check_outputs(&v) && check_grads_updates(&v) && check_names(&v) &&
+       check_kernels(&v);
   if (ok && msg && len) msg[0] = '\0';
   free(v.index);
   free(v.count);

@@ -23,6 +23,11 @@ static const char *const stage_names[STAGE_COUNT] = {
     [STAGE_AST] = "ast",
     [STAGE_GRAPH] = "graph",
     [STAGE_GRAD] = "grad",
+    [STAGE_OPT] = "opt",
+    [STAGE_FUSED] = "fused",
+    [STAGE_PLANNED] = "planned",
+    [STAGE_LLVM] = "llvm",
+    [STAGE_ASM] = "asm",
 };
 
 void pass_ctx_init(PassCtx *cx) {
@@ -67,7 +72,10 @@ static bool pass_run_one(Graph *g, PassId p, PassCtx *cx) {
   if (cx->print_before[p]) pass_dump(cx, "before", p, g);
   cx->nodes_before[p] = g->nnodes;
   double t0 = pass_now_ms();
-  pass_table[p].fn(g, cx);
+  bool changed = pass_table[p].fn(g, cx);
+  /* A pass before fuse that changes an annotated graph (a fused .ir read
+   * back) leaves its kernels and buffers stale: fuse and plan make them again. */
+  if (changed && pass_table[p].stage < STAGE_FUSED) g->annot = IR_ANNOT_NONE;
   cx->ms[p] = pass_now_ms() - t0;
   cx->nodes_after[p] = g->nnodes;
   cx->ran[p] = true;

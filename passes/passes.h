@@ -8,7 +8,8 @@
 #include "../ir/ir.h"
 
 /* The stages a user can dump, in pipeline order. */
-typedef enum Stage { STAGE_AST, STAGE_GRAPH, STAGE_GRAD, STAGE_COUNT } Stage;
+/* llvm and asm are the backend's output for the whole pipeline (no passes of their own). */
+typedef enum Stage { STAGE_AST, STAGE_GRAPH, STAGE_GRAD, STAGE_OPT, STAGE_FUSED, STAGE_PLANNED, STAGE_LLVM, STAGE_ASM, STAGE_COUNT } Stage;
 
 typedef enum PassId {
 #define PASS(NAME, text, stage, fn, help) PASS_##NAME,
@@ -51,5 +52,30 @@ void pass_print_times(FILE *f, const PassCtx *cx);
 bool pass_dce(Graph *g, PassCtx *cx);
 bool pass_autodiff(Graph *g, PassCtx *cx);
 bool pass_optimizer(Graph *g, PassCtx *cx);
+bool pass_simplify(Graph *g, PassCtx *cx);
+bool pass_cse(Graph *g, PassCtx *cx);
+bool pass_fuse(Graph *g, PassCtx *cx);
+bool pass_plan(Graph *g, PassCtx *cx);
+
+/* ---- Kernels and buffers (passes/fuse.c, passes/plan.c) ----------------- */
+
+/* kiln dump --explain-fusion: every edge between two kernels (or into an
+ * inline node) of a fused graph and why it was left unfused. */
+void fuse_explain(FILE *f, const Graph *g);
+
+/* The planner's figures for a planned graph (g->annot == IR_ANNOT_PLANNED). */
+typedef struct PlanStats {
+  int nkernels, nbuffers;           /* buffers: arena values */
+  int64_t arena_bytes;              /* the arena's size */
+  int64_t sum_bytes;                /* every arena buffer's (aligned) size, summed */
+  int64_t lower_bound;              /* most bytes simultaneously live */
+  int peak_kernel;                  /* the kernel at which lower_bound is reached */
+  double efficiency;                /* lower_bound / arena_bytes (1 when both are 0) */
+  int64_t grad_bytes, update_bytes; /* values stored outside the arena */
+} PlanStats;
+void plan_stats(const Graph *g, PlanStats *st);
+/* The report as '#' comment lines (the text IR parser ignores them): the
+ * figures above and the buffers live at the peak. */
+void plan_report(FILE *f, const Graph *g);
 
 #endif

@@ -2,6 +2,8 @@
 #include "dataset.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,124 +90,160 @@ static int idx_path(const char *prefix, const char *kind, char *path, size_t len
   return -1;
 }
 
-/* Reads exactly n bytes; false on a short read or a zlib error. */
-static int idx_read(gzFile f, void *buf, uint64_t n, const char *path, const char *what, char *err,
-                    size_t errlen) {
-  unsigned char *p = buf;
-  uint64_t got = 0;
-  while (got < n) {
-    unsigned chunk = n - got > (1u << 30) ? (1u << 30) : (unsigned)(n - got);
-    int r = gzread(f, p + got, chunk);
-    if (r <= 0) break;
-    got += (uint64_t)r;
-  }
-  if (got == n) return 0;
-  int zerr = Z_OK;
-  const char *msg = gzerror(f, &zerr);
-  tio_err(err, errlen, "%s: truncated %s: expected %llu bytes, got %llu%s%s", path, what,
-          (unsigned long long)n, (unsigned long long)got, zerr != Z_OK ? ": " : "",
-          zerr != Z_OK ? msg : "");
-  return -1;
+/* The most bytes an IDX file may hold once decompressed: the largest header,
+ * the data cap, and one byte more to tell that there is more. */
+#define IDX_MAX_FILE (16 + KILN_IDX_MAX_BYTES + 1)
+
+/* Grows a decompression buffer, doubling up to IDX_MAX_FILE; false when out of memory. */
+static bool idx_grow(unsigned char **o, size_t *cap) {
+  size_t want = *cap * 2 < IDX_MAX_FILE ? *cap * 2 : IDX_MAX_FILE;
+  unsigned char *p = realloc(*o, want);
+  if (!p) return false;
+  *o = p;
+  *cap = want;
+  return true;
 }
 
-/* The header: magic and dims, each dim >= 1, the data no larger than the cap. */
-static int idx_header(gzFile f, const char *path, int ndims, uint32_t *dims, uint64_t *bytes,
-                      char *err, size_t errlen) {
-  unsigned char h[4 + 4 * 3];
-  if (idx_read(f, h, 4 + 4 * (uint64_t)ndims, path, "header", err, errlen) != 0) return -1;
-  uint32_t magic = be32(h), want = 0x00000800u | (uint32_t)ndims;
+/* Inflates one or more gzip members (as gzread reads them; trailing bytes
+ * that are not a gzip member are ignored, as gzread does) into *out, stopping
+ * at IDX_MAX_FILE bytes. */
+static int idx_gunzip(const unsigned char *buf, size_t len, const char *what, unsigned char **out,
+                      size_t *outlen, char *err, size_t errlen) {
+  z_stream z;
+  memset(&z, 0, sizeof z);
+  size_t cap = 1u << 16, n = 0;
+  unsigned char *o = malloc(cap);
+  if (!o || len > UINT_MAX || inflateInit2(&z, 16 + MAX_WBITS) != Z_OK) {
+    free(o);
+    tio_err(err, errlen, "%s: out of memory to decompress %zu bytes", what, len);
+    return -1;
+  }
+  z.next_in = (Bytef *)buf;
+  z.avail_in = (uInt)len;
+  const char *why = NULL, *zmsg = NULL;
+  while (!why && n < IDX_MAX_FILE) {
+    if (n == cap && !idx_grow(&o, &cap)) why = "out of memory while decompressing";
+    if (why) break;
+    size_t room = cap - n < UINT_MAX ? cap - n : UINT_MAX;
+    z.next_out = o + n;
+    z.avail_out = (uInt)room;
+    int r = inflate(&z, Z_NO_FLUSH);
+    n += room - z.avail_out;
+    bool more = z.avail_in >= 2 && z.next_in[0] == 0x1f && z.next_in[1] == 0x8b;
+    if (r == Z_STREAM_END && !more) break;
+    if (r == Z_STREAM_END)
+      inflateReset(&z);
+    else if (r == Z_BUF_ERROR && z.avail_in == 0)
+      why = "truncated compressed data (the gzip stream ends early)";
+    else if (r != Z_OK && r != Z_BUF_ERROR)
+      why = "corrupt compressed data", zmsg = z.msg;
+  }
+  if (why) tio_err(err, errlen, "%s: %s%s%s", what, why, zmsg ? ": " : "", zmsg ? zmsg : "");
+  inflateEnd(&z);
+  if (why) {
+    free(o);
+    return -1;
+  }
+  *out = o;
+  *outlen = n;
+  return 0;
+}
+
+/* The header (magic and dims, each dim >= 1, the data no larger than the cap)
+ * and exactly prod(dims) bytes of data after it. */
+static int idx_check(const unsigned char *b, size_t len, const char *what, int ndims,
+                     uint32_t *dims, uint64_t *bytes, char *err, size_t errlen) {
+  size_t hlen = 4 + 4 * (size_t)ndims;
+  if (len < hlen) {
+    tio_err(err, errlen, "%s: truncated header: expected %zu bytes, got %zu", what, hlen, len);
+    return -1;
+  }
+  uint32_t magic = be32(b), want = 0x00000800u | (uint32_t)ndims;
   if (magic != want) {
     tio_err(err, errlen, "%s: bad magic 0x%08x: expected 0x%08x (IDX, unsigned bytes, %d dims)",
-            path, magic, want, ndims);
+            what, magic, want, ndims);
     return -1;
   }
   *bytes = 1;
   for (int i = 0; i < ndims; i++) {
-    dims[i] = be32(h + 4 + 4 * i);
+    dims[i] = be32(b + 4 + 4 * i);
     *bytes *= dims[i]; /* three u32 factors cannot reach 2^96, but stop at the cap */
     if (dims[i] == 0 || *bytes > KILN_IDX_MAX_BYTES) {
-      tio_err(err, errlen, "%s: dim %d is %u: %s", path, i, dims[i],
+      tio_err(err, errlen, "%s: dim %d is %u: %s", what, i, dims[i],
               dims[i] ? "the data is larger than 2 GiB" : "every dim must be >= 1");
       return -1;
     }
   }
+  uint64_t have = len - hlen;
+  if (have < *bytes)
+    tio_err(err, errlen, "%s: truncated data: expected %llu bytes, got %llu", what,
+            (unsigned long long)*bytes, (unsigned long long)have);
+  else if (have > *bytes)
+    tio_err(err, errlen, "%s: unexpected bytes after the %llu bytes of data", what,
+            (unsigned long long)*bytes);
+  return have == *bytes ? 0 : -1;
+}
+
+/* The checked data as a tensor: images byte / 255 in f32, labels as i32. */
+static int idx_tensor(const unsigned char *px, int ndims, const uint32_t *d, uint64_t n,
+                      const char *what, KilnTensor *t, char *err, size_t errlen) {
+  size_t esize = ndims == 3 ? sizeof(float) : sizeof(int32_t);
+  void *v = malloc((size_t)n * esize);
+  if (!v) {
+    tio_err(err, errlen, "%s: out of memory for %llu values", what, (unsigned long long)n);
+    return -1;
+  }
+  for (uint64_t i = 0; i < n; i++) {
+    if (ndims == 3)
+      ((float *)v)[i] = (float)px[i] / 255.0f;
+    else
+      ((int32_t *)v)[i] = px[i];
+  }
+  *t = (KilnTensor){.name = tio_memdup(ndims == 3 ? "images" : "labels", 7),
+                    .dtype = ndims == 3 ? KILN_F32 : KILN_I32,
+                    .rank = ndims,
+                    .shape = {d[0], ndims == 3 ? d[1] : 0, ndims == 3 ? d[2] : 0},
+                    .data = v,
+                    .nbytes = (size_t)n * esize};
   return 0;
 }
 
-/* One IDX file of ndims dims: its dims and exactly prod(dims) data bytes. */
-static int idx_load(const char *path, int ndims, uint32_t *dims, unsigned char **data,
-                    uint64_t *bytes, char *err, size_t errlen) {
-  gzFile f = gzopen(path, "rb");
-  if (!f) {
-    tio_err(err, errlen, "cannot open '%s': %s", path, strerror(errno));
+int kiln_idx_parse(const void *buf, size_t len, const char *what, int ndims, KilnTensor *out,
+                   char *err, size_t errlen) {
+  memset(out, 0, sizeof *out);
+  what = what ? what : "<memory>";
+  if (ndims != 1 && ndims != 3) {
+    tio_err(err, errlen, "%s: IDX files of %d dims are not training data", what, ndims);
     return -1;
   }
-  int rc = idx_header(f, path, ndims, dims, bytes, err, errlen);
-  *data = rc ? NULL : tio_malloc((size_t)*bytes);
-  if (!rc && !*data) {
-    tio_err(err, errlen, "%s: out of memory for %llu bytes", path, (unsigned long long)*bytes);
-    rc = -1;
+  const unsigned char *b = buf;
+  unsigned char *plain = NULL;
+  if (len >= 2 && b[0] == 0x1f && b[1] == 0x8b) {
+    if (idx_gunzip(b, len, what, &plain, &len, err, errlen) != 0) return -1;
+    b = plain;
   }
-  if (!rc) rc = idx_read(f, *data, *bytes, path, "data", err, errlen);
-  unsigned char extra;
-  int more = rc ? 0 : gzread(f, &extra, 1);
-  int zerr = Z_OK;
-  if (more > 0)
-    tio_err(err, errlen, "%s: unexpected bytes after the %llu bytes of data", path,
-            (unsigned long long)*bytes);
-  else if (more < 0)
-    tio_err(err, errlen, "%s: corrupt compressed data: %s", path, gzerror(f, &zerr));
-  if (more != 0) rc = -1;
-  gzclose(f);
-  if (rc) {
-    free(*data);
-    *data = NULL;
-  }
+  uint32_t dims[3];
+  uint64_t n;
+  int rc = idx_check(b, len, what, ndims, dims, &n, err, errlen);
+  if (!rc) rc = idx_tensor(b + 4 + 4 * ndims, ndims, dims, n, what, out, err, errlen);
+  free(plain);
   return rc;
 }
 
-static int idx_images(const char *path, KilnTensor *t, char *err, size_t errlen) {
-  uint32_t d[3];
-  unsigned char *px;
-  uint64_t n;
-  if (idx_load(path, 3, d, &px, &n, err, errlen) != 0) return -1;
-  float *f = malloc((size_t)n * sizeof *f);
-  if (!f) {
-    free(px);
-    tio_err(err, errlen, "%s: out of memory for %llu pixels", path, (unsigned long long)n);
+/* One IDX file, plain or gzip, read whole. */
+static int idx_file(const char *path, int ndims, KilnTensor *t, char *err, size_t errlen) {
+  struct stat st;
+  if (stat(path, &st) == 0 && (uint64_t)st.st_size > IDX_MAX_FILE) {
+    tio_err(err, errlen, "%s: %llu bytes: IDX data is limited to 2 GiB", path,
+            (unsigned long long)st.st_size);
     return -1;
   }
-  for (uint64_t i = 0; i < n; i++) f[i] = (float)px[i] / 255.0f;
-  free(px);
-  *t = (KilnTensor){.name = tio_memdup("images", 7),
-                    .dtype = KILN_F32,
-                    .rank = 3,
-                    .shape = {d[0], d[1], d[2]},
-                    .data = f,
-                    .nbytes = (size_t)n * sizeof *f};
-  return 0;
-}
-
-static int idx_labels(const char *path, KilnTensor *t, char *err, size_t errlen) {
-  uint32_t d[1];
-  unsigned char *b;
-  uint64_t n;
-  if (idx_load(path, 1, d, &b, &n, err, errlen) != 0) return -1;
-  int32_t *v = malloc((size_t)n * sizeof *v);
-  if (!v) {
-    free(b);
-    tio_err(err, errlen, "%s: out of memory for %llu labels", path, (unsigned long long)n);
-    return -1;
-  }
-  for (uint64_t i = 0; i < n; i++) v[i] = b[i];
-  free(b);
-  *t = (KilnTensor){.name = tio_memdup("labels", 7),
-                    .dtype = KILN_I32,
-                    .rank = 1,
-                    .shape = {d[0]},
-                    .data = v,
-                    .nbytes = (size_t)n * sizeof *v};
-  return 0;
+  unsigned char *buf;
+  size_t len;
+  if (tio_read_file(path, &buf, &len, err, errlen) != 0) return -1;
+  int rc = kiln_idx_parse(buf, len, path, ndims, t, err, errlen);
+  free(buf);
+  return rc;
 }
 
 int kiln_dataset_read_idx(const char *prefix, KilnDataset *out, char *err, size_t errlen) {
@@ -219,9 +257,9 @@ int kiln_dataset_read_idx(const char *prefix, KilnDataset *out, char *err, size_
     tio_err(err, errlen, "%s: out of memory", prefix);
     return -1;
   }
-  int rc = idx_images(ipath, &out->columns[0], err, errlen);
+  int rc = idx_file(ipath, 3, &out->columns[0], err, errlen);
   if (!rc) out->n = 1;
-  if (!rc) rc = idx_labels(lpath, &out->columns[1], err, errlen);
+  if (!rc) rc = idx_file(lpath, 1, &out->columns[1], err, errlen);
   if (!rc) out->n = 2;
   if (!rc && out->columns[0].shape[0] != out->columns[1].shape[0]) {
     tio_err(err, errlen, "%s has %lld images but %s has %lld labels", ipath,

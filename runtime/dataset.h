@@ -47,6 +47,11 @@ typedef struct KilnDataset {
 int kiln_dataset_read_npy(const char *dir, const char *const *names, int nnames, KilnDataset *out,
                           char *err, size_t errlen);
 int kiln_dataset_read_idx(const char *prefix, KilnDataset *out, char *err, size_t errlen);
+/* One IDX file's bytes, plain or gzip-compressed (as its file holds them), as
+ * the column it makes: ndims 3 gives "images", ndims 1 "labels" (see above).
+ * what names the buffer in messages (NULL: "<memory>"). */
+int kiln_idx_parse(const void *buf, size_t len, const char *what, int ndims, KilnTensor *out,
+                   char *err, size_t errlen);
 /* Bytes of one sample of column c: nbytes / count. */
 size_t kiln_dataset_sample_bytes(const KilnDataset *d, int c);
 void kiln_dataset_free(KilnDataset *d);

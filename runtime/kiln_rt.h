@@ -18,6 +18,19 @@
 
 #include "kiln.h"
 
+/* The entry points below have default visibility although libkilnrt is
+ * built with -fvisibility=hidden: the kiln tool exports them to code it JITs
+ * (it links with -rdynamic). A .so made by `kiln compile` keeps them local
+ * with a version script that exports only the model's own functions. */
+#if defined(__GNUC__)
+#define KILN_RT_API __attribute__((visibility("default")))
+#else
+#define KILN_RT_API
+#endif
+
+/* Longest detail message an instance keeps (see kiln_instance.message). */
+#define KILN_RT_MESSAGE_LEN 256
+
 typedef struct kiln_pool kiln_pool;
 
 /* The instance every compiled model's `m *` points to. */
@@ -27,18 +40,29 @@ typedef struct kiln_instance {
   kiln_pool *pool;
   int nthreads;
   int32_t status; /* set by kernels that find a bad id or label (KILN_ERR_RANGE) */
+  /* What the last failing call found, in words ("w.safetensors: tensor
+   * 'fc1.w' has shape [784, 512], the model expects [784, 256]"); "" after a
+   * success. For tools: m_strerror names only the status. */
+  char message[KILN_RT_MESSAGE_LEN];
 } kiln_instance;
 
 /* ---- Instances (generic over the descriptor) --------------------------- */
 
-int kiln_rt_create(const kiln_model_desc *d, kiln_instance **out, uint64_t seed);
-void kiln_rt_destroy(kiln_instance *self);
-int kiln_rt_set_threads(kiln_instance *self, int n);
-int kiln_rt_load(kiln_instance *self, const char *path);
-int kiln_rt_save(const kiln_instance *self, const char *path);
-const float *kiln_rt_param(const kiln_instance *self, const char *name);
-const float *kiln_rt_param_grad(const kiln_instance *self, const char *name);
-const char *kiln_rt_strerror(int status);
+KILN_RT_API int kiln_rt_create(const kiln_model_desc *d, kiln_instance **out, uint64_t seed);
+KILN_RT_API void kiln_rt_destroy(kiln_instance *self);
+KILN_RT_API int kiln_rt_set_threads(kiln_instance *self, int n);
+KILN_RT_API int kiln_rt_load(kiln_instance *self, const char *path);
+KILN_RT_API int kiln_rt_save(const kiln_instance *self, const char *path);
+KILN_RT_API const float *kiln_rt_param(const kiln_instance *self, const char *name);
+KILN_RT_API const float *kiln_rt_param_grad(const kiln_instance *self, const char *name);
+KILN_RT_API const char *kiln_rt_strerror(int status);
+/* kiln_rt_load from a safetensors image in memory (a `kiln build` executable's
+ * embedded weights); `what` names it in messages. Never reads outside
+ * [buf, buf + len). */
+KILN_RT_API int kiln_rt_load_buffer(kiln_instance *self, const void *buf, size_t len,
+                                    const char *what);
+/* The instance's detail message (self->message), or "" for NULL. */
+KILN_RT_API const char *kiln_rt_message(const kiln_instance *self);
 
 /* ---- Threads ------------------------------------------------------------ */
 
@@ -47,19 +71,30 @@ const char *kiln_rt_strerror(int status);
 typedef void (*kiln_task_fn)(void *ctx, int64_t begin, int64_t end);
 
 /* A pool of n - 1 persistent worker threads plus the caller. */
-kiln_pool *kiln_pool_new(int nthreads);
-void kiln_pool_free(kiln_pool *pool);
+KILN_RT_API kiln_pool *kiln_pool_new(int nthreads);
+KILN_RT_API void kiln_pool_free(kiln_pool *pool);
 /* Runs fn over [0, n) split into at most nthreads contiguous chunks of at
  * least min_chunk iterations (static, deterministic chunking: the same n and
  * thread count always give the same chunks). Runs inline when one chunk
  * suffices. Workers spin briefly between kernels, then sleep. */
-void kiln_parallel_for(kiln_pool *pool, kiln_task_fn fn, void *ctx, int64_t n, int64_t min_chunk);
+KILN_RT_API void kiln_parallel_for(kiln_pool *pool, kiln_task_fn fn, void *ctx, int64_t n,
+                                   int64_t min_chunk);
 
 /* ---- Memory ------------------------------------------------------------- */
 
 /* Zeroed, 64-byte aligned, huge-page advised and prefaulted, so no kernel
  * ever pays for a first touch; NULL if out of memory. */
-void *kiln_mem_alloc(size_t bytes);
-void kiln_mem_free(void *p, size_t bytes);
+KILN_RT_API void *kiln_mem_alloc(size_t bytes);
+KILN_RT_API void kiln_mem_free(void *p, size_t bytes);
+
+/* ---- For JITs ----------------------------------------------------------- */
+
+/* Every function above by name, ending with {NULL, NULL}: a JIT can define
+ * these symbols for generated code without the process's symbol table. */
+typedef struct kiln_rt_symbol {
+  const char *name;
+  void (*addr)(void);
+} kiln_rt_symbol;
+KILN_RT_API extern const kiln_rt_symbol kiln_rt_symbols[];
 
 #endif

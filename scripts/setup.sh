@@ -12,6 +12,7 @@ packages=(
   clang libclang-rt-dev                 # libFuzzer targets
   clang-format                          # format-check
   graphviz                              # tests render --format=dot with dot
+  dataset-fashion-mnist                 # the demo's data (/usr/share/datasets/fashion-mnist)
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 /* Model files larger than this are refused before reading them. */
 #define KILN_MAX_SOURCE_BYTES (64u << 20)
@@ -108,6 +109,84 @@ void cli_loaded_free(Loaded *m) {
 int cli_load_model(Options *o, Loaded *m, Stage upto) {
   int rc = cli_load_source(o, m);
   if (!rc) rc = cli_load_graph(o, m);
+  if (!rc) rc = cli_check_memory(o, m->graph);
   if (!rc && !pass_run_pipeline(m->graph, upto, &o->passes)) rc = EXIT_INTERNAL;
+  if (!rc) rc = cli_check_memory(o, m->graph);
   return rc;
+}
+
+/* ---- --max-memory ------------------------------------------------------- */
+
+/* a + b, stopping at UINT64_MAX rather than wrapping. */
+static uint64_t add_sat(uint64_t a, uint64_t b) { return a > UINT64_MAX - b ? UINT64_MAX : a + b; }
+
+/* A node's value in bytes, UINT64_MAX when it does not fit. */
+static uint64_t node_bytes(const Node *n) {
+  uint64_t bytes = ir_dtype_size(n->type.dtype);
+  for (int i = 0; i < n->type.rank; i++) {
+    uint64_t d = n->type.dims[i] > 0 ? (uint64_t)n->type.dims[i] : 0;
+    if (d && bytes > UINT64_MAX / d) return UINT64_MAX;
+    bytes *= d;
+  }
+  return bytes;
+}
+
+static bool is_grad(const Graph *g, const Node *n) {
+  for (int i = 0; i < g->ngrads; i++)
+    if (g->grads[i].grad == n) return true;
+  return false;
+}
+
+KilnMemory cli_memory_estimate(const Graph *g) {
+  KilnMemory m = {0};
+  for (int i = 0; i < g->nnodes; i++) {
+    const Node *n = g->nodes[i];
+    uint64_t b = node_bytes(n);
+    uint64_t *part = n->op == OP_PARAM   ? &m.params
+                     : n->op == OP_STATE ? &m.state
+                     : is_grad(g, n)     ? &m.grads
+                                         : &m.activations;
+    *part = add_sat(*part, b);
+  }
+  m.total = add_sat(add_sat(m.params, m.grads), add_sat(m.state, m.activations));
+  return m;
+}
+
+uint64_t cli_physical_memory(void) {
+  long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+  if (pages <= 0 || page <= 0) return UINT64_MAX;
+  return (uint64_t)pages > UINT64_MAX / (uint64_t)page ? UINT64_MAX
+                                                       : (uint64_t)pages * (uint64_t)page;
+}
+
+const char *cli_format_bytes(uint64_t bytes, char *buf, size_t len) {
+  static const char *const units[] = {"bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+  if (bytes < 1024) {
+    snprintf(buf, len, "%llu bytes", (unsigned long long)bytes);
+    return buf;
+  }
+  double v = (double)bytes;
+  int u = 0;
+  while (v >= 1024 && u < 6) v /= 1024, u++;
+  snprintf(buf, len, "%.1f %s", v, units[u]);
+  return buf;
+}
+
+int cli_check_memory(const Options *o, const Graph *g) {
+  uint64_t limit = o->max_memory ? o->max_memory : cli_physical_memory();
+  KilnMemory m = cli_memory_estimate(g);
+  if (m.total <= limit) return EXIT_OK;
+  char t[32], p[32], gr[32], s[32], a[32], l[32];
+  cli_format_bytes(m.total, t, sizeof t);
+  cli_format_bytes(m.params, p, sizeof p);
+  cli_format_bytes(m.activations, a, sizeof a);
+  cli_format_bytes(limit, l, sizeof l);
+  if (m.grads || m.state)
+    return cli_error("model '%s' needs %s (params %s, grads %s, optimizer state %s, activations "
+                     "%s), more than --max-memory %s%s",
+                     g->name, t, p, cli_format_bytes(m.grads, gr, sizeof gr),
+                     cli_format_bytes(m.state, s, sizeof s), a, l,
+                     o->max_memory ? "" : " (the default: physical memory)");
+  return cli_error("model '%s' needs %s (params %s, activations %s), more than --max-memory %s%s",
+                   g->name, t, p, a, l, o->max_memory ? "" : " (the default: physical memory)");
 }

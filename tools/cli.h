@@ -46,8 +46,20 @@ typedef struct Options {
   Backend backend;
   bool grads, shuffle;
   int64_t steps, epochs; /* 0: not given */
+  /* kiln train (train.c) */
+  const char *eval;         /* --eval npy:DIR|idx:PREFIX */
+  const char *log_path;     /* --log metrics.csv */
+  int64_t checkpoint_every; /* --checkpoint-every N; 0: never */
+  /* kiln sample (sample.c) */
+  const char *prompt; /* --prompt TEXT */
+  int64_t count;      /* -n N: bytes to generate */
+  double temperature; /* --temperature T (default 1.0) */
   uint64_t seed;
-  int threads; /* 0: all cores */
+  int threads;         /* 0: all cores */
+  const char *emit;    /* kiln compile --emit (NULL: so) */
+  bool no_train;       /* kiln compile --no-train */
+  bool explain_fusion; /* kiln dump --explain-fusion */
+  uint64_t max_memory; /* --max-memory BYTES; 0: the machine's physical memory */
 } Options;
 
 /* "kiln: error: MESSAGE" and the command's usage line; returns EXIT_USAGE. */
@@ -100,5 +112,30 @@ int cli_bind_zero_inputs(struct Interp *it, const Graph *g, const bool *needed);
 int cmd_init(Options *o);
 int cmd_run(Options *o);
 int cmd_train(Options *o);
+int cmd_sample(Options *o);
+
+/* Ahead-of-time compilation (aot.c) and the JIT path of kiln run (jit_run.c). */
+int cmd_compile(Options *o);
+int cmd_build(Options *o);
+int cli_run_jit(Options *o);
+/* Writes each tensor as DIR/NAME.npy (NAME its name), all or none (run.c). */
+int cli_write_npy_files(const char *dir, const KilnTensor *ts, int n);
+
+/* ---- --max-memory (cli.c) ----------------------------------------------- */
+
+/* What a graph needs at most: every value its own buffer, before any memory
+ * planning (the backend's planned arena can replace this bound later). */
+typedef struct KilnMemory {
+  uint64_t params, grads, state, activations; /* activations: inputs and intermediates */
+  uint64_t total;
+} KilnMemory;
+KilnMemory cli_memory_estimate(const Graph *g);
+/* sysconf(_SC_PHYS_PAGES) * sysconf(_SC_PAGESIZE), the default limit. */
+uint64_t cli_physical_memory(void);
+/* "64.0 GiB", "512 bytes" into buf; returns buf. */
+const char *cli_format_bytes(uint64_t bytes, char *buf, size_t len);
+/* Refuses (EXIT_USER, with a message naming the sizes) a graph whose estimate
+ * exceeds --max-memory. cli_load_model calls it; so do check and dump. */
+int cli_check_memory(const Options *o, const Graph *g);
 
 #endif

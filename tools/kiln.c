@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "llvm_backend.h"
 #include "llvm_info.h"
 
 typedef struct Command {
@@ -20,7 +21,7 @@ static int cmd_help(Options *o);
 static int cmd_check(Options *o);
 static int cmd_dump(Options *o);
 
-#define COMMON_FLAGS "-D -v -O --time-passes --seed --threads"
+#define COMMON_FLAGS "-D -v -O --time-passes --seed --threads --max-memory"
 
 static const Command commands[] = {
     {"help", cmd_help, "kiln help [COMMAND]", "Print help for kiln or one of its commands.", ""},
@@ -30,15 +31,23 @@ static const Command commands[] = {
      "trainable parameters.",
      COMMON_FLAGS},
     {"dump", cmd_dump,
-     "kiln dump MODEL.kl|MODEL.ir [--stage=ast|graph|grad] [--format=text|dot]\n"
+     "kiln dump MODEL.kl|MODEL.ir [--stage=ast|graph|grad|opt|fused|planned|llvm|asm]\n"
+     "          [--format=text|dot] [--explain-fusion]\n"
      "          [--print-before=PASS|all] [--print-after=PASS|all] [--stop-after=PASS]\n"
      "          [-D NAME=VALUE]... [--time-passes] [-v]",
      "Print the model at a stage of the pipeline.\n"
      "Stages: ast (the syntax tree), graph (the forward graph after its passes), grad\n"
-     "(the whole train step: forward, backward, optimizer update). A .ir file (text IR,\n"
+     "(the whole train step: forward, backward, optimizer update), opt (that step after\n"
+     "simplify, cse and dce2), fused (each node's kernel: [k3], or [inline] when its\n"
+     "readers recompute it), planned (kernels in their final order and each stored value's\n"
+     "home: [k3 @OFFSET+BYTES] in the arena, @grad, @update; the plan's figures follow\n"
+     "as comments), llvm (the LLVM IR\n"
+     "module: kernels, entry points, descriptor; -O0..-O3 as compiled) and asm (the host's\n"
+     "assembly of that module). A .ir file (text IR,\n"
      "as dumped) is read back instead of a .kl file. --format=dot writes Graphviz for\n"
-     "`dot -Tsvg`.",
-     COMMON_FLAGS " --stage --format --print-before --print-after --stop-after"},
+     "`dot -Tsvg`. --explain-fusion lists every edge fusion left between two kernels\n"
+     "and why, instead of the IR (at the fused stage, or planned if asked).",
+     COMMON_FLAGS " --stage --format --print-before --print-after --stop-after --explain-fusion"},
     {"init", cmd_init, "kiln init MODEL.kl -o W.safetensors [--seed S] [-D NAME=VALUE]...",
      "Write the model's parameters, initialized by their INIT rules.\n"
      "The values depend only on the seed (default 0) and each param's name and shape:\n"
@@ -46,23 +55,65 @@ static const Command commands[] = {
      COMMON_FLAGS " -o"},
     {"run", cmd_run,
      "kiln run MODEL.kl --weights W.safetensors --input NAME=FILE.npy... --out DIR\n"
-     "          [--backend=interp|jit] [--grads] [-D NAME=VALUE]...",
+     "          [--backend=jit|interp] [--grads] [--threads N] [-D NAME=VALUE]...",
      "Run inference and write each output as DIR/NAME.npy.\n"
      "The inputs the outputs (and, with --grads, the loss) depend on are required.\n"
      "--grads (models with a train statement) also writes DIR/grads.safetensors: the\n"
      "loss under its own name and d loss / d param for every param under its name.\n"
-     "--backend=interp runs the reference interpreter (the only backend in this build).",
+     "--backend=jit (the default) compiles the model with LLVM in memory and calls it\n"
+     "through its descriptor; --backend=interp runs the reference interpreter. --grads\n"
+     "runs on the interpreter. --threads N sets the JIT's thread count.",
      COMMON_FLAGS " --weights --input --out --backend --grads"},
+    {"compile", cmd_compile,
+     "kiln compile MODEL.kl -o OUT [--emit=so|obj|header|llvm|asm] [-O0..3] [--no-train]\n"
+     "          [-D NAME=VALUE]...",
+     "Compile a model ahead of time (SPEC section 3).\n"
+     "--emit=so (the default) writes the shared object OUT and its C header next to it\n"
+     "(OUT with .so replaced by .h). The header includes kiln.h: compile programs with\n"
+     "-I KILN/runtime. obj, header, llvm and asm write only that to OUT. --no-train\n"
+     "leaves out m_train_step and m_grad. The .so depends on libc, libm and pthreads only\n"
+     "and exports only the model's functions. Linking uses the C compiler Kiln was\n"
+     "configured with; the environment variable KILN_CC overrides it.",
+     COMMON_FLAGS " -o --emit --no-train"},
+    {"build", cmd_build, "kiln build MODEL.kl -o BIN [--weights W.safetensors] [-D NAME=VALUE]...",
+     "Build a standalone executable that runs the model's inference.\n"
+     "--weights embeds the (checked) weights in BIN; without it BIN starts from the\n"
+     "params `kiln init --seed S` writes unless given --weights at run time. `BIN --help`\n"
+     "shows its command line: BIN --input NAME=FILE.npy... --out DIR [--threads N].\n"
+     "BIN depends on libc, libm and pthreads only.",
+     COMMON_FLAGS " -o --weights"},
     {"train", cmd_train,
      "kiln train MODEL.kl --data npy:DIR|idx:PREFIX --steps N|--epochs E\n"
-     "          [--save W.safetensors] [--weights W0.safetensors] [--shuffle] [--seed S]",
+     "          [--save W.safetensors] [--weights W0.safetensors] [--shuffle] [--seed S]\n"
+     "          [--backend=jit|interp] [--threads N] [--eval npy:DIR|idx:PREFIX]\n"
+     "          [--log METRICS.csv] [--checkpoint-every N]",
      "Train the model with its train statement's optimizer.\n"
+     "--backend=jit (the default) compiles the whole train step with LLVM; --backend=interp\n"
+     "runs it on the reference interpreter (same results within float tolerance).\n"
      "Steps take consecutive batches of the data in file order, wrapping around\n"
      "(--shuffle shuffles each epoch with --seed). --epochs E runs ceil(E*N/batch)\n"
      "steps (with --steps too, the fewer). Params start as kiln init --seed writes\n"
      "them. --save writes params and optimizer state; --weights of such a file\n"
-     "resumes exactly where it stopped.",
-     COMMON_FLAGS " --data --steps --epochs --save --weights --shuffle --backend"},
+     "resumes exactly where it stopped.\n"
+     "--eval (the same forms as --data) reports the mean loss over a held-out set after\n"
+     "each epoch and at the end, and for a classifier (cross_entropy of an output against\n"
+     "an i32 input) the accuracy; params are not updated. On a terminal stderr shows a\n"
+     "progress bar, otherwise a log line every tenth of the run. --log writes one CSV\n"
+     "row per log point (step,epoch,loss,eval_loss,eval_accuracy,seconds).\n"
+     "--checkpoint-every N also writes the --save checkpoint every N steps. Ctrl-C saves\n"
+     "to --save (if given) and exits with status 130.",
+     COMMON_FLAGS " --data --steps --epochs --save --weights --shuffle --backend --eval --log"
+                  " --checkpoint-every"},
+    {"sample", cmd_sample,
+     "kiln sample MODEL.kl --weights W.safetensors --prompt TEXT [-n N] [--temperature T]\n"
+     "          [--seed S] [-D NAME=VALUE]...",
+     "Generate text with a byte-level language model.\n"
+     "The model reads one i32 input [batch, seq] of byte ids and outputs next-byte logits\n"
+     "[batch, seq, vocab] (models/transformer.kl). It is compiled for batch 1 unless -D sets\n"
+     "batch. Each step feeds the last seq bytes, takes the logits at the last position,\n"
+     "divides them by the temperature (default 1.0) and samples (Philox, --seed). Prints\n"
+     "the prompt and N (default 200) generated bytes to stdout.",
+     COMMON_FLAGS " --weights --prompt -n --temperature"},
 };
 #define NCOMMANDS ((int)(sizeof commands / sizeof commands[0]))
 
@@ -195,9 +246,37 @@ static int parse_stop_after(const Command *c, Options *o, const char *value) {
   return EXIT_OK;
 }
 
+/* --max-memory BYTES: a positive integer, optionally with K, M, G or T (powers of 1024). */
+static int parse_max_memory(const Command *c, Options *o, const char *v) {
+  errno = 0;
+  char *end = (char *)v;
+  unsigned long long n = (*v >= '0' && *v <= '9') ? strtoull(v, &end, 10) : 0;
+  const char *units = "KMGT", *u = n && *end ? strchr(units, *end & ~0x20) : NULL;
+  int shift = u ? 10 * (int)(u - units + 1) : 0;
+  if (errno || n == 0 || (*end && (!u || end[1])) || n > (UINT64_MAX >> shift))
+    return cli_usage_error(c->name,
+                           "--max-memory expects BYTES, a positive integer with an "
+                           "optional K, M, G or T suffix, got '%s'",
+                           v);
+  o->max_memory = (uint64_t)n << shift;
+  return EXIT_OK;
+}
+
+/* --temperature T: a positive number. */
+static int parse_temperature(const Command *c, Options *o, const char *v) {
+  char *end;
+  errno = 0;
+  double t = strtod(v, &end);
+  if (errno || end == v || *end || !(t > 0) || t > 1e6)
+    return cli_usage_error(c->name, "--temperature expects a positive number, got '%s'", v);
+  o->temperature = t;
+  return EXIT_OK;
+}
+
 static int parse_valued_flag(const Command *c, Options *o, const char *flag, const char *v) {
   int64_t n = 0;
   int rc = EXIT_OK;
+  if (strcmp(flag, "--max-memory") == 0) return parse_max_memory(c, o, v);
   if (strcmp(flag, "--stage") == 0) return parse_stage(c, o, v);
   if (strcmp(flag, "--format") == 0) return parse_format(c, o, v);
   if (strcmp(flag, "--backend") == 0) return parse_backend(c, o, v);
@@ -210,6 +289,14 @@ static int parse_valued_flag(const Command *c, Options *o, const char *flag, con
   if (strcmp(flag, "--out") == 0) return o->out_dir = v, EXIT_OK;
   if (strcmp(flag, "--data") == 0) return o->data = v, EXIT_OK;
   if (strcmp(flag, "--save") == 0) return o->save = v, EXIT_OK;
+  if (strcmp(flag, "--emit") == 0) return o->emit = v, EXIT_OK;
+  if (strcmp(flag, "--prompt") == 0) return o->prompt = v, EXIT_OK;
+  if (strcmp(flag, "--temperature") == 0) return parse_temperature(c, o, v);
+  if (strcmp(flag, "-n") == 0 && !(rc = parse_count(c, flag, v, 0, &n))) o->count = n;
+  if (strcmp(flag, "--eval") == 0) return o->eval = v, EXIT_OK;
+  if (strcmp(flag, "--log") == 0) return o->log_path = v, EXIT_OK;
+  if (strcmp(flag, "--checkpoint-every") == 0 && !(rc = parse_count(c, flag, v, 1, &n)))
+    o->checkpoint_every = n;
   if (strcmp(flag, "--steps") == 0 && !(rc = parse_count(c, flag, v, 1, &n))) o->steps = n;
   if (strcmp(flag, "--epochs") == 0 && !(rc = parse_count(c, flag, v, 1, &n))) o->epochs = n;
   if (strcmp(flag, "--seed") == 0 && !(rc = parse_count(c, flag, v, 0, &n))) o->seed = (uint64_t)n;
@@ -219,9 +306,30 @@ static int parse_valued_flag(const Command *c, Options *o, const char *flag, con
 }
 
 static const char *const valued_flags[] = {
-    "--stage", "--format", "--backend", "--print-after", "--print-before", "--stop-after",
-    "--input", "-o",       "--weights", "--out",         "--data",         "--save",
-    "--steps", "--epochs", "--seed",    "--threads",
+    "--stage",
+    "--format",
+    "--backend",
+    "--print-after",
+    "--print-before",
+    "--stop-after",
+    "--input",
+    "-o",
+    "--weights",
+    "--out",
+    "--data",
+    "--save",
+    "--steps",
+    "--epochs",
+    "--seed",
+    "--threads",
+    "--emit",
+    "--max-memory",
+    "--eval",
+    "--log",
+    "--checkpoint-every",
+    "--prompt",
+    "-n",
+    "--temperature",
 };
 
 static bool flag_takes_value(const char *flag) {
@@ -237,6 +345,8 @@ static bool parse_switch(const Command *c, Options *o, const char *a) {
   if (strcmp(a, "--time-passes") == 0) return o->time_passes = o->passes.time_passes = true;
   if (strcmp(a, "--grads") == 0) return o->grads = true;
   if (strcmp(a, "--shuffle") == 0) return o->shuffle = true;
+  if (strcmp(a, "--no-train") == 0) return o->no_train = true;
+  if (strcmp(a, "--explain-fusion") == 0) return o->explain_fusion = true;
   return false;
 }
 
@@ -301,6 +411,9 @@ static void print_command_help(const Command *c) {
            "  -O0..-O3        optimization level (default -O2)\n"
            "  --seed S        seed for initialization and shuffling (default 0)\n"
            "  --threads N     threads (default: all cores)\n"
+           "  --max-memory B  refuse a model needing more than B bytes (K, M, G, T suffixes;\n"
+           "                  default: physical memory); params, grads, optimizer state and\n"
+           "                  every intermediate value counted unplanned\n"
            "  --time-passes   print a table of pass times and node counts to stderr\n"
            "  -v              verbose\n");
   }
@@ -382,15 +495,28 @@ static int cmd_check(Options *o) {
   Loaded m;
   rc = cli_load_source(o, &m);
   if (!rc) rc = cli_load_graph(o, &m);
+  if (!rc) rc = cli_check_memory(o, m.graph);
   if (!rc) print_summary(m.graph);
   cli_loaded_free(&m);
   return rc;
 }
 
+/* --stage=llvm|asm: the backend's module for the whole pipeline's graph. */
+static int dump_llvm(const Options *o, const Graph *g) {
+  char err[512] = "";
+  LlvmOptions lo = {.opt_level = o->opt_level, .train = true};
+  LlvmEmitKind kind = o->stage == STAGE_ASM ? LLVM_EMIT_ASM : LLVM_EMIT_IR;
+  if (llvm_print(g, &lo, kind, stdout, err, sizeof err)) return EXIT_OK;
+  fprintf(stderr, "kiln: %s\n", err);
+  return EXIT_INTERNAL;
+}
+
 static int cmd_dump(Options *o) {
   int rc = need_model(o);
   if (rc) return rc;
-  if (o->stage == STAGE_AST && o->dot)
+  if (o->explain_fusion && (o->stage < STAGE_FUSED || o->stage >= STAGE_LLVM))
+    o->stage = STAGE_FUSED;
+  if ((o->stage == STAGE_AST || o->stage >= STAGE_LLVM) && o->dot)
     return cli_usage_error(o->cmd, "--format=dot needs a graph stage");
   Loaded m;
   rc = cli_load_source(o, &m);
@@ -400,8 +526,17 @@ static int cmd_dump(Options *o) {
     ast_print(stdout, &m.ast);
   } else if (!rc) {
     rc = cli_load_graph(o, &m);
+    if (!rc) rc = cli_check_memory(o, m.graph);
     if (!rc && !pass_run_pipeline(m.graph, o->stage, &o->passes)) rc = EXIT_INTERNAL;
-    if (!rc) (o->dot ? ir_print_dot : ir_print)(stdout, m.graph);
+    if (!rc) rc = cli_check_memory(o, m.graph);
+    if (!rc && o->explain_fusion)
+      fuse_explain(stdout, m.graph);
+    else if (!rc && o->stage >= STAGE_LLVM)
+      rc = dump_llvm(o, m.graph);
+    else if (!rc)
+      (o->dot ? ir_print_dot : ir_print)(stdout, m.graph);
+    if (!rc && !o->explain_fusion && !o->dot && o->stage < STAGE_LLVM)
+      plan_report(stdout, m.graph); /* '#' lines after a planned graph; nothing otherwise */
   }
   if (o->time_passes) pass_print_times(stderr, &o->passes);
   cli_loaded_free(&m);
@@ -424,7 +559,10 @@ int main(int argc, char **argv) {
   o.cmd = c->name;
   o.opt_level = 2;
   o.stage = STAGE_GRAPH;
-  o.backend = BACKEND_INTERP; /* the JIT lands with the LLVM backend */
+  /* kiln run defaults to the JIT; train stays on the interpreter until it runs compiled. */
+  o.backend = BACKEND_JIT; /* run and train; --backend=interp for the reference interpreter */
+  o.count = 200;           /* kiln sample -n */
+  o.temperature = 1.0;     /* kiln sample --temperature */
   pass_ctx_init(&o.passes);
   int rc = parse_args(c, &o, argc, argv);
   if (rc == EXIT_OK && o.show_help)

@@ -267,13 +267,36 @@ static int write_outputs(const Interp *it, const Graph *g, const char *dir, bool
   return rc ? rc : closed;
 }
 
+int cli_write_npy_files(const char *dir, const KilnTensor *ts, int n) {
+  OutDir d;
+  int rc = outdir_open(&d, dir);
+  if (rc) return rc;
+  const char **files = calloc((size_t)n + 1, sizeof *files);
+  int k = 0;
+  if (!files) rc = cli_error("out of memory");
+  for (; !rc && k < n; k++) {
+    char name[512], path[4200], err[ERR_LEN];
+    snprintf(name, sizeof name, "%s.npy", ts[k].name);
+    if (!(files[k] = strdup(name))) {
+      rc = cli_error("out of memory");
+      break;
+    }
+    rc = outdir_path(&d, false, name, path, sizeof path);
+    KilnTensor t = ts[k];
+    t.name = NULL;
+    if (!rc && kiln_npy_write(path, &t, err, sizeof err) != 0) rc = cli_error("%s", err);
+  }
+  int closed = outdir_close(&d, files, k, rc == EXIT_OK);
+  for (int i = 0; i < k; i++) free((char *)files[i]);
+  free(files);
+  return rc ? rc : closed;
+}
+
 /* ---- kiln run ----------------------------------------------------------- */
 
 static int run_checks(const Options *o) {
   if (!o->model) return cli_usage_error(o->cmd, "missing MODEL file");
   if (!o->out_dir) return cli_usage_error(o->cmd, "missing --out DIR");
-  if (o->backend == BACKEND_JIT)
-    return cli_usage_error(o->cmd, "the JIT backend is not built yet; use --backend=interp");
   return EXIT_OK;
 }
 
@@ -294,6 +317,8 @@ static int grads_checks(const Options *o, const Graph *g) {
 int cmd_run(Options *o) {
   int rc = run_checks(o);
   if (rc) return rc;
+  /* Inference on the JIT (jit_run.c); --grads runs on the interpreter. */
+  if (o->backend == BACKEND_JIT && !o->grads) return cli_run_jit(o);
   Loaded m;
   o->passes.inference = !o->grads;
   rc = cli_load_model(o, &m, o->grads ? STAGE_GRAD : STAGE_GRAPH);

@@ -26,10 +26,12 @@ run_case() {
   done
 }
 
-# Every --stage=graph dump in a case must read back to the same text.
+# Every --stage=graph, fused or planned dump in a case must read back to the same text (read
+# back at the graph stage: dce keeps every node, so kernels and buffers stay as printed).
 check_roundtrip() {
   local case=$1 line args
-  grep '^# RUN: dump .*--stage=graph' "$case" | grep -v -- '--format=dot\|--print\|--stop\|--time' |
+  grep '^# RUN: dump .*--stage=\(graph\|fused\|planned\)' "$case" |
+    grep -v -- '--format=dot\|--print\|--stop\|--time\|--explain' |
     sed 's/^# RUN: //' | while IFS= read -r line; do
       args=${line//%s/$case}
       eval "set -- $args"

@@ -19,7 +19,7 @@
  * on an op without an entry there fails this test. */
 #define KILN_COLUMN_COMPLETE_GRAD   1
 #define KILN_COLUMN_COMPLETE_INTERP 1
-#define KILN_COLUMN_COMPLETE_LOWER  0
+#define KILN_COLUMN_COMPLETE_LOWER  1
 
 /* Each column's token as text: "0" marks a missing entry. */
 typedef struct Columns {

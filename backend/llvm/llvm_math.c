@@ -1,0 +1,270 @@
+/* llvm_math.c - transcendental functions as inline IR: f32 polynomials (vectorizable, no libm), f64 through libm.
+ *
+ * Accuracy of the f32 forms: largest relative error against libm in double
+ * over 10^6 points of each range (test_llvm_diff's "math" check; the final
+ * rounding to f32 alone is up to 6e-8):
+ *   exp      Cody-Waite reduction x = n ln2 + r (ln2 split in two), Cephes'
+ *            degree-7 polynomial for e^r on [-ln2/2, ln2/2], 2^n applied in two
+ *            halves so results down to the subnormals round once.
+ *            7.3e-8 over [-87, 88].
+ *   log      x = m 2^e, m in [sqrt(1/2), sqrt 2), Cephes' degree-9 polynomial
+ *            in f = m - 1, e ln2 added in two parts. 8.0e-8 over [e^-30, e^30].
+ *   tanh     |x| < 0.625: odd polynomial (Cephes); else 1 - 2 / (e^2|x| + 1).
+ *            1.4e-7 over [-10, 10].
+ *   sigmoid  1 / (1 + e^-x). 1.5e-7 over [-30, 30].
+ *   erf/erfc a = |x|; a < 0.5: Taylor series to a^13 (truncation < 1e-9);
+ *            else erfc(a) = t exp(-a^2 + P(t)), t = 1 / (1 + a/2), the
+ *            Chebyshev fit of Numerical Recipes' erfcc (fractional error
+ *            < 1.2e-7), with a^2 split as hi + lo, hi exact in f32, so the
+ *            large exponent loses nothing. erfc keeps its relative accuracy
+ *            in the tail, so gelu(x) = x Phi(x) uses Phi(x) = erfc(-x/sqrt 2)/2
+ *            for x < 0 (no cancellation), with a^2 = x^2/2 split from x
+ *            itself. gelu: 4.8e-7 over [-4, 10].
+ * Special values follow C: exp(+-inf) = inf, 0; log(0) = -inf, log(x < 0) =
+ * NaN; NaN in, NaN out.
+ */
+#include <math.h>
+
+#include "llvm_priv.h"
+
+#define MATH_SQRT1_2      0.70710678118654752440
+#define MATH_INV_SQRT_2PI 0.39894228040143267794
+#define MATH_2_SQRTPI     1.12837916709551257390
+
+/* ---- Constants of x's type (a scalar or a vector splat) ------------------ */
+
+static LLVMValueRef splat(Lower *L, LLVMTypeRef like, LLVMValueRef scalar) {
+  if (LLVMGetTypeKind(like) != LLVMVectorTypeKind) return scalar;
+  unsigned n = LLVMGetVectorSize(like);
+  LLVMValueRef v[64];
+  for (unsigned i = 0; i < n && i < 64; i++) v[i] = scalar;
+  return LLVMConstVector(v, n);
+}
+
+static LLVMTypeRef scalar_of(LLVMTypeRef t) {
+  return LLVMGetTypeKind(t) == LLVMVectorTypeKind ? LLVMGetElementType(t) : t;
+}
+
+static LLVMValueRef K(Lower *L, LLVMValueRef like, double v) {
+  LLVMTypeRef t = LLVMTypeOf(like);
+  return splat(L, t, LLVMConstReal(scalar_of(t), v));
+}
+
+/* The i32 type shaped like x (for bit manipulation of an f32). */
+static LLVMTypeRef int_like(Lower *L, LLVMValueRef x) {
+  LLVMTypeRef t = LLVMTypeOf(x);
+  return LLVMGetTypeKind(t) == LLVMVectorTypeKind ? LLVMVectorType(L->i32, LLVMGetVectorSize(t))
+                                                  : L->i32;
+}
+
+static LLVMValueRef KI(Lower *L, LLVMValueRef like, int32_t v) {
+  return splat(L, int_like(L, like), LLVMConstInt(L->i32, (unsigned long long)(int64_t)v, 1));
+}
+
+static bool is_f64(LLVMValueRef x) { return scalar_of(LLVMTypeOf(x)) == LLVMDoubleTypeInContext(LLVMGetTypeContext(LLVMTypeOf(x))); }
+
+/* c[0] + x (c[1] + x (c[2] + ...)): Horner, highest degree last in c. */
+static LLVMValueRef horner(Lower *L, LLVMValueRef x, const double *c, int n) {
+  LLVMValueRef y = K(L, x, c[n - 1]);
+  for (int i = n - 2; i >= 0; i--) y = lw_fadd(L, lw_fmul(L, y, x), K(L, x, c[i]));
+  return y;
+}
+
+/* A call to a libm function of one double (the f64 path). */
+static LLVMValueRef libm1(Lower *L, const char *name, LLVMValueRef x) {
+  LLVMTypeRef ft = LLVMFunctionType(L->f64, &L->f64, 1, 0);
+  LLVMValueRef f = LLVMGetNamedFunction(L->mod, name);
+  if (!f) f = LLVMAddFunction(L->mod, name, ft);
+  return LLVMBuildCall2(L->b, ft, f, &x, 1, "");
+}
+
+static LLVMValueRef bits(Lower *L, LLVMValueRef x) {
+  return LLVMBuildBitCast(L->b, x, int_like(L, x), "");
+}
+static LLVMValueRef from_bits(Lower *L, LLVMValueRef i, LLVMValueRef like) {
+  return LLVMBuildBitCast(L->b, i, LLVMTypeOf(like), "");
+}
+
+/* 2^n for an integer n in [-126, 127], as an f32 of like's shape. */
+static LLVMValueRef pow2i(Lower *L, LLVMValueRef n, LLVMValueRef like) {
+  LLVMValueRef e = LLVMBuildShl(L->b, LLVMBuildAdd(L->b, n, KI(L, like, 127), ""), KI(L, like, 23), "");
+  return from_bits(L, e, like);
+}
+
+/* ---- exp ---------------------------------------------------------------- */
+
+LLVMValueRef lw_exp(Lower *L, LLVMValueRef x) {
+  if (is_f64(x)) return libm1(L, "exp", x);
+  static const double p[] = {1.0,
+                             1.0,
+                             5.0000001201E-1,
+                             1.6666665459E-1,
+                             4.1665795894E-2,
+                             8.3334519073E-3,
+                             1.3981999507E-3,
+                             1.9875691500E-4};
+  /* Clamp so n stays in [-150, 129]: outside, the result is 0 or inf anyway. */
+  LLVMValueRef xc = lw_select(L, lw_fcmp(L, LLVMRealOGT, x, K(L, x, 89.0)), K(L, x, 89.0), x);
+  xc = lw_select(L, lw_fcmp(L, LLVMRealOLT, xc, K(L, x, -104.0)), K(L, x, -104.0), xc);
+  LLVMValueRef nf = lw_intrinsic1(L, "llvm.rint", lw_fmul(L, xc, K(L, x, 1.44269504088896341)));
+  LLVMValueRef r = lw_fsub(L, xc, lw_fmul(L, nf, K(L, x, 0.693359375)));
+  r = lw_fsub(L, r, lw_fmul(L, nf, K(L, x, -2.12194440e-4)));
+  LLVMValueRef y = horner(L, r, p, 8);
+  LLVMValueRef n = LLVMBuildFPToSI(L->b, nf, int_like(L, x), "");
+  LLVMValueRef n1 = LLVMBuildAShr(L->b, n, KI(L, x, 1), "");
+  LLVMValueRef n2 = LLVMBuildSub(L->b, n, n1, "");
+  y = lw_fmul(L, lw_fmul(L, y, pow2i(L, n1, x)), pow2i(L, n2, x));
+  return lw_select(L, lw_isnan(L, x), x, y);
+}
+
+/* ---- log ---------------------------------------------------------------- */
+
+LLVMValueRef lw_log(Lower *L, LLVMValueRef x) {
+  if (is_f64(x)) return libm1(L, "log", x);
+  static const double p[] = {3.3333331174E-1, -2.4999993993E-1, 2.0000714765E-1,
+                             -1.6668057665E-1, 1.4249322787E-1,  -1.2420140846E-1,
+                             1.1676998740E-1,  -1.1514610310E-1, 7.0376836292E-2};
+  /* Subnormals: scale by 2^23 first. */
+  LLVMValueRef tiny = lw_fcmp(L, LLVMRealOLT, x, K(L, x, 1.17549435e-38));
+  LLVMValueRef xs = lw_select(L, tiny, lw_fmul(L, x, K(L, x, 8388608.0)), x);
+  LLVMValueRef ib = bits(L, xs);
+  LLVMValueRef e = LLVMBuildSub(L->b, LLVMBuildLShr(L->b, ib, KI(L, x, 23), ""), KI(L, x, 126), "");
+  e = LLVMBuildSub(L->b, e, lw_select(L, tiny, KI(L, x, 23), KI(L, x, 0)), "");
+  LLVMValueRef mb = LLVMBuildOr(L->b, LLVMBuildAnd(L->b, ib, KI(L, x, 0x007fffff), ""),
+                                KI(L, x, 0x3f000000), "");
+  LLVMValueRef m = from_bits(L, mb, x); /* in [0.5, 1) */
+  LLVMValueRef lo = lw_fcmp(L, LLVMRealOLT, m, K(L, x, 0.707106781186547524));
+  e = LLVMBuildSub(L->b, e, lw_select(L, lo, KI(L, x, 1), KI(L, x, 0)), "");
+  LLVMValueRef f = lw_fsub(L, lw_select(L, lo, lw_fadd(L, m, m), m), K(L, x, 1.0));
+  LLVMValueRef ef = LLVMBuildSIToFP(L->b, e, LLVMTypeOf(x), "");
+  LLVMValueRef z = lw_fmul(L, f, f);
+  LLVMValueRef y = lw_fmul(L, lw_fmul(L, horner(L, f, p, 9), f), z);
+  y = lw_fadd(L, y, lw_fmul(L, ef, K(L, x, -2.12194440e-4)));
+  y = lw_fsub(L, y, lw_fmul(L, z, K(L, x, 0.5)));
+  LLVMValueRef r = lw_fadd(L, lw_fadd(L, f, y), lw_fmul(L, ef, K(L, x, 0.693359375)));
+  /* log 0 = -inf, log(inf) = inf, log(x < 0) = NaN, NaN stays. */
+  r = lw_select(L, lw_fcmp(L, LLVMRealOEQ, x, K(L, x, 0.0)), K(L, x, -INFINITY), r);
+  r = lw_select(L, lw_fcmp(L, LLVMRealOEQ, x, K(L, x, INFINITY)), x, r);
+  return lw_select(L, lw_fcmp(L, LLVMRealULT, x, K(L, x, 0.0)), K(L, x, NAN), r);
+}
+
+/* ---- tanh, sigmoid ------------------------------------------------------ */
+
+LLVMValueRef lw_tanh(Lower *L, LLVMValueRef x) {
+  if (is_f64(x)) return libm1(L, "tanh", x);
+  static const double p[] = {-3.33332819422E-1, 1.33314422036E-1, -5.37397155531E-2,
+                             2.06390887954E-2, -5.70498872745E-3};
+  LLVMValueRef z = lw_fmul(L, x, x);
+  LLVMValueRef small = lw_fadd(L, lw_fmul(L, lw_fmul(L, horner(L, z, p, 5), z), x), x);
+  LLVMValueRef a = lw_intrinsic1(L, "llvm.fabs", x);
+  LLVMValueRef e = lw_exp(L, lw_fadd(L, a, a));
+  LLVMValueRef big = lw_fsub(L, K(L, x, 1.0), lw_fdiv(L, K(L, x, 2.0), lw_fadd(L, e, K(L, x, 1.0))));
+  big = lw_intrinsic2(L, "llvm.copysign", big, x);
+  return lw_select(L, lw_fcmp(L, LLVMRealOLT, a, K(L, x, 0.625)), small, big);
+}
+
+LLVMValueRef lw_sigmoid(Lower *L, LLVMValueRef x) {
+  LLVMValueRef e = lw_exp(L, lw_fneg(L, x));
+  return lw_fdiv(L, K(L, x, 1.0), lw_fadd(L, K(L, x, 1.0), e));
+}
+
+LLVMValueRef lw_sqrt(Lower *L, LLVMValueRef x) { return lw_intrinsic1(L, "llvm.sqrt", x); }
+
+/* ---- erf, erfc, the normal CDF ------------------------------------------ */
+
+/* erf(a) / a for |a| < 0.5 by its Taylor series in a^2. */
+static LLVMValueRef erf_small_over_a(Lower *L, LLVMValueRef a) {
+  static const double c[] = {MATH_2_SQRTPI,          -MATH_2_SQRTPI / 3.0,   MATH_2_SQRTPI / 10.0,
+                             -MATH_2_SQRTPI / 42.0,  MATH_2_SQRTPI / 216.0,  -MATH_2_SQRTPI / 1320.0,
+                             MATH_2_SQRTPI / 9360.0};
+  return horner(L, lw_fmul(L, a, a), c, 7);
+}
+
+/* a with its low 12 significand bits cleared: ah^2 is exact in f32. */
+static LLVMValueRef split_hi(Lower *L, LLVMValueRef a) {
+  return from_bits(L, LLVMBuildAnd(L->b, bits(L, a), KI(L, a, (int32_t)0xfffff000u), ""), a);
+}
+
+/* erfc(a) for a >= 0 (f32) given a^2 = hi + lo with hi exact:
+ * t exp(-hi) exp(P(t) - lo), relative accuracy kept in the tail. */
+static LLVMValueRef erfc_core(Lower *L, LLVMValueRef a, LLVMValueRef hi, LLVMValueRef lo) {
+  static const double c[] = {-1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806,
+                             0.27886807,  -1.13520398, 1.48851587, -0.82215223, 0.17087277};
+  LLVMValueRef t = lw_fdiv(L, K(L, a, 1.0), lw_fadd(L, K(L, a, 1.0), lw_fmul(L, a, K(L, a, 0.5))));
+  LLVMValueRef arg = lw_fsub(L, horner(L, t, c, 10), lo);
+  return lw_fmul(L, t, lw_fmul(L, lw_exp(L, lw_fneg(L, hi)), lw_exp(L, arg)));
+}
+
+static LLVMValueRef erfc_pos(Lower *L, LLVMValueRef a) {
+  LLVMValueRef ah = split_hi(L, a);
+  return erfc_core(L, a, lw_fmul(L, ah, ah), lw_fmul(L, lw_fsub(L, a, ah), lw_fadd(L, a, ah)));
+}
+
+LLVMValueRef lw_erf(Lower *L, LLVMValueRef x) {
+  if (is_f64(x)) return libm1(L, "erf", x);
+  LLVMValueRef a = lw_intrinsic1(L, "llvm.fabs", x);
+  LLVMValueRef small = lw_fmul(L, x, erf_small_over_a(L, a));
+  LLVMValueRef big = lw_intrinsic2(L, "llvm.copysign", lw_fsub(L, K(L, x, 1.0), erfc_pos(L, a)), x);
+  LLVMValueRef r = lw_select(L, lw_fcmp(L, LLVMRealOLT, a, K(L, x, 0.5)), small, big);
+  return lw_select(L, lw_isnan(L, x), x, r);
+}
+
+LLVMValueRef lw_normal_cdf(Lower *L, LLVMValueRef x) {
+  LLVMValueRef u = lw_fmul(L, x, K(L, x, MATH_SQRT1_2));
+  if (is_f64(x)) return lw_fmul(L, K(L, x, 0.5), lw_fadd(L, K(L, x, 1.0), libm1(L, "erf", u)));
+  LLVMValueRef a = lw_intrinsic1(L, "llvm.fabs", u);
+  /* a^2 = x^2 / 2 from x itself: rounding x / sqrt 2 first would cost 2a^2 ulps. */
+  LLVMValueRef ax = lw_intrinsic1(L, "llvm.fabs", x), xh = split_hi(L, ax);
+  LLVMValueRef hi = lw_fmul(L, lw_fmul(L, xh, xh), K(L, x, 0.5));
+  LLVMValueRef lo = lw_fmul(L, lw_fmul(L, lw_fsub(L, ax, xh), lw_fadd(L, ax, xh)), K(L, x, 0.5));
+  LLVMValueRef half_erfc = lw_fmul(L, K(L, x, 0.5), erfc_core(L, a, hi, lo));
+  LLVMValueRef small = lw_fadd(L, K(L, x, 0.5), lw_fmul(L, lw_fmul(L, u, erf_small_over_a(L, a)), K(L, x, 0.5)));
+  LLVMValueRef pos = lw_fsub(L, K(L, x, 1.0), half_erfc);
+  LLVMValueRef r = lw_select(L, lw_fcmp(L, LLVMRealOGT, u, K(L, x, 0.0)), pos, half_erfc);
+  r = lw_select(L, lw_fcmp(L, LLVMRealOLT, a, K(L, x, 0.5)), small, r);
+  return lw_select(L, lw_isnan(L, x), x, r);
+}
+
+LLVMValueRef lw_gelu(Lower *L, LLVMValueRef x) { return lw_fmul(L, x, lw_normal_cdf(L, x)); }
+
+/* ---- pow with a literal exponent ---------------------------------------- */
+
+/* x^n by repeated squaring, n a small non-negative integer. */
+static LLVMValueRef powi(Lower *L, LLVMValueRef x, int n) {
+  LLVMValueRef r = NULL, s = x;
+  for (; n; n >>= 1) {
+    if (n & 1) r = r ? lw_fmul(L, r, s) : s;
+    if (n > 1) s = lw_fmul(L, s, s);
+  }
+  return r ? r : K(L, x, 1.0);
+}
+
+/* torch.pow(x, c) with C's pow semantics: integer c exact by multiplication
+ * (negative x allowed), c = 0.5 a square root, else e^(c log x) (NaN for
+ * x < 0). */
+LLVMValueRef lw_pow(Lower *L, LLVMValueRef x, double c) {
+  if (c == 0.0) return K(L, x, 1.0);
+  if (c == 0.5) return lw_sqrt(L, x);
+  if (c == (double)(int)c && c >= -64 && c <= 64) {
+    LLVMValueRef p = powi(L, x, c < 0 ? -(int)c : (int)c);
+    return c < 0 ? lw_fdiv(L, K(L, x, 1.0), p) : p;
+  }
+  if (c == -0.5) return lw_fdiv(L, K(L, x, 1.0), lw_sqrt(L, x));
+  if (is_f64(x)) {
+    LLVMTypeRef args[2] = {L->f64, L->f64};
+    LLVMTypeRef ft = LLVMFunctionType(L->f64, args, 2, 0);
+    LLVMValueRef f = LLVMGetNamedFunction(L->mod, "pow");
+    if (!f) f = LLVMAddFunction(L->mod, "pow", ft);
+    LLVMValueRef av[2] = {x, K(L, x, c)};
+    return LLVMBuildCall2(L->b, ft, f, av, 2, "");
+  }
+  /* Fractional c: x^c = x^floor(c) * x^frac(c) keeps log's error small. */
+  double whole = (double)(int64_t)c;
+  if (c < 0 && whole != c) whole -= 1.0;
+  double frac = c - whole;
+  LLVMValueRef xf = frac == 0.5 ? lw_sqrt(L, x) : lw_exp(L, lw_fmul(L, lw_log(L, x), K(L, x, frac)));
+  LLVMValueRef xw = whole >= -64 && whole <= 64 ? lw_pow(L, x, whole)
+                                                : lw_exp(L, lw_fmul(L, lw_log(L, x), K(L, x, whole)));
+  LLVMValueRef r = lw_fmul(L, xw, xf);
+  return lw_select(L, lw_fcmp(L, LLVMRealOLT, x, K(L, x, 0.0)), K(L, x, NAN), r);
+}

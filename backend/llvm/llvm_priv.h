@@ -1,0 +1,229 @@
+/* llvm_priv.h - what the LLVM backend's files share: the program (kernels, layout), the lowering context, IR helpers. */
+#ifndef KILN_LLVM_PRIV_H
+#define KILN_LLVM_PRIV_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <llvm-c/Core.h>
+#include <llvm-c/TargetMachine.h>
+
+#include "llvm_backend.h"
+
+/* ---- Layout: where every value lives ------------------------------------
+ * One instance block (kiln_instance.mem), 64-byte aligned throughout:
+ *   params (declaration order) | their gradients | optimizer state |
+ *   arena: every computed value, then kernel scratch, then update snapshots.
+ * Inputs live in caller memory (entry arguments); so do the outputs of
+ * m_infer, which kernels write directly. The planner replaces
+ * llvm_layout_compute to reuse arena space. */
+typedef struct Layout {
+  uint64_t mem_bytes;
+  uint64_t arena_offset, arena_bytes;
+  int64_t *offset;      /* by node id: byte offset of its value in mem; -1: none (inputs) */
+  int64_t *grad_offset; /* by node id: a param's gradient; -1 */
+  int64_t *snap_offset; /* by update: where a source value is copied before updates; -1 */
+} Layout;
+
+/* A kernel: a list of nodes run by one outlined function
+ * kiln_k<N>_<op>(ctx, begin, end) over iterations [begin, end) of its outer
+ * loop. One node per kernel for now; the fusion pass will group several.
+ * ctx is an array of pointers: args..., out, &instance.status, scratch. */
+typedef struct Kernel {
+  int index;
+  Node **nodes; /* in execution order */
+  int nnodes;
+  Node *out;   /* the value the kernel writes */
+  Node **args; /* the values it reads, one ctx slot each */
+  int nargs;
+  /* Planned graphs (llvm_layout.c, "Planned programs"): one fusion group
+   * becomes one or more of these launches, run in order. */
+  Node **group; /* the fusion group's nodes: the entry points run the launch if they need one */
+  int ngroup;
+  int64_t *at;  /* NULL, or by buffer (args..., out): a byte offset in mem (kernel scratch)
+                   overriding the node's home; -1: its home */
+  bool fused;   /* an elementwise chain in one loop (lower_fused): nodes = the chain;
+                   args = the nreads values read from memory, then outputs after the first */
+  int nreads;
+  bool writes_update; /* writes an update target in place: m_train_step skips it after an error */
+  char name[80];
+  int64_t range;     /* iterations of the outer loop */
+  int64_t min_chunk; /* fewest iterations worth a thread */
+  int64_t scratch_offset, scratch_bytes;
+  LLVMValueRef fn; /* the outlined function */
+} Kernel;
+
+/* Which entry point runs what. */
+typedef enum EntryKind { ENTRY_INFER, ENTRY_GRAD, ENTRY_TRAIN, ENTRY_COUNT } EntryKind;
+
+typedef struct Program {
+  const Graph *g;
+  LlvmOptions opts;
+  Kernel *kernels;
+  int nkernels, capkernels;
+  bool planned;             /* built from the fusion groups and the plan */
+  int64_t scratch_bytes;    /* planned: kernel scratch after the arena (the largest group's) */
+  void **owned;             /* blocks freed with the program */
+  int nowned, capowned;
+  Layout layout;
+  Node **inputs, **params, **states; /* declaration order */
+  int ninputs, nparams, nstates;
+  bool has_train;                 /* a loss with gradients: m_grad and m_train_step exist */
+  bool *runs[ENTRY_COUNT];        /* by kernel index: the entry runs it */
+  int *entry_inputs[ENTRY_COUNT]; /* indices into inputs, declaration order */
+  int nentry_inputs[ENTRY_COUNT];
+} Program;
+
+/* Builds the kernels, layout and entry subsets; false only when out of memory. */
+bool llvm_program_build(Program *p, const Graph *g, const LlvmOptions *o);
+void llvm_program_free(Program *p);
+/* Scratch bytes a kernel of this op needs (lstm, lstm_grad), given its node. */
+int64_t llvm_scratch_bytes(const Node *n);
+
+/* ---- Lowering ----------------------------------------------------------- */
+
+typedef struct Lower {
+  LLVMContextRef ctx;
+  LLVMModuleRef mod;
+  LLVMBuilderRef b;
+  LLVMTypeRef i1, i8, i32, i64, f32, f64, ptr, voidt;
+  Program *p;
+  bool avx512;
+  /* The kernel being lowered: its inner function's pointer arguments
+   * (args..., out, status, scratch; noalias) and iteration bounds. */
+  Kernel *k;
+  LLVMValueRef fn, *bufs, begin, end;
+  LLVMBasicBlockRef entry_bb;
+} Lower;
+
+typedef void LowerFn(Lower *L, Kernel *k);
+
+/* The op table's LLVM column (llvm_lower.c). */
+LowerFn *llvm_lowering(OpKind op);
+
+/* Lowering functions, by family. */
+LowerFn lower_source, lower_const, lower_causal_mask, lower_map, lower_reduce, lower_softmax,
+    lower_layer_norm, lower_pool2d, lower_matmul, lower_conv2d, lower_lstm, lower_copy,
+    lower_gather, lower_pad, lower_concat, lower_embedding, lower_mse_loss, lower_cross_entropy,
+    lower_bce, lower_layer_norm_grad, lower_conv2d_grad_input, lower_conv2d_grad_weight,
+    lower_max_pool2d_grad, lower_avg_pool2d_grad, lower_embedding_grad, lower_lstm_grad,
+    lower_cross_entropy_grad, lower_fused;
+/* Elementwise ops lower_fused evaluates in registers (lw_map_value's, and reshape). */
+bool llvm_fusable_op(OpKind op);
+
+/* ---- IR helpers (llvm_ir.c) --------------------------------------------- */
+
+LLVMTypeRef lw_elt(Lower *L, DType dt);
+LLVMValueRef lw_i64(Lower *L, int64_t v);
+LLVMValueRef lw_i32(Lower *L, int32_t v);
+LLVMValueRef lw_fc(Lower *L, LLVMTypeRef ty, double v);
+LLVMValueRef lw_gep(Lower *L, LLVMTypeRef ty, LLVMValueRef base, LLVMValueRef idx);
+LLVMValueRef lw_load(Lower *L, LLVMTypeRef ty, LLVMValueRef base, LLVMValueRef idx);
+void lw_store(Lower *L, LLVMTypeRef ty, LLVMValueRef base, LLVMValueRef idx, LLVMValueRef v);
+/* Kernel buffers: input i, the output, the scratch block. */
+LLVMValueRef lw_in(Lower *L, int i);
+LLVMValueRef lw_out(Lower *L);
+LLVMValueRef lw_scratch(Lower *L);
+/* Stores KILN_ERR_RANGE into the instance's status (atomically: threads may race). */
+void lw_range_error(Lower *L);
+
+/* for (i = from; i < to; i++): lw_for returns i and leaves the builder in
+ * the body; lw_next closes the loop and leaves it after. */
+typedef struct LwLoop {
+  LLVMBasicBlockRef head, exit;
+  LLVMValueRef i;
+} LwLoop;
+LLVMValueRef lw_for(Lower *L, LwLoop *lp, LLVMValueRef from, LLVMValueRef to);
+void lw_next(Lower *L, LwLoop *lp);
+/* The kernel's own outer loop over [begin, end). */
+LLVMValueRef lw_outer(Lower *L, LwLoop *lp);
+
+/* if (cond) { ... } [else { ... }] */
+typedef struct LwIf {
+  LLVMBasicBlockRef then_bb, else_bb, done;
+} LwIf;
+void lw_if(Lower *L, LwIf *c, LLVMValueRef cond);
+void lw_else(Lower *L, LwIf *c);
+void lw_endif(Lower *L, LwIf *c);
+
+/* A mutable local (an alloca in the entry block; SROA makes it a register). */
+LLVMValueRef lw_var(Lower *L, LLVMTypeRef ty, LLVMValueRef init);
+LLVMValueRef lw_get(Lower *L, LLVMTypeRef ty, LLVMValueRef var);
+void lw_set(Lower *L, LLVMValueRef var, LLVMValueRef v);
+
+/* Integer arithmetic on i64. */
+LLVMValueRef lw_add(Lower *L, LLVMValueRef a, LLVMValueRef b);
+LLVMValueRef lw_mul(Lower *L, LLVMValueRef a, LLVMValueRef b);
+LLVMValueRef lw_addc(Lower *L, LLVMValueRef a, int64_t c);
+LLVMValueRef lw_mulc(Lower *L, LLVMValueRef a, int64_t c);
+LLVMValueRef lw_divc(Lower *L, LLVMValueRef a, int64_t c); /* a >= 0 */
+LLVMValueRef lw_remc(Lower *L, LLVMValueRef a, int64_t c); /* a >= 0 */
+LLVMValueRef lw_smax(Lower *L, LLVMValueRef a, LLVMValueRef b);
+LLVMValueRef lw_smin(Lower *L, LLVMValueRef a, LLVMValueRef b);
+/* sum_d idx_d * stride[d], idx the C-order multi-index of flat over dims. */
+LLVMValueRef lw_offset(Lower *L, LLVMValueRef flat, int rank, const int64_t *dims,
+                       const int64_t *stride);
+
+/* Float arithmetic, contraction (FMA) allowed; the _r forms also allow
+ * reassociation, for reductions the vectorizer may reorder. */
+LLVMValueRef lw_fadd(Lower *L, LLVMValueRef a, LLVMValueRef b);
+LLVMValueRef lw_fsub(Lower *L, LLVMValueRef a, LLVMValueRef b);
+LLVMValueRef lw_fmul(Lower *L, LLVMValueRef a, LLVMValueRef b);
+LLVMValueRef lw_fdiv(Lower *L, LLVMValueRef a, LLVMValueRef b);
+LLVMValueRef lw_fadd_r(Lower *L, LLVMValueRef a, LLVMValueRef b);
+LLVMValueRef lw_fneg(Lower *L, LLVMValueRef a);
+LLVMValueRef lw_select(Lower *L, LLVMValueRef c, LLVMValueRef a, LLVMValueRef b);
+LLVMValueRef lw_fcmp(Lower *L, LLVMRealPredicate p, LLVMValueRef a, LLVMValueRef b);
+LLVMValueRef lw_isnan(Lower *L, LLVMValueRef x);
+/* max/min propagating NaN as torch.maximum: a > b ? a : b, NaN if either is. */
+LLVMValueRef lw_fmax_nan(Lower *L, LLVMValueRef a, LLVMValueRef b);
+LLVMValueRef lw_fmin_nan(Lower *L, LLVMValueRef a, LLVMValueRef b);
+/* acc' = x > acc || isnan(x) ? x : acc (the interpreter's running max). */
+LLVMValueRef lw_max_step(Lower *L, LLVMValueRef acc, LLVMValueRef x);
+LLVMValueRef lw_fconv(Lower *L, LLVMValueRef x, LLVMTypeRef to);
+/* A call to an overloaded intrinsic such as "llvm.sqrt" on x's type. */
+LLVMValueRef lw_intrinsic1(Lower *L, const char *name, LLVMValueRef x);
+LLVMValueRef lw_intrinsic2(Lower *L, const char *name, LLVMValueRef x, LLVMValueRef y);
+/* memset(dst, 0, bytes); memcpy(dst, src, bytes). */
+void lw_zero(Lower *L, LLVMValueRef dst, LLVMValueRef bytes);
+void lw_copy(Lower *L, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef bytes);
+
+/* ---- Vector math (llvm_math.c): f32 inline polynomials, f64 libm ---------- */
+
+LLVMValueRef lw_exp(Lower *L, LLVMValueRef x);
+LLVMValueRef lw_log(Lower *L, LLVMValueRef x);
+LLVMValueRef lw_tanh(Lower *L, LLVMValueRef x);
+LLVMValueRef lw_sigmoid(Lower *L, LLVMValueRef x);
+LLVMValueRef lw_erf(Lower *L, LLVMValueRef x);
+LLVMValueRef lw_gelu(Lower *L, LLVMValueRef x);
+LLVMValueRef lw_sqrt(Lower *L, LLVMValueRef x);
+LLVMValueRef lw_pow(Lower *L, LLVMValueRef x, double c);
+/* Phi(x) = (1 + erf(x / sqrt 2)) / 2, the normal CDF, without cancellation for x < 0. */
+LLVMValueRef lw_normal_cdf(Lower *L, LLVMValueRef x);
+
+/* ---- Elementwise op bodies (llvm_lower_map.c) ---------------------------- */
+
+/* The value of elementwise op n on operand values x[] (in n's float type). */
+LLVMValueRef lw_map_value(Lower *L, const Node *n, LLVMValueRef *x);
+
+/* ---- Modules (llvm_codegen.c) ------------------------------------------- */
+
+/* Every LLVM reference the backend creates, created and disposed in one pair
+ * of functions. */
+typedef struct LlvmModule {
+  LLVMContextRef ctx;
+  LLVMModuleRef mod;
+  LLVMTargetMachineRef tm;
+  Program prog;
+  bool owns_ctx;    /* false when the JIT's thread-safe context made it */
+  bool owns_module; /* false once handed to the JIT */
+  bool avx512;      /* the host has AVX-512: prefer 512-bit vectors */
+} LlvmModule;
+
+/* Lowers g into m->mod (in m->ctx if set, else a fresh context), verified and optimized at o->opt_level; false with a
+ * message on an error. pic: position independent (objects for .so). */
+bool llvm_module_build(LlvmModule *m, const Graph *g, const LlvmOptions *o, bool pic, char *err,
+                       size_t len);
+void llvm_module_dispose(LlvmModule *m);
+
+#endif

@@ -1,0 +1,585 @@
+/* test_llvm_diff.c - every op case and model through the LLVM JIT vs the reference interpreter.
+ *
+ *   test_llvm_diff [--dir CASES] [--bench MODEL.kl] [NAME...]
+ *
+ * For each case of CASES/MANIFEST (tests/ops/README.md): build NAME.kl to the
+ * graph stage, JIT-compile it, create an instance through the descriptor,
+ * write the fixture's params at their offsets, call m_infer with the
+ * fixture's inputs and compare every output with the interpreter's on the
+ * same data, within the case's tolerance class. Then build it to the grad
+ * stage (autodiff and optimizer), call m_grad and compare the loss and every
+ * param's gradient, then two m_train_step calls against two interpreter
+ * steps (params and optimizer state after each). Also: the op table has a
+ * lowering for every op, NULL arguments and out-of-range ids give their
+ * status codes. Prints the first mismatches and the largest error, then
+ * `diff: N passed, N failed`.
+ */
+#include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ast.h"
+#include "build.h"
+#include "interp.h"
+#include "invoke.h"
+#include "kiln_rt.h"
+#include "llvm_backend.h"
+#include "passes.h"
+#include "tensor_io.h"
+
+#define ERR_LEN  1024
+#define MAX_SHOW 5
+
+/* ---- Tolerances and comparing ------------------------------------------- */
+
+typedef struct Tol {
+  const char *cls;
+  double rtol, atol;
+} Tol;
+
+static const Tol tolerances[] = {{"elementwise", 1e-5, 1e-5}, {"reduction", 1e-4, 1e-4}};
+
+typedef struct Case {
+  const char *name;
+  Tol tol;
+  char *src;
+  size_t len;
+  char path[512];
+  Arena arena;
+  Ast ast;
+  Diag diag;
+  KilnTensorFile fix;
+  double worst;
+  int ntensors;
+  bool ok;
+} Case;
+
+static void fail(Case *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void fail(Case *c, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  printf("  %s: ", c->name);
+  vprintf(fmt, ap);
+  printf("\n");
+  va_end(ap);
+  c->ok = false;
+}
+
+static double get(DType dt, const void *p, int64_t i) {
+  return dt == DT_F64 ? ((const double *)p)[i] : dt == DT_I32 ? ((const int32_t *)p)[i]
+                                                              : ((const float *)p)[i];
+}
+
+static double ratio(double got, double want, Tol t) {
+  if (isnan(got) || isnan(want)) return isnan(got) && isnan(want) ? 0 : INFINITY;
+  if (isinf(want) || isinf(got)) return got == want ? 0 : INFINITY;
+  return fabs(got - want) / (t.atol + t.rtol * fabs(want));
+}
+
+/* got (JIT) vs want (interpreter), both of n's type. */
+static void compare(Case *c, const char *what, const Node *n, const void *got, const void *want,
+                    Tol t) {
+  int64_t count = ir_type_numel(&n->type), bad = 0, shown = 0;
+  double max_abs = 0, max_rel = 0;
+  for (int64_t i = 0; i < count; i++) {
+    double g = get(n->type.dtype, got, i), w = get(n->type.dtype, want, i);
+    double r = ratio(g, w, t), e = fabs(g - w);
+    if (r > c->worst) c->worst = r;
+    if (r > 1 && shown++ < MAX_SHOW)
+      printf("  %s: %s[%lld] got %.9g want %.9g\n", c->name, what, (long long)i, g, w);
+    if (r > 1) bad++;
+    if (isfinite(e) && e > max_abs) max_abs = e;
+    if (isfinite(e) && w != 0 && e / fabs(w) > max_rel) max_rel = e / fabs(w);
+  }
+  c->ntensors++;
+  if (bad)
+    fail(c, "%s: %lld of %lld off (%s); largest abs error %.3g, rel %.3g", what, (long long)bad,
+         (long long)count, t.cls, max_abs, max_rel);
+}
+
+/* ---- Calling entry points ----------------------------------------------- */
+
+typedef void *P;
+/* Calls an entry point: args[0] is the instance, then n - 1 pointers (libffi). */
+static int invoke(void (*f)(void), P *a, int n) { return kiln_invoke(f, a[0], a + 1, n - 1); }
+
+/* ---- Cases -------------------------------------------------------------- */
+
+static char *read_all(const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  fseek(f, 0, SEEK_END);
+  long n = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  char *buf = malloc((size_t)n + 1);
+  if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+    free(buf);
+    buf = NULL;
+  }
+  fclose(f);
+  if (buf) buf[n] = 0, *len = (size_t)n;
+  return buf;
+}
+
+static bool case_load(Case *c, const char *dir) {
+  char st[512], err[ERR_LEN];
+  snprintf(c->path, sizeof c->path, "%s/%s.kl", dir, c->name);
+  snprintf(st, sizeof st, "%s/%s.safetensors", dir, c->name);
+  c->src = read_all(c->path, &c->len);
+  if (!c->src) return fail(c, "cannot read %s", c->path), false;
+  if (kiln_safetensors_read(st, &c->fix, err, sizeof err) != 0) return fail(c, "%s", err), false;
+  diag_init(&c->diag, c->path, c->src, c->len);
+  if (!parse_file(&c->ast, &c->arena, &c->diag, c->src, c->len))
+    return fail(c, "does not parse"), false;
+  return true;
+}
+
+static Graph *case_graph(Case *c, Stage upto) {
+  Graph *g = build_graph(&c->ast, NULL, 0, &c->diag);
+  if (!g) return fail(c, "does not build"), NULL;
+  PassCtx cx;
+  pass_ctx_init(&cx);
+  cx.verify = true;
+  if (!pass_run_pipeline(g, upto, &cx)) {
+    fail(c, "pipeline failed");
+    ir_graph_free(g);
+    return NULL;
+  }
+  return g;
+}
+
+static DType dt_of(KilnDType k) { return k == KILN_F64 ? DT_F64 : k == KILN_I32 ? DT_I32 : DT_F32; }
+
+/* The fixture's data for a source, converted to the node's dtype (malloc'd). */
+static void *source_data(Case *c, const Node *n) {
+  int64_t count = ir_type_numel(&n->type);
+  void *out = calloc((size_t)count + 1, ir_dtype_size(n->type.dtype));
+  if (n->op == OP_STATE) return out;
+  const KilnTensor *t = kiln_tensor_find(&c->fix, n->name);
+  if (!t || kiln_tensor_numel(t) != count) {
+    fail(c, "the fixture has no tensor '%s' of %lld elements", n->name, (long long)count);
+    return out;
+  }
+  for (int64_t i = 0; i < count; i++) {
+    double v = get(dt_of(t->dtype), t->data, i);
+    if (n->type.dtype == DT_F32) ((float *)out)[i] = (float)v;
+    if (n->type.dtype == DT_F64) ((double *)out)[i] = v;
+    if (n->type.dtype == DT_I32) ((int32_t *)out)[i] = (int32_t)v;
+  }
+  return out;
+}
+
+static Interp *interp_for(Case *c, const Graph *g) {
+  char err[ERR_LEN];
+  Interp *it = interp_new(g);
+  for (int i = 0; i < g->nnodes; i++) {
+    const Node *n = g->nodes[i];
+    if (!ir_op_is_named_source(n->op)) continue;
+    void *d = source_data(c, n);
+    if (!interp_set(it, n->name, n->type.dtype, n->type.rank, n->type.dims, d, err, sizeof err))
+      fail(c, "interp_set %s: %s", n->name, err);
+    free(d);
+  }
+  if (!interp_run(it, err, sizeof err)) fail(c, "interp_run: %s", err);
+  return it;
+}
+
+static size_t bytes_of(const Node *n) {
+  return (size_t)ir_type_numel(&n->type) * ir_dtype_size(n->type.dtype);
+}
+
+/* A JIT instance with the fixture's params written at their offsets. */
+static kiln_instance *jit_instance(Case *c, const kiln_model_desc *d, const Graph *g) {
+  kiln_instance *self = NULL;
+  if (d->entry.create((void **)&self, 1) != 0 || !self) return fail(c, "create failed"), NULL;
+  for (int i = 0; i < d->nparams; i++) {
+    const Node *p = ir_find_param(g, d->params[i].name);
+    if (!p) {
+      fail(c, "descriptor param '%s' is not in the graph", d->params[i].name);
+      continue;
+    }
+    void *data = source_data(c, p);
+    memcpy(self->mem + d->params[i].offset, data, bytes_of(p));
+    free(data);
+  }
+  return self;
+}
+
+/* The entry's input pointers (fixture data, malloc'd) into args[1..]. */
+static int input_args(Case *c, const kiln_model_desc *d, const Graph *g, const int32_t *idx,
+                      int n, P *args) {
+  for (int i = 0; i < n; i++) {
+    const Node *in = ir_find_input(g, d->inputs[idx[i]].name);
+    args[1 + i] = in ? source_data(c, in) : calloc(1, 8);
+  }
+  return 1 + n;
+}
+
+static void check_forward(Case *c, double *compile_ms) {
+  Graph *g = case_graph(c, STAGE_GRAPH);
+  if (!g) return;
+  char err[ERR_LEN] = "";
+  LlvmOptions o = {.opt_level = 2, .train = false};
+  double t0 = (double)clock();
+  LlvmJit *j = llvm_jit_compile(g, &o, err, sizeof err);
+  *compile_ms = ((double)clock() - t0) * 1e3 / CLOCKS_PER_SEC;
+  Interp *it = interp_for(c, g);
+  if (!j) {
+    fail(c, "llvm_jit_compile: %s", err);
+  } else {
+    const kiln_model_desc *d = llvm_jit_desc(j);
+    kiln_instance *self = jit_instance(c, d, g);
+    P args[256] = {self};
+    int n = input_args(c, d, g, d->infer_inputs, d->ninfer_inputs, args);
+    int nin = n;
+    for (int i = 0; i < d->noutputs; i++) args[n++] = calloc(bytes_of(g->outputs[i].node) + 8, 1);
+    int rc = invoke(d->entry.infer, args, n);
+    if (rc != 0) fail(c, "infer returned %d", rc);
+    for (int i = 0; rc == 0 && i < d->noutputs; i++) {
+      const Node *on = g->outputs[i].node;
+      char what[300];
+      snprintf(what, sizeof what, "out.%s", g->outputs[i].name);
+      compare(c, what, on, args[nin + i], interp_value(it, on), c->tol);
+    }
+    /* A NULL argument: KILN_ERR_NULL, nothing touched. */
+    if (n > 1) {
+      P keep = args[n - 1];
+      args[n - 1] = NULL;
+      if (invoke(d->entry.infer, args, n) != KILN_ERR_NULL) fail(c, "a NULL output did not give 1");
+      args[n - 1] = keep;
+    }
+    for (int i = 1; i < n; i++) free(args[i]);
+    d->entry.destroy(self);
+    llvm_jit_free(j);
+  }
+  interp_free(it);
+  ir_graph_free(g);
+}
+
+/* m_grad, then two m_train_step calls, against the interpreter. */
+static void check_train(Case *c) {
+  Graph *g = case_graph(c, STAGE_GRAD);
+  if (!g) return;
+  if (!g->loss || g->ngrads == 0) {
+    ir_graph_free(g);
+    return;
+  }
+  char err[ERR_LEN] = "", what[300];
+  LlvmOptions o = {.opt_level = 2, .train = true};
+  LlvmJit *j = llvm_jit_compile(g, &o, err, sizeof err);
+  if (!j) {
+    fail(c, "llvm_jit_compile (train): %s", err);
+    ir_graph_free(g);
+    return;
+  }
+  const kiln_model_desc *d = llvm_jit_desc(j);
+  Interp *it = interp_for(c, g);
+  kiln_instance *self = jit_instance(c, d, g);
+  P args[256] = {self};
+  int n = input_args(c, d, g, d->train_inputs, d->ntrain_inputs, args);
+  float loss = 0;
+  args[n++] = &loss;
+  Tol t = tolerances[1];
+  int rc = invoke(d->entry.grad, args, n);
+  if (rc != 0) fail(c, "grad returned %d", rc);
+  if (rc == 0) compare(c, "loss", g->loss, &loss, interp_value(it, g->loss), t);
+  /* Adam divides by sqrt(v): a gradient that is zero but for rounding (the
+   * key bias of attention: softmax ignores a per-row constant) becomes a step
+   * of about lr either way, so such params are compared within lr per step. */
+  bool *noise = calloc((size_t)d->nparams + 1, sizeof *noise);
+  for (int i = 0; rc == 0 && i < d->nparams; i++) {
+    const Node *p = ir_find_param(g, d->params[i].name), *gn = ir_find_grad(g, p);
+    snprintf(what, sizeof what, "grad.%s", p->name);
+    if (!gn) continue;
+    compare(c, what, p, self->mem + d->params[i].grad_offset, interp_value(it, gn), t);
+    double gmax = 0;
+    for (int64_t k = 0; k < ir_type_numel(&gn->type); k++)
+      gmax = fmax(gmax, fabs(get(gn->type.dtype, interp_value(it, gn), k)));
+    noise[i] = g->optim.kind == OPTIM_ADAM && gmax < 1e-6;
+  }
+  for (int step = 0; rc == 0 && step < 2; step++) {
+    if (step > 0 && !interp_run(it, err, sizeof err)) fail(c, "interp_run: %s", err);
+    rc = invoke(d->entry.train_step, args, n);
+    if (rc != 0) fail(c, "train_step returned %d", rc);
+    compare(c, "train loss", g->loss, &loss, interp_value(it, g->loss), t);
+    interp_apply_updates(it, err, sizeof err);
+    for (int i = 0; i < d->nparams; i++) {
+      snprintf(what, sizeof what, "step %d param %s", step + 1, d->params[i].name);
+      const Node *p = ir_find_param(g, d->params[i].name);
+      Tol tp = {t.cls, t.rtol, noise[i] ? 2.0 * g->optim.lr * (step + 1) : t.atol};
+      compare(c, what, p, self->mem + d->params[i].offset, interp_source(it, p->name), tp);
+    }
+    for (int i = 0; i < d->nstate; i++) {
+      snprintf(what, sizeof what, "step %d %s", step + 1, d->state[i].name);
+      const Node *s = ir_find_named_source(g, d->state[i].name);
+      compare(c, what, s, self->mem + d->state[i].offset, interp_source(it, s->name), t);
+    }
+  }
+  for (int i = 1; i < n - 1; i++) free(args[i]);
+  free(noise);
+  d->entry.destroy(self);
+  interp_free(it);
+  llvm_jit_free(j);
+  ir_graph_free(g);
+}
+
+static bool run_case(const char *dir, const char *name, Tol tol) {
+  Case c = {.name = name, .tol = tol, .ok = true};
+  double ms = 0;
+  if (case_load(&c, dir)) {
+    check_forward(&c, &ms);
+    check_train(&c);
+  }
+  printf("%-4s %-20s %-11s %2d tensors, worst %.3f of tolerance, compile %.0f ms\n",
+         c.ok ? "ok" : "FAIL", name, tol.cls, c.ntensors, c.worst, ms);
+  kiln_tensor_file_free(&c.fix);
+  arena_free(&c.arena);
+  free(c.src);
+  return c.ok;
+}
+
+/* ---- Other checks ------------------------------------------------------- */
+
+static bool check_optable(void) {
+  OpKind missing;
+  if (llvm_ops_complete(&missing)) return true;
+  printf("FAIL optable: op %s has no LLVM lowering\n", ir_op_name(missing));
+  return false;
+}
+
+/* An embedding id out of range: status KILN_ERR_RANGE, no crash. */
+static bool check_range_error(void) {
+  const char *src = "model e {\n  input ids: i32[3]\n  param t: f32[4, 2] = ones\n"
+                    "  y = embedding(ids, t)\n  output y\n}\n";
+  Case c = {.name = "range_error", .ok = true, .src = (char *)src, .len = strlen(src)};
+  diag_init(&c.diag, "<range>", src, c.len);
+  bool ok = parse_file(&c.ast, &c.arena, &c.diag, src, c.len);
+  Graph *g = ok ? case_graph(&c, STAGE_GRAPH) : NULL;
+  char err[ERR_LEN];
+  LlvmOptions o = {.opt_level = 2};
+  LlvmJit *j = g ? llvm_jit_compile(g, &o, err, sizeof err) : NULL;
+  ok = j != NULL;
+  if (ok) {
+    const kiln_model_desc *d = llvm_jit_desc(j);
+    void *self;
+    d->entry.create(&self, 0);
+    int32_t ids[3] = {0, 4, -1};
+    float y[6];
+    P args[3] = {self, ids, y};
+    ok = invoke(d->entry.infer, args, 3) == KILN_ERR_RANGE;
+    ids[1] = 3, ids[2] = 1;
+    ok = ok && invoke(d->entry.infer, args, 3) == KILN_OK;
+    d->entry.destroy(self);
+    llvm_jit_free(j);
+  }
+  if (g) ir_graph_free(g);
+  arena_free(&c.arena);
+  printf("%-4s range_error\n", ok ? "ok" : "FAIL");
+  return ok;
+}
+
+/* ---- --bench MODEL.kl: compile time, infer and train-step time vs the interpreter ---- */
+
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* Every source of g filled with small values (ids 0). */
+static void bench_fill(Interp *it, const Graph *g, const kiln_instance *self,
+                       const kiln_model_desc *d) {
+  char err[ERR_LEN];
+  for (int i = 0; i < g->nnodes; i++) {
+    const Node *n = g->nodes[i];
+    if (!ir_op_is_named_source(n->op)) continue;
+    int64_t count = ir_type_numel(&n->type);
+    void *data = calloc((size_t)count + 1, ir_dtype_size(n->type.dtype));
+    for (int k = 0; n->op == OP_PARAM && k < d->nparams; k++)
+      if (strcmp(d->params[k].name, n->name) == 0)
+        memcpy(data, self->mem + d->params[k].offset, bytes_of(n));
+    if (n->op == OP_INPUT && n->type.dtype == DT_F32)
+      for (int64_t k = 0; k < count; k++) ((float *)data)[k] = (float)((k * 7919) % 1000) / 1000.0f;
+    interp_set(it, n->name, n->type.dtype, n->type.rank, n->type.dims, data, err, sizeof err);
+    free(data);
+  }
+}
+
+static int bench(const char *path, int threads) {
+  Case c = {.name = path, .ok = true};
+  c.src = read_all(path, &c.len);
+  if (!c.src) return fprintf(stderr, "cannot read %s\n", path), 1;
+  diag_init(&c.diag, path, c.src, c.len);
+  if (!parse_file(&c.ast, &c.arena, &c.diag, c.src, c.len)) return 1;
+  Graph *g = case_graph(&c, STAGE_GRAD);
+  char err[ERR_LEN];
+  LlvmOptions o = {.opt_level = 2, .train = true};
+  double t0 = now_ms();
+  LlvmJit *j = llvm_jit_compile(g, &o, err, sizeof err);
+  double compile = now_ms() - t0;
+  if (!j) return fprintf(stderr, "%s\n", err), 1;
+  const kiln_model_desc *d = llvm_jit_desc(j);
+  kiln_instance *self;
+  d->entry.create((void **)&self, 1);
+  if (threads) d->entry.set_threads(self, threads);
+  Interp *it = interp_new(g);
+  bench_fill(it, g, self, d);
+  P in[256] = {self}, tr[256] = {self};
+  int n = 1, nt = 1;
+  for (int i = 0; i < d->ninfer_inputs; i++)
+    in[n++] = calloc(bytes_of(ir_find_input(g, d->inputs[d->infer_inputs[i]].name)) + 8, 1);
+  for (int i = 0; i < d->noutputs; i++) in[n++] = calloc(bytes_of(g->outputs[i].node) + 8, 1);
+  for (int i = 0; i < d->ntrain_inputs; i++)
+    tr[nt++] = calloc(bytes_of(ir_find_input(g, d->inputs[d->train_inputs[i]].name)) + 8, 1);
+  float loss;
+  tr[nt++] = &loss;
+  int reps = 20;
+  invoke(d->entry.infer, in, n);
+  t0 = now_ms();
+  for (int r = 0; r < reps; r++) invoke(d->entry.infer, in, n);
+  double infer = (now_ms() - t0) / reps, step = 0;
+  if (d->entry.train_step) {
+    invoke(d->entry.train_step, tr, nt);
+    t0 = now_ms();
+    for (int r = 0; r < reps; r++) invoke(d->entry.train_step, tr, nt);
+    step = (now_ms() - t0) / reps;
+  }
+  t0 = now_ms();
+  interp_run(it, err, sizeof err);
+  double interp = now_ms() - t0;
+  Graph *fg = case_graph(&c, STAGE_GRAPH);
+  Interp *fi = interp_new(fg);
+  bench_fill(fi, fg, self, d);
+  t0 = now_ms();
+  interp_run(fi, err, sizeof err);
+  double interp_fwd = now_ms() - t0;
+  interp_free(fi);
+  ir_graph_free(fg);
+  printf("%s: compile %.0f ms; JIT infer %.3f ms, train_step %.3f ms (%d threads); interpreter "
+         "forward %.1f ms, train step %.1f ms\n",
+         g->name, compile, infer, step, self->nthreads, interp_fwd, interp);
+  for (int i = 1; i < n; i++) free(in[i]);
+  for (int i = 1; i < nt - 1; i++) free(tr[i]);
+  d->entry.destroy(self);
+  interp_free(it);
+  llvm_jit_free(j);
+  ir_graph_free(g);
+  arena_free(&c.arena);
+  free(c.src);
+  return 0;
+}
+
+/* ---- The f32 polynomials vs libm in double -------------------------------- */
+
+typedef struct MathCheck {
+  const char *name;
+  double lo, hi; /* swept range (log-spaced for log) */
+  double (*ref)(double);
+  double limit; /* largest relative error accepted */
+} MathCheck;
+
+static double ref_sigmoid(double x) { return 1.0 / (1.0 + exp(-x)); }
+static double ref_gelu(double x) { return 0.5 * x * (1.0 + erf(x * 0.70710678118654752440)); }
+static double ref_log(double x) { return log(x); }
+
+#define MATH_N 1000000
+
+/* Sweeps every transcendental over its range; prints the largest relative
+ * error (the numbers llvm_math.c documents). */
+static bool check_math(void) {
+  static const MathCheck checks[] = {
+      {"exp", -87.0, 88.0, exp, 3e-7},       {"log", -30.0, 30.0, ref_log, 3e-7},
+      {"tanh", -10.0, 10.0, tanh, 3e-7},     {"sigmoid", -30.0, 30.0, ref_sigmoid, 4e-7},
+      {"gelu", -4.0, 10.0, ref_gelu, 6e-7},
+  };
+  char src[2048];
+  snprintf(src, sizeof src,
+           "model m {\n  input a: f32[%d]\n  input b: f32[%d]\n  input c: f32[%d]\n"
+           "  input d: f32[%d]\n  input e: f32[%d]\n"
+           "  o1 = exp(a)\n  o2 = log(b)\n  o3 = tanh(c)\n  o4 = sigmoid(d)\n  o5 = gelu(e)\n"
+           "  output o1, o2, o3, o4, o5\n}\n",
+           MATH_N, MATH_N, MATH_N, MATH_N, MATH_N);
+  Case c = {.name = "math", .ok = true, .src = src, .len = strlen(src)};
+  diag_init(&c.diag, "<math>", src, c.len);
+  Graph *g = parse_file(&c.ast, &c.arena, &c.diag, src, c.len) ? case_graph(&c, STAGE_GRAPH) : NULL;
+  char err[ERR_LEN];
+  LlvmOptions o = {.opt_level = 2};
+  LlvmJit *j = g ? llvm_jit_compile(g, &o, err, sizeof err) : NULL;
+  bool ok = j != NULL;
+  if (ok) {
+    const kiln_model_desc *d = llvm_jit_desc(j);
+    void *self;
+    d->entry.create(&self, 0);
+    P args[11] = {self};
+    for (int k = 0; k < 10; k++) args[1 + k] = malloc(MATH_N * sizeof(float));
+    for (int k = 0; k < 5; k++)
+      for (int i = 0; i < MATH_N; i++) {
+        double t = checks[k].lo + (checks[k].hi - checks[k].lo) * i / (MATH_N - 1);
+        ((float *)args[1 + k])[i] = (float)(k == 1 ? exp(t) : t);
+      }
+    ok = invoke(d->entry.infer, args, 11) == 0;
+    for (int k = 0; ok && k < 5; k++) {
+      double worst = 0, at = 0;
+      for (int i = 0; i < MATH_N; i++) {
+        double x = ((float *)args[1 + k])[i], want = checks[k].ref(x);
+        double got = ((float *)args[6 + k])[i];
+        double rel = want == 0 ? fabs(got) : fabs(got - want) / fabs(want);
+        if (!(rel <= worst)) worst = rel, at = x;
+      }
+      bool pass = worst <= checks[k].limit;
+      printf("%-4s math %-8s largest relative error %.3g (at %.7g), limit %.0e\n",
+             pass ? "ok" : "FAIL", checks[k].name, worst, at, checks[k].limit);
+      ok &= pass;
+    }
+    for (int k = 0; k < 10; k++) free(args[1 + k]);
+    d->entry.destroy(self);
+    llvm_jit_free(j);
+  }
+  if (g) ir_graph_free(g);
+  arena_free(&c.arena);
+  return ok;
+}
+
+int main(int argc, char **argv) {
+  if (argc >= 3 && strcmp(argv[1], "--bench") == 0) {
+    int rc = 0;
+    for (int i = 2; i < argc; i++) rc |= bench(argv[i], 0);
+    return rc;
+  }
+  const char *dir = ".";
+  int nonly = 0;
+  char **only = calloc((size_t)argc + 1, sizeof *only);
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc)
+      dir = argv[++i];
+    else
+      only[nonly++] = argv[i];
+  }
+  int passed = 0, failed = 0;
+  *(check_optable() ? &passed : &failed) += 1;
+  *(check_range_error() ? &passed : &failed) += 1;
+  *(check_math() ? &passed : &failed) += 1;
+  char path[512], name[65], cls[65];
+  snprintf(path, sizeof path, "%s/MANIFEST", dir);
+  FILE *f = fopen(path, "r");
+  if (!f) {
+    fprintf(stderr, "test_llvm_diff: cannot read %s\n", path);
+    return 1;
+  }
+  while (fscanf(f, "%64s %64s", name, cls) == 2) {
+    bool want = nonly == 0;
+    for (int i = 0; i < nonly; i++) want |= strcmp(only[i], name) == 0;
+    if (!want) continue;
+    Tol tol = strcmp(cls, "elementwise") == 0 ? tolerances[0] : tolerances[1];
+    *(run_case(dir, name, tol) ? &passed : &failed) += 1;
+  }
+  fclose(f);
+  free(only);
+  printf("diff: %d passed, %d failed\n", passed, failed);
+  return failed ? 1 : 0;
+}
