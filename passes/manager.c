@@ -20,14 +20,9 @@ static const PassInfo pass_table[PASS_COUNT] = {
 };
 
 static const char *const stage_names[STAGE_COUNT] = {
-    [STAGE_AST] = "ast",
-    [STAGE_GRAPH] = "graph",
-    [STAGE_GRAD] = "grad",
-    [STAGE_OPT] = "opt",
-    [STAGE_FUSED] = "fused",
-    [STAGE_PLANNED] = "planned",
-    [STAGE_LLVM] = "llvm",
-    [STAGE_ASM] = "asm",
+    [STAGE_AST] = "ast",   [STAGE_GRAPH] = "graph", [STAGE_GRAD] = "grad",
+    [STAGE_OPT] = "opt",   [STAGE_FUSED] = "fused", [STAGE_PLANNED] = "planned",
+    [STAGE_LLVM] = "llvm", [STAGE_ASM] = "asm",
 };
 
 void pass_ctx_init(PassCtx *cx) {

@@ -9,7 +9,17 @@
 
 /* The stages a user can dump, in pipeline order. */
 /* llvm and asm are the backend's output for the whole pipeline (no passes of their own). */
-typedef enum Stage { STAGE_AST, STAGE_GRAPH, STAGE_GRAD, STAGE_OPT, STAGE_FUSED, STAGE_PLANNED, STAGE_LLVM, STAGE_ASM, STAGE_COUNT } Stage;
+typedef enum Stage {
+  STAGE_AST,
+  STAGE_GRAPH,
+  STAGE_GRAD,
+  STAGE_OPT,
+  STAGE_FUSED,
+  STAGE_PLANNED,
+  STAGE_LLVM,
+  STAGE_ASM,
+  STAGE_COUNT
+} Stage;
 
 typedef enum PassId {
 #define PASS(NAME, text, stage, fn, help) PASS_##NAME,

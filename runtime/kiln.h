@@ -65,7 +65,7 @@ typedef struct kiln_tensor_desc {
   const int64_t *shape;
   uint64_t offset;
   uint64_t grad_offset;
-  kiln_init init;    /* params */
+  kiln_init init; /* params */
   int32_t ninit_args;
   const double *init_args;
 } kiln_tensor_desc;

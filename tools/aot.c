@@ -297,15 +297,17 @@ int cmd_compile(Options *o) {
                            o->emit);
   Loaded m;
   o->passes.inference = o->no_train;
-  int rc = cli_load_model(o, &m, STAGE_OPT);
+  int rc = cli_load_model(o, &m, STAGE_PLANNED);
   LlvmOptions lo = {.opt_level = o->opt_level, .train = !o->no_train};
   Work w = {0};
   if (!rc) rc = work_open(&w, o->output);
   double t0 = cli_now_ms();
   if (!rc) rc = compile_one(o, m.graph, &lo, e, &w);
-  if (!rc && o->verbose)
+  if (!rc && o->verbose) {
     fprintf(stderr, "kiln: compiled %s to %s in %.1f ms\n", m.graph->name, o->output,
             cli_now_ms() - t0);
+    plan_report(stderr, m.graph);
+  }
   work_close(&w);
   cli_loaded_free(&m);
   return rc;
@@ -336,7 +338,7 @@ int cmd_build(Options *o) {
   if (!o->output) return cli_usage_error(o->cmd, "missing -o BIN");
   Loaded m;
   o->passes.inference = true;
-  int rc = cli_load_model(o, &m, STAGE_OPT);
+  int rc = cli_load_model(o, &m, STAGE_PLANNED);
   Work w = {0};
   if (!rc) rc = work_open(&w, o->output);
   if (!rc) rc = build_exe(o, m.graph, &w);

@@ -155,7 +155,7 @@ int cli_run_jit(Options *o) {
   if (!kiln_rt_symbols[0].addr) return EXIT_INTERNAL; /* keeps the runtime linked in whole */
   Loaded m;
   o->passes.inference = true;
-  int rc = cli_load_model(o, &m, STAGE_OPT);
+  int rc = cli_load_model(o, &m, STAGE_PLANNED);
   LlvmOptions lo = {.opt_level = o->opt_level, .train = false};
   char err[ERR_LEN];
   double t0 = cli_now_ms();

@@ -156,7 +156,7 @@ int cmd_sample(Options *o) {
   if (rc) return rc;
   Loaded m;
   o->passes.inference = true;
-  rc = cli_load_model(o, &m, STAGE_OPT);
+  rc = cli_load_model(o, &m, STAGE_PLANNED);
   LlvmOptions lo = {.opt_level = o->opt_level, .train = false};
   char err[ERR_LEN];
   LlvmJit *j = rc ? NULL : llvm_jit_compile(m.graph, &lo, err, sizeof err);

@@ -24,7 +24,23 @@
  * params (all required), any optim.* state (missing state starts at zero,
  * state the optimizer does not keep is ignored with a warning) and
  * optim.steps_done, so a resumed run continues the same step sequence:
- * 3 steps, save, 2 steps equals 5 steps bit for bit.
+ * 3 steps, save, 2 steps equals 5 steps bit for bit. --checkpoint-every N
+ * also saves after every step whose global count is a multiple of N, and
+ * Ctrl-C (SIGINT, checked between steps) saves and exits with status 130.
+ *
+ * Reports. --eval SPEC (the forms of --data) runs the held-out set after
+ * every epoch and the last step, in batches of the model's batch (the last
+ * one padded by wrapping to the set's start; only real samples count),
+ * without updating: the compiled engine's m_infer (or m_grad), or the
+ * interpreter without apply_updates. A classifier (the loss is
+ * cross_entropy of an output and an i32 input) gets its loss and accuracy
+ * (argmax over the class dim == label, every position of every sample)
+ * from the output; another model gets the mean loss. Stderr shows a
+ * progress bar (step/total, epoch, loss since the last log point, steps/s,
+ * ETA; at most 10 redraws a second) when it is a terminal, otherwise a line
+ * at every tenth of the run; --log CSV gets a row at each of those points
+ * and at each evaluation: step,epoch,loss,eval_loss,eval_accuracy,seconds
+ * (the eval columns empty when there was none).
  */
 #include <errno.h>
 #include <math.h>
@@ -96,6 +112,11 @@ static int train_checks(const Options *o) {
     return cli_usage_error(o->cmd, "--data expects npy:DIR or idx:PREFIX, got '%s'", o->data);
   if (!o->data[4]) return cli_usage_error(o->cmd, "--data %s needs a path", o->data);
   if (!o->steps && !o->epochs) return cli_usage_error(o->cmd, "missing --steps N or --epochs E");
+  if (o->checkpoint_every && !o->save)
+    return cli_usage_error(o->cmd, "--checkpoint-every needs --save W.safetensors to write to");
+  if (o->eval && strncmp(o->eval, "npy:", 4) != 0 && strncmp(o->eval, "idx:", 4) != 0)
+    return cli_usage_error(o->cmd, "--eval expects npy:DIR or idx:PREFIX, got '%s'", o->eval);
+  if (o->eval && !o->eval[4]) return cli_usage_error(o->cmd, "--eval %s needs a path", o->eval);
   return EXIT_OK;
 }
 
@@ -483,12 +504,15 @@ static int evaluate(Trainer *t, EvalResult *r) {
     int64_t real = n - first < t->batch ? n - first : t->batch;
     for (int64_t j = 0; j < t->batch; j++) copy_row(&t->eval, j, (first + j) % n);
     rc = bind_interp(t, &t->eval);
-    if (!rc && t->logits) rc = eval_logits(t);
-    if (!rc && t->logits) rc = score_rows(t, real, &sum, &hits, &count);
-    double l = 0;
-    if (!rc && !t->logits) rc = eval_loss(t, &l);
-    sum += l * (double)real; /* a partial batch's loss includes its wrapped samples */
-    if (!t->logits) count += real;
+    if (!rc && t->logits) {
+      rc = eval_logits(t);
+      if (!rc) rc = score_rows(t, real, &sum, &hits, &count);
+    } else if (!rc) {
+      double l = 0; /* the batch mean: a partial batch's includes its wrapped samples */
+      rc = eval_loss(t, &l);
+      sum += l * (double)real;
+      count += real;
+    }
   }
   r->loss = count ? sum / (double)count : 0;
   r->accuracy = t->logits && count ? (double)hits / (double)count : -1;
@@ -674,7 +698,9 @@ int cmd_train(Options *o) {
   sigaction(SIGINT, &sa, &old_sa);
   Loaded m;
   o->passes.inference = false;
-  rc = cli_load_model(o, &m, STAGE_GRAD);
+  /* Compiled code gets the optimized, fused and planned graph; the
+   * interpreter, the oracle, the graph as built. */
+  rc = cli_load_model(o, &m, o->backend == BACKEND_JIT ? STAGE_PLANNED : STAGE_GRAD);
   Trainer t = {.o = o, .g = m.graph};
   if (!rc) rc = graph_checks(o, m.graph);
   if (!rc && o->backend == BACKEND_JIT)

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "llvm_priv.h"
+#include "passes.h"
 
 /* Both are written from the same Program as the code (llvm_program_build),
  * so the argument lists they declare are the entry points' own. */
@@ -97,11 +98,27 @@ bool llvm_write_header(const Graph *g, const LlvmOptions *o, FILE *out) {
           " *\n"
           " * kiln.h (kiln_model_desc, status codes) is in Kiln's runtime/ folder: compile with\n"
           " *   cc -I KILN/runtime app.c ./%s.so   (the .so `kiln compile` wrote)\n"
-          " * Every function returns 0 on success or a status that %s_strerror names. */\n"
-          "#ifndef KILN_MODEL_%s_H\n#define KILN_MODEL_%s_H\n\n"
+          " * Every function returns 0 on success or a status that %s_strerror names.\n"
+          " *\n",
+          m, m, m);
+  fprintf(out,
+          " * Instance memory: %llu bytes, of which the arena (intermediate values,\n"
+          " * kernel scratch) %llu bytes.\n",
+          (unsigned long long)p.layout.mem_bytes, (unsigned long long)p.layout.arena_bytes);
+  if (g->annot == IR_ANNOT_PLANNED) {
+    PlanStats st;
+    plan_stats(g, &st);
+    fprintf(out,
+            " * Planned: %d kernels; arena %lld bytes for %lld bytes of buffers, lower bound\n"
+            " * %lld bytes (most live at once), efficiency %.1f%%.\n",
+            st.nkernels, (long long)st.arena_bytes, (long long)st.sum_bytes,
+            (long long)st.lower_bound, 100.0 * st.efficiency);
+  }
+  fprintf(out,
+          " */\n#ifndef KILN_MODEL_%s_H\n#define KILN_MODEL_%s_H\n\n"
           "#include <stdint.h>\n\n#include \"kiln.h\"\n\n"
           "#ifdef __cplusplus\nextern \"C\" {\n#endif\n\n",
-          m, m, m, m, m);
+          m, m);
   fprintf(out,
           "typedef struct %s %s; /* one instance: params, state, arena */\n\n"
           "int %s_create(%s **out, uint64_t seed); /* params as `kiln init --seed` writes them */\n"

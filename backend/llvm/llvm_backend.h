@@ -37,8 +37,8 @@ typedef enum LlvmEmitKind { LLVM_EMIT_OBJ, LLVM_EMIT_ASM, LLVM_EMIT_IR } LlvmEmi
 
 /* Writes an object file (position independent), assembly or LLVM IR text to
  * path. False with a message on an error. */
-bool llvm_emit(const Graph *g, const LlvmOptions *o, LlvmEmitKind kind, const char *path,
-               char *err, size_t len);
+bool llvm_emit(const Graph *g, const LlvmOptions *o, LlvmEmitKind kind, const char *path, char *err,
+               size_t len);
 /* The same to a stream (kiln dump --stage=llvm|asm); LLVM_EMIT_OBJ is refused. */
 bool llvm_print(const Graph *g, const LlvmOptions *o, LlvmEmitKind kind, FILE *out, char *err,
                 size_t len);

@@ -1,4 +1,5 @@
-/* llvm_codegen.c - a Program to one LLVM module: kernel functions, entry points, the descriptor, the runtime wrappers.
+/* llvm_codegen.c - a Program to one LLVM module: kernel functions, entry points, the descriptor,
+ * the runtime wrappers.
  *
  * Calling convention, as built:
  *   kernel   void kiln_k<N>_<op>(ptr ctx, i64 begin, i64 end), internal; ctx
@@ -58,8 +59,8 @@ static void cg_types(Codegen *cg) {
   cg->tensor_t = LLVMStructTypeInContext(c, tensor, 9, 0);
   LLVMTypeRef entry[11] = {p, p, p, p, p, p, p, p, p, p, p};
   cg->entry_t = LLVMStructTypeInContext(c, entry, 11, 0);
-  LLVMTypeRef desc[] = {i32, p, i32, p, i32, p, i32, p, i32, p, i32, p, i32, p, i32, i64, i64,
-                        cg->entry_t};
+  LLVMTypeRef desc[] = {i32, p,   i32, p,   i32, p,   i32, p,   i32,
+                        p,   i32, p,   i32, p,   i32, i64, i64, cg->entry_t};
   cg->desc_t = LLVMStructTypeInContext(c, desc, 18, 0);
   LLVMTypeRef task[] = {p, i64, i64};
   cg->task_t = LLVMFunctionType(L->voidt, task, 3, 0);
@@ -74,12 +75,34 @@ static void add_attr(Lower *L, LLVMValueRef fn, LLVMAttributeIndex at, const cha
 }
 
 static void add_str_attr(Lower *L, LLVMValueRef fn, const char *k, const char *v) {
-  LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex,
-                          LLVMCreateStringAttribute(L->ctx, k, (unsigned)strlen(k), v,
-                                                    (unsigned)strlen(v)));
+  LLVMAddAttributeAtIndex(
+      fn, LLVMAttributeFunctionIndex,
+      LLVMCreateStringAttribute(L->ctx, k, (unsigned)strlen(k), v, (unsigned)strlen(v)));
 }
 
 /* ---- Kernels ------------------------------------------------------------ */
+
+/* Buffer i of a kernel (args..., out): its byte range in mem, or false when
+ * it lives elsewhere (an input, caller memory). */
+static bool buf_range(const Program *p, const Kernel *k, int i, int64_t *lo, int64_t *hi) {
+  const Node *n = i < k->nargs ? k->args[i] : k->out;
+  int64_t at = k->at ? k->at[i] : -1;
+  if (at < 0 && n->op != OP_INPUT) at = p->layout.offset[n->id];
+  if (at < 0) return false;
+  *lo = at;
+  *hi = at + ir_type_numel(&n->type) * (int64_t)ir_dtype_size(n->type.dtype);
+  return true;
+}
+
+/* Buffer i shares bytes with another buffer of the kernel (in place, or an
+ * update written into its target): it must not be noalias. */
+static bool buf_aliased(const Program *p, const Kernel *k, int i) {
+  int64_t lo, hi, lo2, hi2;
+  if (!buf_range(p, k, i, &lo, &hi)) return false;
+  for (int j = 0; j <= k->nargs; j++)
+    if (j != i && buf_range(p, k, j, &lo2, &hi2) && lo < hi2 && lo2 < hi) return true;
+  return false;
+}
 
 /* The body: (noalias ptr x nbufs, i64 begin, i64 end), always inlined. */
 static LLVMValueRef cg_kernel_body(Codegen *cg, Kernel *k, int nbufs) {
@@ -91,11 +114,14 @@ static LLVMValueRef cg_kernel_body(Codegen *cg, Kernel *k, int nbufs) {
   params[nbufs] = params[nbufs + 1] = L->i64;
   char name[96];
   snprintf(name, sizeof name, "%s.body", k->name);
-  LLVMValueRef fn = LLVMAddFunction(L->mod, name, LLVMFunctionType(L->voidt, params, (unsigned)nbufs + 2, 0));
+  LLVMValueRef fn =
+      LLVMAddFunction(L->mod, name, LLVMFunctionType(L->voidt, params, (unsigned)nbufs + 2, 0));
   LLVMSetLinkage(fn, LLVMInternalLinkage);
   add_attr(L, fn, LLVMAttributeFunctionIndex, "alwaysinline");
   add_attr(L, fn, LLVMAttributeFunctionIndex, "nounwind");
-  for (int i = 0; i < nbufs; i++) add_attr(L, fn, (LLVMAttributeIndex)(i + 1), "noalias");
+  for (int i = 0; i < nbufs; i++)
+    if (i > k->nargs || !buf_aliased(L->p, k, i))
+      add_attr(L, fn, (LLVMAttributeIndex)(i + 1), "noalias");
   if (L->avx512) add_str_attr(L, fn, "prefer-vector-width", "512");
   return fn;
 }
@@ -133,7 +159,7 @@ static void cg_kernel(Codegen *cg, Kernel *k) {
   L->end = LLVMGetParam(body, (unsigned)nbufs + 1);
   L->entry_bb = LLVMAppendBasicBlockInContext(L->ctx, body, "entry");
   LLVMPositionBuilderAtEnd(L->b, L->entry_bb);
-  LowerFn *lower = llvm_lowering(k->out->op);
+  LowerFn *lower = k->fused ? lower_fused : llvm_lowering(k->out->op);
   IR_ASSERT(lower, "llvm: op %s has no lowering", ir_op_name(k->out->op));
   lower(L, k);
   LLVMBuildRetVoid(L->b);
@@ -178,6 +204,12 @@ static void entry_copy(Codegen *cg, LLVMValueRef dst, LLVMValueRef src, const No
   lw_copy(&cg->L, dst, src, lw_i64(&cg->L, bytes));
 }
 
+/* Buffer i of kernel k (args..., out) during this entry. */
+static LLVMValueRef kernel_ptr(Codegen *cg, Entry *e, const Kernel *k, int i) {
+  if (k->at && k->at[i] >= 0) return lw_gep(&cg->L, cg->L.i8, e->mem, lw_i64(&cg->L, k->at[i]));
+  return entry_ptr(cg, e, i < k->nargs ? k->args[i] : k->out);
+}
+
 static void entry_run_kernel(Codegen *cg, Entry *e, Kernel *k) {
   Lower *L = &cg->L;
   int nbufs = k->nargs + 3;
@@ -185,8 +217,17 @@ static void entry_run_kernel(Codegen *cg, Entry *e, Kernel *k) {
   LLVMPositionBuilderBefore(L->b, LLVMGetFirstInstruction(e->entry_bb));
   LLVMValueRef ctx = LLVMBuildArrayAlloca(L->b, L->ptr, lw_i64(L, nbufs), "ctx");
   LLVMPositionBuilderAtEnd(L->b, here);
-  for (int i = 0; i < k->nargs; i++) lw_store(L, L->ptr, ctx, lw_i64(L, i), entry_ptr(cg, e, k->args[i]));
-  lw_store(L, L->ptr, ctx, lw_i64(L, k->nargs), entry_ptr(cg, e, k->out));
+  /* An update written in place: not after an error (the step did not happen). */
+  LLVMBasicBlockRef skip = NULL;
+  if (k->writes_update && e->kind == ENTRY_TRAIN) {
+    LLVMBasicBlockRef run = LLVMAppendBasicBlockInContext(L->ctx, e->fn, "update");
+    skip = LLVMAppendBasicBlockInContext(L->ctx, e->fn, "next");
+    LLVMValueRef st = LLVMBuildLoad2(L->b, L->i32, e->status, "");
+    LLVMBuildCondBr(L->b, LLVMBuildICmp(L->b, LLVMIntEQ, st, lw_i32(L, 0), ""), run, skip);
+    LLVMPositionBuilderAtEnd(L->b, run);
+  }
+  for (int i = 0; i <= k->nargs; i++)
+    lw_store(L, L->ptr, ctx, lw_i64(L, i), kernel_ptr(cg, e, k, i));
   lw_store(L, L->ptr, ctx, lw_i64(L, k->nargs + 1), e->status);
   lw_store(L, L->ptr, ctx, lw_i64(L, k->nargs + 2),
            lw_gep(L, L->i8, e->mem, lw_i64(L, k->scratch_offset)));
@@ -197,6 +238,21 @@ static void entry_run_kernel(Codegen *cg, Entry *e, Kernel *k) {
     LLVMValueRef a[3] = {ctx, lw_i64(L, 0), lw_i64(L, k->range)};
     LLVMBuildCall2(L->b, cg->task_t, k->fn, a, 3, "");
   }
+  if (skip) {
+    LLVMBuildBr(L->b, skip);
+    LLVMPositionBuilderAtEnd(L->b, skip);
+  }
+}
+
+/* Planned train step: update values that are sources are copied before any
+ * kernel writes a target in place. */
+static void entry_snapshots(Codegen *cg, Entry *e) {
+  Lower *L = &cg->L;
+  Program *p = L->p;
+  for (int k = 0; k < p->g->nupdates; k++)
+    if (p->layout.snap_offset[k] >= 0)
+      entry_copy(cg, lw_gep(L, L->i8, e->mem, lw_i64(L, p->layout.snap_offset[k])),
+                 entry_ptr(cg, e, p->g->updates[k].value), p->g->updates[k].value);
 }
 
 /* After the kernels: outputs not written in place, the loss, gradients, updates. */
@@ -212,10 +268,12 @@ static void entry_finish(Codegen *cg, Entry *e) {
     }
     return;
   }
-  LLVMValueRef loss = LLVMBuildLoad2(L->b, lw_elt(L, g->loss->type.dtype), entry_ptr(cg, e, g->loss), "");
+  LLVMValueRef loss =
+      LLVMBuildLoad2(L->b, lw_elt(L, g->loss->type.dtype), entry_ptr(cg, e, g->loss), "");
   LLVMBuildStore(L->b, lw_fconv(L, loss, L->f32), e->loss_arg);
   for (int i = 0; i < g->ngrads; i++) {
     int64_t off = p->layout.grad_offset[g->grads[i].param->id];
+    if (p->layout.offset[g->grads[i].grad->id] == off) continue; /* written in place */
     entry_copy(cg, lw_gep(L, L->i8, e->mem, lw_i64(L, off)), entry_ptr(cg, e, g->grads[i].grad),
                g->grads[i].param);
   }
@@ -226,12 +284,15 @@ static void entry_finish(Codegen *cg, Entry *e) {
   LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(L->ctx, e->fn, "done");
   LLVMBuildCondBr(L->b, LLVMBuildICmp(L->b, LLVMIntEQ, st, lw_i32(L, 0), ""), apply, done);
   LLVMPositionBuilderAtEnd(L->b, apply);
-  for (int k = 0; k < g->nupdates; k++) /* every read before any write */
+  for (int k = 0; !p->planned && k < g->nupdates; k++) /* every read before any write */
     if (p->layout.snap_offset[k] >= 0)
       entry_copy(cg, lw_gep(L, L->i8, e->mem, lw_i64(L, p->layout.snap_offset[k])),
                  entry_ptr(cg, e, g->updates[k].value), g->updates[k].value);
   for (int k = 0; k < g->nupdates; k++) {
     const GraphUpdate *u = &g->updates[k];
+    if (p->layout.offset[u->value->id] >= 0 &&
+        p->layout.offset[u->value->id] == p->layout.offset[u->target->id])
+      continue; /* written in place by its kernel */
     LLVMValueRef src = p->layout.snap_offset[k] >= 0
                            ? lw_gep(L, L->i8, e->mem, lw_i64(L, p->layout.snap_offset[k]))
                            : entry_ptr(cg, e, u->value);
@@ -276,13 +337,17 @@ static LLVMValueRef cg_entry(Codegen *cg, EntryKind kind) {
   LLVMPositionBuilderAtEnd(L->b, e.entry_bb);
   entry_null_checks(cg, &e, nargs);
   e.self = LLVMGetParam(e.fn, 0);
-  for (int i = 0; i < nin; i++) in_arg[p->entry_inputs[kind][i]] = LLVMGetParam(e.fn, (unsigned)(1 + i));
+  for (int i = 0; i < nin; i++)
+    in_arg[p->entry_inputs[kind][i]] = LLVMGetParam(e.fn, (unsigned)(1 + i));
   for (int i = 0; i < nout; i++) out_arg[i] = LLVMGetParam(e.fn, (unsigned)(1 + nin + i));
   e.loss_arg = out_arg[0];
-  e.mem = LLVMBuildLoad2(L->b, L->ptr, LLVMBuildStructGEP2(L->b, cg->inst_t, e.self, INST_MEM, ""), "mem");
-  e.pool = LLVMBuildLoad2(L->b, L->ptr, LLVMBuildStructGEP2(L->b, cg->inst_t, e.self, INST_POOL, ""), "pool");
+  e.mem = LLVMBuildLoad2(L->b, L->ptr, LLVMBuildStructGEP2(L->b, cg->inst_t, e.self, INST_MEM, ""),
+                         "mem");
+  e.pool = LLVMBuildLoad2(L->b, L->ptr,
+                          LLVMBuildStructGEP2(L->b, cg->inst_t, e.self, INST_POOL, ""), "pool");
   e.status = LLVMBuildStructGEP2(L->b, cg->inst_t, e.self, INST_STATUS, "status");
   LLVMBuildStore(L->b, lw_i32(L, KILN_OK), e.status);
+  if (p->planned && kind == ENTRY_TRAIN) entry_snapshots(cg, &e);
   for (int k = 0; k < p->nkernels; k++)
     if (p->runs[kind][k]) entry_run_kernel(cg, &e, &p->kernels[k]);
   entry_finish(cg, &e);
@@ -316,7 +381,7 @@ static LLVMValueRef cg_i64_array(Codegen *cg, const int64_t *v, int n) {
 }
 
 static kiln_init init_kind(const Node *p, double *args, int *nargs) {
-  static const char *const names[] = {"zeros", "ones", "constant", "normal",
+  static const char *const names[] = {"zeros",   "ones",   "constant", "normal",
                                       "uniform", "glorot", "he"};
   const AttrVal *init = ir_attr_c(p, "init"), *a = ir_attr_c(p, "args");
   *nargs = a->n;
@@ -340,10 +405,12 @@ static LLVMValueRef cg_tensor(Codegen *cg, const Node *n, const char *name, int6
   kiln_init init = n->op == OP_PARAM ? init_kind(n, args, &nargs) : KILN_INIT_ZEROS;
   LLVMValueRef argv[IR_MAX_ATTR_LEN + 2];
   for (int i = 0; i < nargs; i++) argv[i] = lw_fc(L, L->f64, args[i]);
-  LLVMValueRef args_g = nargs ? cg_global(cg, LLVMConstArray2(L->f64, argv, (uint64_t)nargs), ".init")
-                              : LLVMConstNull(L->ptr);
-  kiln_dtype dt = n->type.dtype == DT_F64 ? KILN_DTYPE_F64 : n->type.dtype == DT_I32 ? KILN_DTYPE_I32
-                                                                                     : KILN_DTYPE_F32;
+  LLVMValueRef args_g = nargs
+                            ? cg_global(cg, LLVMConstArray2(L->f64, argv, (uint64_t)nargs), ".init")
+                            : LLVMConstNull(L->ptr);
+  kiln_dtype dt = n->type.dtype == DT_F64   ? KILN_DTYPE_F64
+                  : n->type.dtype == DT_I32 ? KILN_DTYPE_I32
+                                            : KILN_DTYPE_F32;
   LLVMValueRef f[9] = {cg_string(cg, name),
                        lw_i32(L, (int32_t)dt),
                        lw_i32(L, n->type.rank),
@@ -435,7 +502,8 @@ static void cg_descriptor(Codegen *cg, LLVMValueRef infer, LLVMValueRef grad, LL
   Node **outs = calloc((size_t)g->noutputs + 1, sizeof *outs);
   const char **onames = calloc((size_t)g->noutputs + 1, sizeof *onames);
   IR_ASSERT(outs && onames, "llvm: out of memory building the descriptor");
-  for (int i = 0; i < g->noutputs; i++) outs[i] = g->outputs[i].node, onames[i] = g->outputs[i].name;
+  for (int i = 0; i < g->noutputs; i++)
+    outs[i] = g->outputs[i].node, onames[i] = g->outputs[i].name;
   LLVMValueRef f[18] = {
       lw_i32(L, KILN_ABI_VERSION),
       cg_string(cg, g->name),
@@ -450,7 +518,8 @@ static void cg_descriptor(Codegen *cg, LLVMValueRef infer, LLVMValueRef grad, LL
       lw_i32(L, p->nentry_inputs[ENTRY_INFER]),
       cg_index_array(cg, p->entry_inputs[ENTRY_INFER], p->nentry_inputs[ENTRY_INFER]),
       lw_i32(L, p->has_train ? p->nentry_inputs[ENTRY_TRAIN] : 0),
-      cg_index_array(cg, p->entry_inputs[ENTRY_TRAIN], p->has_train ? p->nentry_inputs[ENTRY_TRAIN] : 0),
+      cg_index_array(cg, p->entry_inputs[ENTRY_TRAIN],
+                     p->has_train ? p->nentry_inputs[ENTRY_TRAIN] : 0),
       lw_i32(L, p->has_train),
       lw_i64(L, (int64_t)p->layout.mem_bytes),
       lw_i64(L, (int64_t)p->layout.arena_bytes),
@@ -529,7 +598,11 @@ static void cg_lower_program(LlvmModule *m) {
   cg.L.avx512 = m->avx512;
   cg.name = (char *)m->prog.g->name;
   cg_types(&cg);
-  for (int k = 0; k < m->prog.nkernels; k++) cg_kernel(&cg, &m->prog.kernels[k]);
+  Program *p = &m->prog;
+  for (int k = 0; k < p->nkernels; k++) /* only what some entry point runs */
+    if (p->runs[ENTRY_INFER][k] ||
+        (p->has_train && (p->runs[ENTRY_GRAD][k] || p->runs[ENTRY_TRAIN][k])))
+      cg_kernel(&cg, &p->kernels[k]);
   LLVMValueRef infer = cg_entry(&cg, ENTRY_INFER);
   LLVMValueRef grad = m->prog.has_train ? cg_entry(&cg, ENTRY_GRAD) : NULL;
   LLVMValueRef train = m->prog.has_train ? cg_entry(&cg, ENTRY_TRAIN) : NULL;

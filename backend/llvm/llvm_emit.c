@@ -1,4 +1,5 @@
-/* llvm_emit.c - ahead-of-time output: object files, assembly and LLVM IR text, to a file or a stream. */
+/* llvm_emit.c - ahead-of-time output: object files, assembly and LLVM IR text, to a file or a
+ * stream. */
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -39,8 +40,8 @@ static void free_data(LlvmEmitKind kind, char *data) {
 static bool emit_bytes(const Graph *g, const LlvmOptions *o, LlvmEmitKind kind, char **data,
                        size_t *size, char *err, size_t len) {
   LlvmModule m = {0};
-  bool ok = llvm_module_build(&m, g, o, true, err, len) &&
-            emit_to_memory(&m, kind, data, size, err, len);
+  bool ok =
+      llvm_module_build(&m, g, o, true, err, len) && emit_to_memory(&m, kind, data, size, err, len);
   llvm_module_dispose(&m);
   return ok;
 }
@@ -61,8 +62,8 @@ bool llvm_print(const Graph *g, const LlvmOptions *o, LlvmEmitKind kind, FILE *o
 }
 
 /* Writes path.tmp.XXXXXX, then renames it over path: never a partial file. */
-bool llvm_emit(const Graph *g, const LlvmOptions *o, LlvmEmitKind kind, const char *path,
-               char *err, size_t len) {
+bool llvm_emit(const Graph *g, const LlvmOptions *o, LlvmEmitKind kind, const char *path, char *err,
+               size_t len) {
   char *data = NULL;
   size_t size = 0;
   if (!emit_bytes(g, o, kind, &data, &size, err, len)) return false;

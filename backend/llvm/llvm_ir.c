@@ -203,8 +203,8 @@ LLVMValueRef lw_max_step(Lower *L, LLVMValueRef acc, LLVMValueRef x) {
   /* x > acc is false for a NaN x; UGT is "greater or unordered". With acc
    * NaN already, x > NaN is unordered too and the NaN would be replaced, so
    * keep a NaN acc. */
-  LLVMValueRef take = LLVMBuildAnd(L->b, lw_fcmp(L, LLVMRealUGT, x, acc),
-                                   lw_fcmp(L, LLVMRealORD, acc, acc), "");
+  LLVMValueRef take =
+      LLVMBuildAnd(L->b, lw_fcmp(L, LLVMRealUGT, x, acc), lw_fcmp(L, LLVMRealORD, acc, acc), "");
   return lw_select(L, take, x, acc);
 }
 

@@ -1,4 +1,5 @@
-/* llvm_jit.c - the JIT: ORC LLJIT over one lowered module, its runtime calls bound to this process's runtime. */
+/* llvm_jit.c - the JIT: ORC LLJIT over one lowered module, its runtime calls bound to this
+ * process's runtime. */
 #include <stdlib.h>
 #include <string.h>
 

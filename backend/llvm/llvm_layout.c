@@ -1,4 +1,5 @@
-/* llvm_layout.c - the program the backend lowers: kernels, the instance layout, what each entry point runs. */
+/* llvm_layout.c - the program the backend lowers: kernels, the instance layout, what each entry
+ * point runs. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -6,7 +7,9 @@
 
 #define LAYOUT_ALIGN 64
 
-static uint64_t align_up(uint64_t v) { return (v + LAYOUT_ALIGN - 1) / LAYOUT_ALIGN * LAYOUT_ALIGN; }
+static uint64_t align_up(uint64_t v) {
+  return (v + LAYOUT_ALIGN - 1) / LAYOUT_ALIGN * LAYOUT_ALIGN;
+}
 
 static uint64_t value_bytes(const Node *n) {
   return (uint64_t)ir_type_numel(&n->type) * ir_dtype_size(n->type.dtype);
@@ -39,6 +42,8 @@ static bool program_kernels(Program *p) {
     k->out = n;
     k->args = n->in;
     k->nargs = n->nin;
+    k->group = k->nodes;
+    k->ngroup = 1;
     k->scratch_bytes = llvm_scratch_bytes(n);
     snprintf(k->name, sizeof k->name, "kiln_k%d_%s", k->index, ir_op_name(n->op));
   }
@@ -96,6 +101,313 @@ static bool program_layout(Program *p) {
   return true;
 }
 
+/* ---- Planned programs ---------------------------------------------------
+ * Kernel k of the plan (the run of nodes with kernel == k) becomes:
+ *   - one fused launch when every node is an elementwise op lower_fused
+ *     evaluates in registers over one element count: a single loop computing
+ *     the chain per element, inline elementwise nodes included, storing only
+ *     the nodes with a home;
+ *   - otherwise one launch per node, in order (the fallback: values without a
+ *     home go to kernel scratch instead of registers).
+ * Inline nodes that cannot be evaluated in the loop (injective ops,
+ * causal_mask, any inline input of a fallback launch) are materialized into
+ * kernel scratch by a launch of their own just before their reader. Scratch
+ * lies after the arena; every group reuses it from its start. */
+
+static void *own(Program *p, size_t bytes) {
+  if (p->nowned == p->capowned) {
+    int cap = p->capowned ? 2 * p->capowned : 64;
+    void **o = realloc(p->owned, (size_t)cap * sizeof *o);
+    if (!o) return NULL;
+    p->owned = o, p->capowned = cap;
+  }
+  void *m = calloc(1, bytes ? bytes : 1);
+  if (m) p->owned[p->nowned++] = m;
+  return m;
+}
+
+static Kernel *new_launch(Program *p) {
+  if (p->nkernels == p->capkernels) {
+    int cap = p->capkernels ? 2 * p->capkernels : 64;
+    Kernel *k = realloc(p->kernels, (size_t)cap * sizeof *k);
+    if (!k) return NULL;
+    p->kernels = k, p->capkernels = cap;
+  }
+  Kernel *k = &p->kernels[p->nkernels];
+  memset(k, 0, sizeof *k);
+  k->index = p->nkernels++;
+  return k;
+}
+
+typedef struct Plan {
+  Program *p;
+  Node **group;
+  int ngroup, gi;
+  int64_t *tmp; /* by node id: scratch offset (from the scratch base) in this group; -1 */
+  int *touched; /* ids with tmp set */
+  int ntouched;
+  int64_t sat;  /* the group's scratch in use */
+  bool *inseg;  /* by node id: in the segment being fused */
+  int64_t base; /* scratch base in mem */
+} Plan;
+
+/* Has a place in mem (or caller memory) outside kernel scratch. */
+static bool resident(const Plan *pl, const Node *n) {
+  return ir_op_is_named_source(n->op) || pl->p->layout.offset[n->id] >= 0;
+}
+
+static int64_t tmp_of(Plan *pl, const Node *n, int64_t bytes) {
+  if (pl->tmp[n->id] < 0) {
+    pl->tmp[n->id] = pl->sat;
+    pl->touched[pl->ntouched++] = n->id;
+    pl->sat = (int64_t)align_up((uint64_t)(pl->sat + bytes));
+  }
+  return pl->base + pl->tmp[n->id];
+}
+
+static bool launch_common(Plan *pl, Kernel *k, const char *what) {
+  k->group = pl->group;
+  k->ngroup = pl->ngroup;
+  snprintf(k->name, sizeof k->name, "kiln_k%d_%s", k->index, what);
+  return true;
+}
+
+static bool plan_single(Plan *pl, Node *n);
+
+/* An inline value some launch reads from memory: computed into scratch first. */
+static bool plan_materialize(Plan *pl, Node *n) {
+  if (pl->tmp[n->id] >= 0) return true;
+  return plan_single(pl, n);
+}
+
+/* One node by its own lowering; inputs from their homes or scratch. */
+static bool plan_single(Plan *pl, Node *n) {
+  Program *p = pl->p;
+  for (int i = 0; i < n->nin; i++)
+    if (n->in[i]->kernel == IR_KERNEL_INLINE && !plan_materialize(pl, n->in[i])) return false;
+  int64_t *at = own(p, ((size_t)n->nin + 1) * sizeof *at);
+  if (!at) return false;
+  for (int i = 0; i < n->nin; i++) {
+    const Node *a = n->in[i];
+    at[i] = resident(pl, a) ? -1 : pl->base + pl->tmp[a->id];
+  }
+  at[n->nin] = resident(pl, n) ? -1 : tmp_of(pl, n, (int64_t)value_bytes(n));
+  Kernel *k = new_launch(p);
+  if (!k) return false;
+  k->nodes = own(p, sizeof *k->nodes);
+  if (!k->nodes) return false;
+  k->nodes[0] = n;
+  k->nnodes = 1;
+  k->out = n;
+  k->args = n->in;
+  k->nargs = n->nin;
+  k->at = at;
+  k->writes_update = n->offset == IR_BUF_UPDATE;
+  k->scratch_bytes = llvm_scratch_bytes(n);
+  if (k->scratch_bytes) {
+    k->scratch_offset = pl->base + pl->sat;
+    pl->sat = (int64_t)align_up((uint64_t)(pl->sat + k->scratch_bytes));
+  }
+  return launch_common(pl, k, ir_op_name(n->op));
+}
+
+static bool fusable_value(const Node *n) {
+  return llvm_fusable_op(n->op) && n->type.dtype != DT_I32 &&
+         (n->op != OP_RESHAPE || n->in[0]->type.dtype == n->type.dtype);
+}
+
+/* The values a fused loop reads from memory, found from n down (mark: seen ids). */
+static bool fused_reads(Plan *pl, Node *n, bool *seen, Node **reads, int *nreads) {
+  if (seen[n->id]) return true;
+  seen[n->id] = true;
+  bool loop = pl->inseg[n->id] || (n->kernel == IR_KERNEL_INLINE && fusable_value(n));
+  if (!loop) {
+    if (n->kernel == IR_KERNEL_INLINE && !plan_materialize(pl, n)) return false;
+    reads[(*nreads)++] = n;
+    return true;
+  }
+  for (int i = 0; i < n->nin; i++)
+    if (!fused_reads(pl, n->in[i], seen, reads, nreads)) return false;
+  return true;
+}
+
+/* Read after the segment: by a later node of the group, or an inline node a
+ * later launch evaluates (the next groups read only values with a home). */
+static bool read_later(const Plan *pl, const Node *n) {
+  for (int u = 0; u < n->nusers; u++) {
+    const Node *r = n->users[u];
+    if (!pl->inseg[r->id] && (r->kernel == pl->gi || r->kernel == IR_KERNEL_INLINE)) return true;
+  }
+  return false;
+}
+
+/* Segment seg[0..nseg) of the group: one loop. */
+static bool plan_fused(Plan *pl, Node **seg, int nseg) {
+  Program *p = pl->p;
+  size_t ids = (size_t)p->g->next_id + 1;
+  bool *seen = calloc(ids, sizeof *seen);
+  Node **reads = calloc(ids, sizeof *reads);
+  Node **outs = calloc((size_t)nseg + 1, sizeof *outs);
+  bool ok = seen && reads && outs;
+  int nreads = 0, nouts = 0;
+  for (int i = 0; i < nseg; i++) pl->inseg[seg[i]->id] = true;
+  for (int i = 0; ok && i < nseg; i++) {
+    Node *n = seg[i];
+    ok = fused_reads(pl, n, seen, reads, &nreads);
+    if (resident(pl, n)) {
+      outs[nouts++] = n;
+    } else if (read_later(pl, n)) {
+      tmp_of(pl, n, (int64_t)value_bytes(n));
+      outs[nouts++] = n;
+    }
+  }
+  for (int i = 0; i < nseg; i++) pl->inseg[seg[i]->id] = false;
+  Kernel *k = ok && nouts > 0 ? new_launch(p) : NULL;
+  if (k) {
+    k->fused = true;
+    k->nodes = own(p, (size_t)nseg * sizeof *k->nodes);
+    k->args = own(p, ((size_t)nreads + (size_t)nouts) * sizeof *k->args);
+    ok = k->nodes && k->args;
+    if (ok) {
+      memcpy(k->nodes, seg, (size_t)nseg * sizeof *k->nodes);
+      k->nnodes = nseg;
+      memcpy(k->args, reads, (size_t)nreads * sizeof *k->args);
+      for (int i = 1; i < nouts; i++) k->args[nreads + i - 1] = outs[i];
+      k->nreads = nreads;
+      k->nargs = nreads + nouts - 1;
+      k->out = outs[0];
+      k->at = own(p, ((size_t)k->nargs + 1) * sizeof *k->at);
+      ok = k->at != NULL;
+      for (int i = 0; ok && i < k->nargs; i++) {
+        const Node *a = k->args[i];
+        k->at[i] = resident(pl, a) ? -1 : pl->base + pl->tmp[a->id];
+      }
+      for (int i = 1; ok && i < nouts; i++)
+        if (!resident(pl, outs[i])) k->at[nreads + i - 1] = pl->base + pl->tmp[outs[i]->id];
+      if (ok) k->at[k->nargs] = resident(pl, outs[0]) ? -1 : pl->base + pl->tmp[outs[0]->id];
+      for (int i = 0; i < nouts; i++) k->writes_update |= outs[i]->offset == IR_BUF_UPDATE;
+      char what[64];
+      snprintf(what, sizeof what, "fused%d_%s", nseg, ir_op_name(seg[nseg - 1]->op));
+      launch_common(pl, k, what);
+    }
+  } else if (ok && nouts > 0) {
+    ok = false; /* out of memory; no outputs: only gradients no entry point computes */
+  }
+  free(seen);
+  free(reads);
+  free(outs);
+  return ok;
+}
+
+static bool node_fusable(const Node *n) {
+  if (!fusable_value(n)) return false;
+  for (int j = 0; j < n->nin; j++)
+    if (n->in[j]->type.dtype == DT_I32) return false;
+  return true;
+}
+
+/* The group as segments: each maximal run of fusable elementwise nodes over
+ * one element count is one loop, every other node a launch of its own. */
+static bool plan_group(Plan *pl) {
+  bool ok = true;
+  for (int j = 0; ok && j < pl->ngroup;) {
+    Node *n = pl->group[j];
+    if (!node_fusable(n)) {
+      ok = plan_single(pl, n);
+      j++;
+      continue;
+    }
+    int e = j + 1;
+    int64_t numel = ir_type_numel(&n->type);
+    while (e < pl->ngroup && node_fusable(pl->group[e]) &&
+           ir_type_numel(&pl->group[e]->type) == numel)
+      e++;
+    ok = plan_fused(pl, &pl->group[j], e - j);
+    j = e;
+  }
+  return ok;
+}
+
+static bool program_planned_kernels(Program *p) {
+  const Graph *g = p->g;
+  Plan pl = {.p = p};
+  size_t ids = (size_t)g->next_id + 1;
+  pl.tmp = malloc(ids * sizeof *pl.tmp);
+  pl.touched = malloc(ids * sizeof *pl.touched);
+  pl.inseg = calloc(ids, sizeof *pl.inseg);
+  Node **group = calloc((size_t)g->nnodes + 1, sizeof *group);
+  bool ok = pl.tmp && pl.touched && pl.inseg && group;
+  for (size_t i = 0; ok && i < ids; i++) pl.tmp[i] = -1;
+  pl.base = (int64_t)align_up(p->layout.arena_offset + (uint64_t)g->arena_bytes);
+  for (int i = 0; ok && i < g->nnodes;) {
+    Node *n = g->nodes[i];
+    if (n->kernel < 0) {
+      i++;
+      continue;
+    }
+    int ng = 0;
+    for (; i < g->nnodes && g->nodes[i]->kernel == n->kernel; i++) group[ng++] = g->nodes[i];
+    pl.group = own(p, (size_t)ng * sizeof *pl.group);
+    ok = pl.group != NULL;
+    if (!ok) break;
+    memcpy(pl.group, group, (size_t)ng * sizeof *group);
+    pl.ngroup = ng;
+    pl.gi = n->kernel;
+    pl.sat = 0;
+    ok = plan_group(&pl);
+    if (pl.sat > p->scratch_bytes) p->scratch_bytes = pl.sat;
+    for (int j = 0; j < pl.ntouched; j++) pl.tmp[pl.touched[j]] = -1;
+    pl.ntouched = 0;
+  }
+  free(pl.tmp);
+  free(pl.touched);
+  free(pl.inseg);
+  free(group);
+  return ok;
+}
+
+/* Params, gradients, state as program_layout; the arena as planned; then
+ * kernel scratch, then snapshots of update values that are sources. */
+static bool program_planned(Program *p) {
+  const Graph *g = p->g;
+  Layout *l = &p->layout;
+  size_t ids = (size_t)g->next_id + 1;
+  l->offset = malloc(ids * sizeof *l->offset);
+  l->grad_offset = malloc(ids * sizeof *l->grad_offset);
+  l->snap_offset = malloc(((size_t)g->nupdates + 1) * sizeof *l->snap_offset);
+  if (!l->offset || !l->grad_offset || !l->snap_offset) return false;
+  for (size_t i = 0; i < ids; i++) l->offset[i] = l->grad_offset[i] = -1;
+  uint64_t at = 0;
+  for (int i = 0; i < p->nparams; i++, at = align_up(at))
+    l->offset[p->params[i]->id] = (int64_t)at, at += value_bytes(p->params[i]);
+  for (int i = 0; p->has_train && i < p->nparams; i++, at = align_up(at))
+    l->grad_offset[p->params[i]->id] = (int64_t)at, at += value_bytes(p->params[i]);
+  for (int i = 0; i < p->nstates; i++, at = align_up(at))
+    l->offset[p->states[i]->id] = (int64_t)at, at += value_bytes(p->states[i]);
+  l->arena_offset = at;
+  for (int i = 0; i < g->nnodes; i++) {
+    const Node *n = g->nodes[i];
+    if (n->offset >= 0) l->offset[n->id] = (int64_t)(l->arena_offset + (uint64_t)n->offset);
+  }
+  for (int i = 0; p->has_train && i < g->ngrads; i++)
+    if (g->grads[i].grad->offset == IR_BUF_GRAD)
+      l->offset[g->grads[i].grad->id] = l->grad_offset[g->grads[i].param->id];
+  for (int i = 0; i < g->nupdates; i++)
+    if (g->updates[i].value->offset == IR_BUF_UPDATE)
+      l->offset[g->updates[i].value->id] = l->offset[g->updates[i].target->id];
+  if (!program_planned_kernels(p)) return false;
+  at = align_up(at + (uint64_t)g->arena_bytes) + (uint64_t)p->scratch_bytes;
+  at = align_up(at);
+  for (int k = 0; k < g->nupdates; k++, at = align_up(at)) {
+    const Node *v = g->updates[k].value;
+    l->snap_offset[k] = ir_op_is_named_source(v->op) ? (int64_t)at : -1;
+    if (l->snap_offset[k] >= 0) at += value_bytes(v);
+  }
+  l->arena_bytes = at - l->arena_offset;
+  l->mem_bytes = at ? at : LAYOUT_ALIGN;
+  return true;
+}
+
 /* ---- Entry subsets ------------------------------------------------------ */
 
 static void mark(bool *need, const Node *n) {
@@ -121,7 +433,10 @@ static bool program_entry(Program *p, EntryKind e) {
   }
   if (e == ENTRY_TRAIN && p->has_train)
     for (int i = 0; i < g->nupdates; i++) mark(need, g->updates[i].value);
-  for (int i = 0; i < p->nkernels; i++) p->runs[e][i] = need[p->kernels[i].out->id];
+  for (int i = 0; i < p->nkernels; i++) {
+    const Kernel *k = &p->kernels[i];
+    for (int j = 0; j < k->ngroup && !p->runs[e][i]; j++) p->runs[e][i] = need[k->group[j]->id];
+  }
   for (int i = 0; i < p->ninputs; i++)
     if (need[p->inputs[i]->id]) p->entry_inputs[e][p->nentry_inputs[e]++] = i;
   free(need);
@@ -133,13 +448,17 @@ bool llvm_program_build(Program *p, const Graph *g, const LlvmOptions *o) {
   p->g = g;
   p->opts = *o;
   p->has_train = o->train && g->loss && g->ngrads > 0;
-  bool ok = program_sources(p) && program_kernels(p) && program_layout(p);
+  p->planned = g->annot == IR_ANNOT_PLANNED;
+  bool ok = program_sources(p) &&
+            (p->planned ? program_planned(p) : program_kernels(p) && program_layout(p));
   for (int e = 0; ok && e < ENTRY_COUNT; e++) ok = program_entry(p, (EntryKind)e);
   return ok;
 }
 
 void llvm_program_free(Program *p) {
   free(p->kernels);
+  for (int i = 0; i < p->nowned; i++) free(p->owned[i]);
+  free(p->owned);
   free(p->inputs);
   free(p->params);
   free(p->states);

@@ -1,9 +1,11 @@
-/* llvm_lower.c - the op table's LLVM column: every OpKind to the function that lowers its kernel. */
+/* llvm_lower.c - the op table's LLVM column: every OpKind to the function that lowers its kernel.
+ */
 #include "llvm_priv.h"
 
 /* The op table's lower column, indexed by op. */
 static LowerFn *const lowerings[OP_COUNT] = {
-#define OP(NAME, text, min_in, max_in, flags, attrs, shape, grad, interp, lower) [OP_##NAME] = lower,
+#define OP(NAME, text, min_in, max_in, flags, attrs, shape, grad, interp, lower)                   \
+  [OP_##NAME] = lower,
 #include "ops.def"
 #undef OP
 };

@@ -1,5 +1,6 @@
-/* llvm_lower_contract.c - contraction kernels: batched matmul, conv2d and its gradients, the LSTM and its gradient. */
-#include "llvm_priv.h"
+/* llvm_lower_contract.c - contraction kernels: batched matmul, conv2d and its gradients, the LSTM
+ * and its gradient. */
+#include "llvm_gemm.h"
 
 #define CONTRACT_CHUNK_WORK 65536
 
@@ -31,7 +32,7 @@ static void batch_strides(const Type *t, const Type *out, int64_t *stride) {
  *   out[..., i, j] = sum_k a[..., i, k] b[..., k, j].
  * One output row per iteration, i-k-j order: the j loop streams a row of b
  * into the row of out with FMAs, which the loop vectorizer widens. */
-void lower_matmul(Lower *L, Kernel *k) {
+static void lower_matmul_loops(Lower *L, Kernel *k) {
   const Node *n = k->out;
   const Type *at = &n->in[0]->type, *bt = &n->in[1]->type, *ot = &n->type;
   LLVMTypeRef ft = lw_elt(L, ot->dtype);
@@ -44,8 +45,8 @@ void lower_matmul(Lower *L, Kernel *k) {
   LwLoop outer, lp, lj;
   LLVMValueRef r = lw_outer(L, &outer);
   LLVMValueRef t = lw_divc(L, r, m), i = lw_remc(L, r, m);
-  LLVMValueRef aoff = lw_add(L, lw_mulc(L, lw_offset(L, t, ot->rank - 2, ot->dims, sa), m * kk),
-                             lw_mulc(L, i, kk));
+  LLVMValueRef aoff =
+      lw_add(L, lw_mulc(L, lw_offset(L, t, ot->rank - 2, ot->dims, sa), m * kk), lw_mulc(L, i, kk));
   LLVMValueRef boff = lw_mulc(L, lw_offset(L, t, ot->rank - 2, ot->dims, sb), kk * nn);
   LLVMValueRef o = lw_gep(L, ft, lw_out(L), lw_mulc(L, r, nn));
   LLVMValueRef a = lw_gep(L, ft, lw_in(L, 0), aoff), b = lw_gep(L, ft, lw_in(L, 1), boff);
@@ -83,8 +84,17 @@ typedef struct ConvDims {
 } ConvDims;
 
 static ConvDims conv_dims(const Node *n, const Type *x, const Type *w, const Type *y) {
-  ConvDims c = {x->dims[0], x->dims[1], x->dims[2], x->dims[3], w->dims[0], w->dims[2], w->dims[3],
-                y->dims[2], y->dims[3], ir_attr_int(n, "stride"), ir_attr_int(n, "padding")};
+  ConvDims c = {x->dims[0],
+                x->dims[1],
+                x->dims[2],
+                x->dims[3],
+                w->dims[0],
+                w->dims[2],
+                w->dims[3],
+                y->dims[2],
+                y->dims[3],
+                ir_attr_int(n, "stride"),
+                ir_attr_int(n, "padding")};
   return c;
 }
 
@@ -92,8 +102,9 @@ static ConvDims conv_dims(const Node *n, const Type *x, const Type *w, const Typ
  * dst[oh*Wo + ow] += wv src[ih*W + iw] (forward, scatter = false) or
  * dst[ih*W + iw] += wv src[oh*Wo + ow] (the input gradient, scatter = true),
  * ih = oh*s - p + kh, iw = ow*s - p + kw. */
-static void conv_tap(Lower *L, const ConvDims *c, LLVMTypeRef ft, LLVMValueRef dst, LLVMValueRef src,
-                     LLVMValueRef wv, LLVMValueRef kh, LLVMValueRef kw, bool scatter) {
+static void conv_tap(Lower *L, const ConvDims *c, LLVMTypeRef ft, LLVMValueRef dst,
+                     LLVMValueRef src, LLVMValueRef wv, LLVMValueRef kh, LLVMValueRef kw,
+                     bool scatter) {
   LLVMValueRef oh_lo, oh_hi, ow_lo, ow_hi;
   tap_range(L, kh, c->p, c->s, c->h, c->ho, &oh_lo, &oh_hi);
   tap_range(L, kw, c->p, c->s, c->w, c->wo, &ow_lo, &ow_hi);
@@ -114,7 +125,7 @@ static void conv_tap(Lower *L, const ConvDims *c, LLVMTypeRef ft, LLVMValueRef d
 
 /* F.conv2d NCHW: out[n,co] = b[co] + sum_{ci,kh,kw} w[co,ci,kh,kw] x[n,ci] shifted
  * by the tap, zero in the padding. One output plane per iteration. */
-void lower_conv2d(Lower *L, Kernel *k) {
+static void lower_conv2d_loops(Lower *L, Kernel *k) {
   const Node *n = k->out;
   ConvDims c = conv_dims(n, &n->in[0]->type, &n->in[1]->type, &n->type);
   LLVMTypeRef ft = lw_elt(L, n->type.dtype);
@@ -129,11 +140,13 @@ void lower_conv2d(Lower *L, Kernel *k) {
   lw_store(L, ft, plane, z, init);
   lw_next(L, &lz);
   LLVMValueRef ci = lw_for(L, &lci, lw_i64(L, 0), lw_i64(L, c.ci));
-  LLVMValueRef xp = lw_gep(L, ft, lw_in(L, 0), lw_mulc(L, lw_add(L, lw_mulc(L, b, c.ci), ci), c.h * c.w));
+  LLVMValueRef xp =
+      lw_gep(L, ft, lw_in(L, 0), lw_mulc(L, lw_add(L, lw_mulc(L, b, c.ci), ci), c.h * c.w));
   LLVMValueRef wbase = lw_mulc(L, lw_add(L, lw_mulc(L, co, c.ci), ci), c.kh * c.kw);
   LLVMValueRef kh = lw_for(L, &lkh, lw_i64(L, 0), lw_i64(L, c.kh));
   LLVMValueRef kw = lw_for(L, &lkw, lw_i64(L, 0), lw_i64(L, c.kw));
-  LLVMValueRef wv = lw_load(L, ft, lw_in(L, 1), lw_add(L, wbase, lw_add(L, lw_mulc(L, kh, c.kw), kw)));
+  LLVMValueRef wv =
+      lw_load(L, ft, lw_in(L, 1), lw_add(L, wbase, lw_add(L, lw_mulc(L, kh, c.kw), kw)));
   conv_tap(L, &c, ft, plane, xp, wv, kh, kw, false);
   lw_next(L, &lkw);
   lw_next(L, &lkh);
@@ -144,7 +157,7 @@ void lower_conv2d(Lower *L, Kernel *k) {
 /* conv2d_grad_input(dy, w): dx[n,ci,ih,iw] += w[co,ci,kh,kw] dy[n,co,oh,ow]
  * over every tap that reads it. One dx plane per iteration, so no two
  * threads write one element. */
-void lower_conv2d_grad_input(Lower *L, Kernel *k) {
+static void lower_conv2d_grad_input_loops(Lower *L, Kernel *k) {
   const Node *n = k->out;
   ConvDims c = conv_dims(n, &n->type, &n->in[1]->type, &n->in[0]->type);
   LLVMTypeRef ft = lw_elt(L, n->type.dtype);
@@ -156,11 +169,13 @@ void lower_conv2d_grad_input(Lower *L, Kernel *k) {
   LLVMValueRef plane = lw_gep(L, ft, lw_out(L), lw_mulc(L, r, c.h * c.w));
   lw_zero(L, plane, lw_i64(L, c.h * c.w * (int64_t)ir_dtype_size(n->type.dtype)));
   LLVMValueRef co = lw_for(L, &lco, lw_i64(L, 0), lw_i64(L, c.co));
-  LLVMValueRef dyp = lw_gep(L, ft, lw_in(L, 0), lw_mulc(L, lw_add(L, lw_mulc(L, b, c.co), co), c.ho * c.wo));
+  LLVMValueRef dyp =
+      lw_gep(L, ft, lw_in(L, 0), lw_mulc(L, lw_add(L, lw_mulc(L, b, c.co), co), c.ho * c.wo));
   LLVMValueRef wbase = lw_mulc(L, lw_add(L, lw_mulc(L, co, c.ci), ci), c.kh * c.kw);
   LLVMValueRef kh = lw_for(L, &lkh, lw_i64(L, 0), lw_i64(L, c.kh));
   LLVMValueRef kw = lw_for(L, &lkw, lw_i64(L, 0), lw_i64(L, c.kw));
-  LLVMValueRef wv = lw_load(L, ft, lw_in(L, 1), lw_add(L, wbase, lw_add(L, lw_mulc(L, kh, c.kw), kw)));
+  LLVMValueRef wv =
+      lw_load(L, ft, lw_in(L, 1), lw_add(L, wbase, lw_add(L, lw_mulc(L, kh, c.kw), kw)));
   conv_tap(L, &c, ft, plane, dyp, wv, kh, kw, true);
   lw_next(L, &lkw);
   lw_next(L, &lkh);
@@ -170,7 +185,7 @@ void lower_conv2d_grad_input(Lower *L, Kernel *k) {
 
 /* conv2d_grad_weight(x, dy): dw[co,ci,kh,kw] = sum_{n,oh,ow} dy[n,co,oh,ow]
  * x[n,ci,oh*s-p+kh,ow*s-p+kw]. One weight per iteration. */
-void lower_conv2d_grad_weight(Lower *L, Kernel *k) {
+static void lower_conv2d_grad_weight_loops(Lower *L, Kernel *k) {
   const Node *n = k->out;
   ConvDims c = conv_dims(n, &n->in[0]->type, &n->type, &n->in[1]->type);
   LLVMTypeRef ft = lw_elt(L, n->type.dtype);
@@ -186,8 +201,10 @@ void lower_conv2d_grad_weight(Lower *L, Kernel *k) {
   tap_range(L, kh, c.p, c.s, c.h, c.ho, &oh_lo, &oh_hi);
   tap_range(L, kw, c.p, c.s, c.w, c.wo, &ow_lo, &ow_hi);
   LLVMValueRef b = lw_for(L, &lb, lw_i64(L, 0), lw_i64(L, c.nb));
-  LLVMValueRef dyp = lw_gep(L, ft, lw_in(L, 1), lw_mulc(L, lw_add(L, lw_mulc(L, b, c.co), co), c.ho * c.wo));
-  LLVMValueRef xp = lw_gep(L, ft, lw_in(L, 0), lw_mulc(L, lw_add(L, lw_mulc(L, b, c.ci), ci), c.h * c.w));
+  LLVMValueRef dyp =
+      lw_gep(L, ft, lw_in(L, 1), lw_mulc(L, lw_add(L, lw_mulc(L, b, c.co), co), c.ho * c.wo));
+  LLVMValueRef xp =
+      lw_gep(L, ft, lw_in(L, 0), lw_mulc(L, lw_add(L, lw_mulc(L, b, c.ci), ci), c.h * c.w));
   LLVMValueRef oh = lw_for(L, &lh, oh_lo, oh_hi);
   LLVMValueRef ih = lw_add(L, lw_addc(L, lw_mulc(L, oh, c.s), -c.p), kh);
   LLVMValueRef ow = lw_for(L, &lw, ow_lo, ow_hi);
@@ -202,6 +219,331 @@ void lower_conv2d_grad_weight(Lower *L, Kernel *k) {
   lw_next(L, &outer);
 }
 
+/* ---- GEMM-based lowerings (llvm_gemm.c) --------------------------------- */
+
+typedef struct MatmulOps {
+  const Type *ot;
+  int64_t sa[IR_MAX_RANK], sb[IR_MAX_RANK];
+} MatmulOps;
+
+static LLVMValueRef matmul_a(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMValueRef i,
+                             LLVMValueRef p) {
+  const MatmulOps *mo = g->user;
+  LLVMValueRef off =
+      lw_mulc(L, lw_offset(L, t, mo->ot->rank - 2, mo->ot->dims, mo->sa), g->m * g->k);
+  return lw_load(L, L->f32, lw_in(L, 0), lw_add(L, off, lw_add(L, lw_mulc(L, i, g->k), p)));
+}
+
+static LLVMValueRef matmul_brow(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMValueRef p) {
+  const MatmulOps *mo = g->user;
+  LLVMValueRef off =
+      lw_mulc(L, lw_offset(L, t, mo->ot->rank - 2, mo->ot->dims, mo->sb), g->k * g->n);
+  return lw_gep(L, L->f32, lw_in(L, 1), lw_add(L, off, lw_mulc(L, p, g->n)));
+}
+
+static LLVMValueRef matmul_b(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMValueRef p,
+                             LLVMValueRef j) {
+  return lw_load(L, L->f32, matmul_brow(L, g, t, p), j);
+}
+
+/* torch.matmul, rank >= 2, batch dims broadcast: the GEMM template over the
+ * output's batch; the row-loop version for other element types. */
+void lower_matmul(Lower *L, Kernel *k) {
+  const Node *n = k->out;
+  const Type *at = &n->in[0]->type, *bt = &n->in[1]->type, *ot = &n->type;
+  int64_t m = ot->dims[ot->rank - 2], nn = ot->dims[ot->rank - 1], kk = at->dims[at->rank - 1];
+  int64_t batch = ir_type_numel(ot) / (m * nn > 0 ? m * nn : 1);
+  if (!lw_gemm_ok(ot->dtype, batch, m, nn, kk) || at->dtype != DT_F32 || bt->dtype != DT_F32) {
+    lower_matmul_loops(L, k);
+    return;
+  }
+  MatmulOps mo = {.ot = ot};
+  batch_strides(at, ot, mo.sa);
+  batch_strides(bt, ot, mo.sb);
+  GemmOps g = {.batch = batch,
+               .m = m,
+               .n = nn,
+               .k = kk,
+               .load_a = matmul_a,
+               .load_b = matmul_b,
+               .b_row = matmul_brow,
+               .user = &mo};
+  lw_gemm(L, k, &g);
+}
+
+/* x[n, ci, ih, iw] (plane base + ih*W + iw), 0 outside the input. */
+static LLVMValueRef load_inside(Lower *L, LLVMValueRef buf, LLVMValueRef plane, LLVMValueRef ih,
+                                LLVMValueRef iw, int64_t h, int64_t w) {
+  LLVMValueRef ok = LLVMBuildAnd(L->b, LLVMBuildICmp(L->b, LLVMIntULT, ih, lw_i64(L, h), ""),
+                                 LLVMBuildICmp(L->b, LLVMIntULT, iw, lw_i64(L, w), ""), "");
+  LLVMValueRef at = lw_add(L, lw_mulc(L, plane, h * w), lw_add(L, lw_mulc(L, ih, w), iw));
+  LLVMValueRef v = lw_load(L, L->f32, buf, lw_select(L, ok, at, lw_i64(L, 0)));
+  return lw_select(L, ok, v, lw_fc(L, L->f32, 0.0));
+}
+
+/* i32 vector helpers for the convolutions' vector packers. */
+static LLVMValueRef vsplat(Lower *L, int vl, LLVMValueRef x64) {
+  return lw_gemm_splat(L, LLVMVectorType(L->i32, (unsigned)vl),
+                       LLVMBuildTrunc(L->b, x64, L->i32, ""));
+}
+static LLVMValueRef vc(Lower *L, int vl, int64_t c) { return vsplat(L, vl, lw_i64(L, c)); }
+static LLVMValueRef vadd(Lower *L, LLVMValueRef a, LLVMValueRef b) {
+  return LLVMBuildAdd(L->b, a, b, "");
+}
+static LLVMValueRef vmulc(Lower *L, int vl, LLVMValueRef a, int64_t c) {
+  return c == 1 ? a : LLVMBuildMul(L->b, a, vc(L, vl, c), "");
+}
+static LLVMValueRef vdivc(Lower *L, int vl, LLVMValueRef a, int64_t c) {
+  return c == 1 ? a : LLVMBuildUDiv(L->b, a, vc(L, vl, c), "");
+}
+/* a - q * c, given q = a / c */
+static LLVMValueRef vrem_of(Lower *L, int vl, LLVMValueRef a, LLVMValueRef q, int64_t c) {
+  return LLVMBuildSub(L->b, a, vmulc(L, vl, q, c), "");
+}
+static LLVMValueRef vult(Lower *L, int vl, LLVMValueRef a, int64_t c) {
+  return LLVMBuildICmp(L->b, LLVMIntULT, a, vc(L, vl, c), "");
+}
+static LLVMValueRef vand(Lower *L, LLVMValueRef a, LLVMValueRef b) {
+  return LLVMBuildAnd(L->b, a, b, "");
+}
+/* A GEP without inbounds: vector bases may point before the buffer (masked lanes). */
+static LLVMValueRef gep_raw(Lower *L, LLVMValueRef base, LLVMValueRef idx) {
+  return LLVMBuildGEP2(L->b, L->f32, base, &idx, 1, "");
+}
+
+/* Forward im2col row p = (ci, kh, kw), columns j0.. = (oh, ow): x[ci][oh*s-p+kh][ow*s-p+kw];
+ * contiguous (a masked load) when s = 1 and W = Wo, else a gather. */
+static LLVMValueRef convf_bvec(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMValueRef p,
+                               LLVMValueRef j0, int vl) {
+  const ConvDims *c = g->user;
+  int64_t kk = c->kh * c->kw;
+  LLVMValueRef ci = lw_divc(L, p, kk), q = lw_remc(L, p, kk);
+  LLVMValueRef kh = lw_addc(L, lw_divc(L, q, c->kw), -c->p),
+               kw = lw_addc(L, lw_remc(L, q, c->kw), -c->p);
+  LLVMValueRef jv = lw_gemm_lanes(L, j0, vl);
+  LLVMValueRef ohv = vdivc(L, vl, jv, c->wo), owv = vrem_of(L, vl, jv, ohv, c->wo);
+  LLVMValueRef ihv = vadd(L, vmulc(L, vl, ohv, c->s), vsplat(L, vl, kh));
+  LLVMValueRef iwv = vadd(L, vmulc(L, vl, owv, c->s), vsplat(L, vl, kw));
+  LLVMValueRef ok =
+      vand(L, vand(L, vult(L, vl, ihv, c->h), vult(L, vl, iwv, c->w)), vult(L, vl, jv, g->n));
+  LLVMValueRef plane =
+      gep_raw(L, lw_in(L, 0), lw_mulc(L, lw_add(L, lw_mulc(L, t, c->ci), ci), c->h * c->w));
+  if (c->s == 1 && c->w == c->wo)
+    return lw_gemm_load_masked(
+        L, vl, gep_raw(L, plane, lw_add(L, j0, lw_add(L, lw_mulc(L, kh, c->w), kw))), ok);
+  return lw_gemm_gather(L, vl, plane, vadd(L, vmulc(L, vl, ihv, c->w), iwv), ok);
+}
+
+/* Input-gradient row p = (co, kh, kw), columns j0.. = (ih, iw): dy[co][(ih+p-kh)/s][(iw+p-kw)/s]
+ * where that divides and is inside. */
+static LLVMValueRef convi_bvec(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMValueRef p,
+                               LLVMValueRef j0, int vl) {
+  const ConvDims *c = g->user;
+  int64_t kk = c->kh * c->kw;
+  LLVMValueRef co = lw_divc(L, p, kk), q = lw_remc(L, p, kk);
+  LLVMValueRef dh = LLVMBuildSub(L->b, lw_i64(L, c->p), lw_divc(L, q, c->kw), "");
+  LLVMValueRef dw = LLVMBuildSub(L->b, lw_i64(L, c->p), lw_remc(L, q, c->kw), "");
+  LLVMValueRef jv = lw_gemm_lanes(L, j0, vl);
+  LLVMValueRef ihv = vdivc(L, vl, jv, c->w), iwv = vrem_of(L, vl, jv, ihv, c->w);
+  LLVMValueRef th = vadd(L, ihv, vsplat(L, vl, dh)), tw = vadd(L, iwv, vsplat(L, vl, dw));
+  LLVMValueRef ok = vand(L, vand(L, vult(L, vl, th, c->ho * c->s), vult(L, vl, tw, c->wo * c->s)),
+                         vult(L, vl, jv, g->n));
+  LLVMValueRef plane =
+      gep_raw(L, lw_in(L, 0), lw_mulc(L, lw_add(L, lw_mulc(L, t, c->co), co), c->ho * c->wo));
+  if (c->s == 1 && c->w == c->wo)
+    return lw_gemm_load_masked(
+        L, vl, gep_raw(L, plane, lw_add(L, j0, lw_add(L, lw_mulc(L, dh, c->wo), dw))), ok);
+  if (c->s != 1) {
+    LLVMValueRef zero = vc(L, vl, 0);
+    LLVMValueRef qh = vdivc(L, vl, th, c->s), qw = vdivc(L, vl, tw, c->s);
+    ok = vand(L, ok, LLVMBuildICmp(L->b, LLVMIntEQ, vrem_of(L, vl, th, qh, c->s), zero, ""));
+    ok = vand(L, ok, LLVMBuildICmp(L->b, LLVMIntEQ, vrem_of(L, vl, tw, qw, c->s), zero, ""));
+    th = qh, tw = qw;
+  }
+  return lw_gemm_gather(L, vl, plane, vadd(L, vmulc(L, vl, th, c->wo), tw), ok);
+}
+
+/* Weight-gradient row p = (n, oh, ow), columns j0.. = (ci, kh, kw): x[n][ci][oh*s-p+kh][ow*s-p+kw].
+ */
+static LLVMValueRef convw_bvec(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMValueRef p,
+                               LLVMValueRef j0, int vl) {
+  const ConvDims *c = g->user;
+  (void)t;
+  int64_t hw = c->ho * c->wo, kk = c->kh * c->kw;
+  LLVMValueRef b = lw_divc(L, p, hw), pix = lw_remc(L, p, hw);
+  LLVMValueRef ih0 = lw_addc(L, lw_mulc(L, lw_divc(L, pix, c->wo), c->s), -c->p);
+  LLVMValueRef iw0 = lw_addc(L, lw_mulc(L, lw_remc(L, pix, c->wo), c->s), -c->p);
+  LLVMValueRef jv = lw_gemm_lanes(L, j0, vl);
+  LLVMValueRef civ = vdivc(L, vl, jv, kk), qv = vrem_of(L, vl, jv, civ, kk);
+  LLVMValueRef khv = vdivc(L, vl, qv, c->kw), kwv = vrem_of(L, vl, qv, khv, c->kw);
+  LLVMValueRef ihv = vadd(L, khv, vsplat(L, vl, ih0)), iwv = vadd(L, kwv, vsplat(L, vl, iw0));
+  LLVMValueRef ok =
+      vand(L, vand(L, vult(L, vl, ihv, c->h), vult(L, vl, iwv, c->w)), vult(L, vl, jv, g->n));
+  LLVMValueRef img = gep_raw(L, lw_in(L, 0), lw_mulc(L, b, c->ci * c->h * c->w));
+  LLVMValueRef idx = vadd(L, vmulc(L, vl, civ, c->h * c->w), vadd(L, vmulc(L, vl, ihv, c->w), iwv));
+  return lw_gemm_gather(L, vl, img, idx, ok);
+}
+
+/* Forward: per image, C[co][oh*Wo+ow] = W[co][ci*KK+q] . im2col[ci*KK+q][pix]. */
+static LLVMValueRef convf_a(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMValueRef i,
+                            LLVMValueRef p) {
+  (void)t;
+  return lw_load(L, L->f32, lw_in(L, 1), lw_add(L, lw_mulc(L, i, g->k), p));
+}
+
+static LLVMValueRef convf_b(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMValueRef p,
+                            LLVMValueRef j) {
+  const ConvDims *c = g->user;
+  int64_t kk = c->kh * c->kw;
+  LLVMValueRef ci = lw_divc(L, p, kk), q = lw_remc(L, p, kk);
+  LLVMValueRef kh = lw_divc(L, q, c->kw), kw = lw_remc(L, q, c->kw);
+  LLVMValueRef oh = lw_divc(L, j, c->wo), ow = lw_remc(L, j, c->wo);
+  LLVMValueRef ih = lw_add(L, lw_addc(L, lw_mulc(L, oh, c->s), -c->p), kh);
+  LLVMValueRef iw = lw_add(L, lw_addc(L, lw_mulc(L, ow, c->s), -c->p), kw);
+  return load_inside(L, lw_in(L, 0), lw_add(L, lw_mulc(L, t, c->ci), ci), ih, iw, c->h, c->w);
+}
+
+/* 1x1, stride 1, no padding: im2col is x itself. */
+static LLVMValueRef conv1x1_row(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMValueRef p) {
+  const ConvDims *c = g->user;
+  return lw_gep(L, L->f32, lw_in(L, 0),
+                lw_mulc(L, lw_add(L, lw_mulc(L, t, c->ci), p), c->h * c->w));
+}
+
+static bool conv_is_1x1(const ConvDims *c) {
+  return c->kh == 1 && c->kw == 1 && c->s == 1 && c->p == 0;
+}
+
+void lower_conv2d(Lower *L, Kernel *k) {
+  const Node *n = k->out;
+  ConvDims c = conv_dims(n, &n->in[0]->type, &n->in[1]->type, &n->type);
+  if (!lw_gemm_ok(n->type.dtype, c.nb, c.co, c.ho * c.wo, c.ci * c.kh * c.kw)) {
+    lower_conv2d_loops(L, k);
+    return;
+  }
+  GemmOps g = {.batch = c.nb,
+               .m = c.co,
+               .n = c.ho * c.wo,
+               .k = c.ci * c.kh * c.kw,
+               .load_a = convf_a,
+               .load_b = convf_b,
+               .b_row = conv_is_1x1(&c) ? conv1x1_row : NULL,
+               .b_vec = conv_is_1x1(&c) ? NULL : convf_bvec,
+               .bias = n->nin == 3 ? lw_in(L, 2) : NULL,
+               .a_shared = true,
+               .user = &c};
+  lw_gemm(L, k, &g);
+}
+
+/* Input gradient: per image, dX[ci][ih*W+iw] = W^T[ci][co*KK+q] . dYcol[co*KK+q][pix],
+ * dYcol = dy[n, co, (ih+p-kh)/s, (iw+p-kw)/s] where that divides and is inside. */
+static LLVMValueRef convi_a(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMValueRef i,
+                            LLVMValueRef p) {
+  const ConvDims *c = g->user;
+  (void)t;
+  int64_t kk = c->kh * c->kw;
+  LLVMValueRef co = lw_divc(L, p, kk), q = lw_remc(L, p, kk);
+  return lw_load(L, L->f32, lw_in(L, 1),
+                 lw_add(L, lw_mulc(L, lw_add(L, lw_mulc(L, co, c->ci), i), kk), q));
+}
+
+/* (ih + p - tap) / s when it is a whole output position in [0, out), else ok false. */
+static LLVMValueRef out_pos(Lower *L, const ConvDims *c, LLVMValueRef in, LLVMValueRef tap,
+                            int64_t out, LLVMValueRef *ok) {
+  LLVMValueRef d = LLVMBuildSub(L->b, lw_addc(L, in, c->p), tap, "");
+  *ok = LLVMBuildICmp(L->b, LLVMIntULT, d, lw_i64(L, out * c->s), "");
+  if (c->s == 1) return d;
+  LLVMValueRef dd = lw_select(L, *ok, d, lw_i64(L, 0));
+  *ok = LLVMBuildAnd(L->b, *ok,
+                     LLVMBuildICmp(L->b, LLVMIntEQ, lw_remc(L, dd, c->s), lw_i64(L, 0), ""), "");
+  return lw_divc(L, dd, c->s);
+}
+
+static LLVMValueRef convi_b(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMValueRef p,
+                            LLVMValueRef j) {
+  const ConvDims *c = g->user;
+  int64_t kk = c->kh * c->kw;
+  LLVMValueRef co = lw_divc(L, p, kk), q = lw_remc(L, p, kk);
+  LLVMValueRef kh = lw_divc(L, q, c->kw), kw = lw_remc(L, q, c->kw);
+  LLVMValueRef okh, okw;
+  LLVMValueRef oh = out_pos(L, c, lw_divc(L, j, c->w), kh, c->ho, &okh);
+  LLVMValueRef ow = out_pos(L, c, lw_remc(L, j, c->w), kw, c->wo, &okw);
+  LLVMValueRef ok = LLVMBuildAnd(L->b, okh, okw, "");
+  LLVMValueRef at = lw_add(L, lw_mulc(L, lw_add(L, lw_mulc(L, t, c->co), co), c->ho * c->wo),
+                           lw_add(L, lw_mulc(L, oh, c->wo), ow));
+  LLVMValueRef v = lw_load(L, L->f32, lw_in(L, 0), lw_select(L, ok, at, lw_i64(L, 0)));
+  return lw_select(L, ok, v, lw_fc(L, L->f32, 0.0));
+}
+
+static LLVMValueRef conv1x1_dyrow(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMValueRef p) {
+  const ConvDims *c = g->user;
+  return lw_gep(L, L->f32, lw_in(L, 0),
+                lw_mulc(L, lw_add(L, lw_mulc(L, t, c->co), p), c->ho * c->wo));
+}
+
+void lower_conv2d_grad_input(Lower *L, Kernel *k) {
+  const Node *n = k->out;
+  ConvDims c = conv_dims(n, &n->type, &n->in[1]->type, &n->in[0]->type);
+  if (!lw_gemm_ok(n->type.dtype, c.nb, c.ci, c.h * c.w, c.co * c.kh * c.kw)) {
+    lower_conv2d_grad_input_loops(L, k);
+    return;
+  }
+  GemmOps g = {.batch = c.nb,
+               .m = c.ci,
+               .n = c.h * c.w,
+               .k = c.co * c.kh * c.kw,
+               .load_a = convi_a,
+               .load_b = convi_b,
+               .b_row = conv_is_1x1(&c) ? conv1x1_dyrow : NULL,
+               .b_vec = conv_is_1x1(&c) ? NULL : convi_bvec,
+               .a_shared = true,
+               .user = &c};
+  lw_gemm(L, k, &g);
+}
+
+/* Weight gradient: dW[co][ci*KK+q] = sum over (n, pix) of dy[n][co][pix] im2col_n[ci*KK+q][pix]. */
+static LLVMValueRef convw_a(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMValueRef i,
+                            LLVMValueRef p) {
+  const ConvDims *c = g->user;
+  (void)t;
+  int64_t hw = c->ho * c->wo;
+  LLVMValueRef b = lw_divc(L, p, hw), pix = lw_remc(L, p, hw);
+  return lw_load(L, L->f32, lw_in(L, 1),
+                 lw_add(L, lw_mulc(L, lw_add(L, lw_mulc(L, b, c->co), i), hw), pix));
+}
+
+static LLVMValueRef convw_b(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMValueRef p,
+                            LLVMValueRef j) {
+  const ConvDims *c = g->user;
+  (void)t;
+  int64_t hw = c->ho * c->wo, kk = c->kh * c->kw;
+  LLVMValueRef b = lw_divc(L, p, hw), pix = lw_remc(L, p, hw);
+  LLVMValueRef oh = lw_divc(L, pix, c->wo), ow = lw_remc(L, pix, c->wo);
+  LLVMValueRef ci = lw_divc(L, j, kk), q = lw_remc(L, j, kk);
+  LLVMValueRef kh = lw_divc(L, q, c->kw), kw = lw_remc(L, q, c->kw);
+  LLVMValueRef ih = lw_add(L, lw_addc(L, lw_mulc(L, oh, c->s), -c->p), kh);
+  LLVMValueRef iw = lw_add(L, lw_addc(L, lw_mulc(L, ow, c->s), -c->p), kw);
+  return load_inside(L, lw_in(L, 0), lw_add(L, lw_mulc(L, b, c->ci), ci), ih, iw, c->h, c->w);
+}
+
+void lower_conv2d_grad_weight(Lower *L, Kernel *k) {
+  const Node *n = k->out;
+  ConvDims c = conv_dims(n, &n->in[0]->type, &n->type, &n->in[1]->type);
+  if (!lw_gemm_ok(n->type.dtype, 1, c.co, c.ci * c.kh * c.kw, c.nb * c.ho * c.wo)) {
+    lower_conv2d_grad_weight_loops(L, k);
+    return;
+  }
+  GemmOps g = {.batch = 1,
+               .m = c.co,
+               .n = c.ci * c.kh * c.kw,
+               .k = c.nb * c.ho * c.wo,
+               .load_a = convw_a,
+               .load_b = convw_b,
+               .b_vec = convw_bvec,
+               .user = &c};
+  lw_gemm(L, k, &g);
+}
+
 /* ---- lstm --------------------------------------------------------------- */
 
 /* sum_{i<len} u[i] v[i] */
@@ -209,7 +551,8 @@ static LLVMValueRef dot(Lower *L, LLVMTypeRef ft, LLVMValueRef u, LLVMValueRef v
   LLVMValueRef acc = lw_var(L, ft, fzero(L, ft));
   LwLoop lp;
   LLVMValueRef i = lw_for(L, &lp, lw_i64(L, 0), lw_i64(L, len));
-  lw_set(L, acc, lw_fadd_r(L, lw_get(L, ft, acc), lw_fmul(L, lw_load(L, ft, u, i), lw_load(L, ft, v, i))));
+  lw_set(L, acc,
+         lw_fadd_r(L, lw_get(L, ft, acc), lw_fmul(L, lw_load(L, ft, u, i), lw_load(L, ft, v, i))));
   lw_next(L, &lp);
   return lw_get(L, ft, acc);
 }
@@ -241,8 +584,9 @@ static void lstm_gates(Lower *L, LLVMTypeRef ft, LstmDims d, LLVMValueRef z, LLV
   acc = lw_fadd(L, acc, dot(L, ft, lw_gep(L, ft, lw_in(L, 1), lw_mulc(L, g, d.in)), xt, d.in));
   acc = lw_fadd(L, acc, dot(L, ft, lw_gep(L, ft, lw_in(L, 2), lw_mulc(L, g, d.h)), h, d.h));
   if (act) {
-    LLVMValueRef is_g = LLVMBuildAnd(L->b, LLVMBuildICmp(L->b, LLVMIntSGE, g, lw_i64(L, 2 * d.h), ""),
-                                     LLVMBuildICmp(L->b, LLVMIntSLT, g, lw_i64(L, 3 * d.h), ""), "");
+    LLVMValueRef is_g =
+        LLVMBuildAnd(L->b, LLVMBuildICmp(L->b, LLVMIntSGE, g, lw_i64(L, 2 * d.h), ""),
+                     LLVMBuildICmp(L->b, LLVMIntSLT, g, lw_i64(L, 3 * d.h), ""), "");
     acc = lw_select(L, is_g, lw_tanh(L, acc), lw_sigmoid(L, acc));
   }
   lw_store(L, ft, z, g, acc);
@@ -295,13 +639,16 @@ static void lstm_tape_forward(Lower *L, LLVMTypeRef ft, LstmDims d, LstmTape *tp
   fill_zero(L, ft, tp->h, d.h);
   LLVMValueRef t = lw_for(L, &lt, lw_i64(L, 0), lw_i64(L, d.t));
   LLVMValueRef z = lw_gep(L, ft, tp->gates, lw_mulc(L, t, 4 * d.h));
-  lstm_gates(L, ft, d, z, lw_gep(L, ft, x, lw_mulc(L, t, d.in)), lw_gep(L, ft, tp->h, lw_mulc(L, t, d.h)), true);
+  lstm_gates(L, ft, d, z, lw_gep(L, ft, x, lw_mulc(L, t, d.in)),
+             lw_gep(L, ft, tp->h, lw_mulc(L, t, d.h)), true);
   LLVMValueRef j = lw_for(L, &lj, lw_i64(L, 0), lw_i64(L, d.h));
   LLVMValueRef at = lw_add(L, lw_mulc(L, t, d.h), j), next = lw_addc(L, at, d.h);
-  LLVMValueRef cv = lw_fadd(L, lw_fmul(L, lw_load(L, ft, z, lw_addc(L, j, d.h)), lw_load(L, ft, tp->c, at)),
-                            lw_fmul(L, lw_load(L, ft, z, j), lw_load(L, ft, z, lw_addc(L, j, 2 * d.h))));
+  LLVMValueRef cv =
+      lw_fadd(L, lw_fmul(L, lw_load(L, ft, z, lw_addc(L, j, d.h)), lw_load(L, ft, tp->c, at)),
+              lw_fmul(L, lw_load(L, ft, z, j), lw_load(L, ft, z, lw_addc(L, j, 2 * d.h))));
   lw_store(L, ft, tp->c, next, cv);
-  lw_store(L, ft, tp->h, next, lw_fmul(L, lw_load(L, ft, z, lw_addc(L, j, 3 * d.h)), lw_tanh(L, cv)));
+  lw_store(L, ft, tp->h, next,
+           lw_fmul(L, lw_load(L, ft, z, lw_addc(L, j, 3 * d.h)), lw_tanh(L, cv)));
   lw_next(L, &lj);
   lw_next(L, &lt);
 }
@@ -313,15 +660,19 @@ static void lstm_tape_gates(Lower *L, LLVMTypeRef ft, LstmDims d, LstmTape *tp, 
   LLVMValueRef gt = lw_gep(L, ft, tp->gates, lw_mulc(L, t, 4 * d.h));
   LLVMValueRef j = lw_for(L, &lj, lw_i64(L, 0), lw_i64(L, d.h));
   LLVMValueRef i = lw_load(L, ft, gt, j), f = lw_load(L, ft, gt, lw_addc(L, j, d.h));
-  LLVMValueRef g = lw_load(L, ft, gt, lw_addc(L, j, 2 * d.h)), o = lw_load(L, ft, gt, lw_addc(L, j, 3 * d.h));
+  LLVMValueRef g = lw_load(L, ft, gt, lw_addc(L, j, 2 * d.h)),
+               o = lw_load(L, ft, gt, lw_addc(L, j, 3 * d.h));
   LLVMValueRef at = lw_add(L, lw_mulc(L, t, d.h), j);
-  LLVMValueRef tc = lw_tanh(L, lw_load(L, ft, tp->c, lw_addc(L, at, d.h))), dh = lw_load(L, ft, tp->dh, j);
+  LLVMValueRef tc = lw_tanh(L, lw_load(L, ft, tp->c, lw_addc(L, at, d.h))),
+               dh = lw_load(L, ft, tp->dh, j);
   LLVMValueRef dc = lw_fadd(L, lw_load(L, ft, tp->dc, j),
                             lw_fmul(L, lw_fmul(L, dh, o), lw_fsub(L, one, lw_fmul(L, tc, tc))));
   lw_store(L, ft, tp->dz, j, lw_fmul(L, lw_fmul(L, lw_fmul(L, dc, g), i), lw_fsub(L, one, i)));
-  lw_store(L, ft, tp->dz, lw_addc(L, j, d.h),
-           lw_fmul(L, lw_fmul(L, lw_fmul(L, dc, lw_load(L, ft, tp->c, at)), f), lw_fsub(L, one, f)));
-  lw_store(L, ft, tp->dz, lw_addc(L, j, 2 * d.h), lw_fmul(L, lw_fmul(L, dc, i), lw_fsub(L, one, lw_fmul(L, g, g))));
+  lw_store(
+      L, ft, tp->dz, lw_addc(L, j, d.h),
+      lw_fmul(L, lw_fmul(L, lw_fmul(L, dc, lw_load(L, ft, tp->c, at)), f), lw_fsub(L, one, f)));
+  lw_store(L, ft, tp->dz, lw_addc(L, j, 2 * d.h),
+           lw_fmul(L, lw_fmul(L, dc, i), lw_fsub(L, one, lw_fmul(L, g, g))));
   lw_store(L, ft, tp->dz, lw_addc(L, j, 3 * d.h),
            lw_fmul(L, lw_fmul(L, lw_fmul(L, dh, tc), o), lw_fsub(L, one, o)));
   lw_store(L, ft, tp->dc, j, lw_fmul(L, dc, f));

@@ -1,4 +1,5 @@
-/* llvm_lower_data.c - data movement (reshape, permute, slice, broadcast, pad, concat, embedding) and the losses. */
+/* llvm_lower_data.c - data movement (reshape, permute, slice, broadcast, pad, concat, embedding)
+ * and the losses. */
 #include <math.h>
 
 #include "llvm_priv.h"
@@ -257,7 +258,8 @@ void lower_bce(Lower *L, Kernel *k) {
     lp1 = lw_select(L, lw_fcmp(L, LLVMRealOLT, lp1, m100), m100, lp1);
     lp0 = lw_select(L, lw_fcmp(L, LLVMRealOLT, lp0, m100), m100, lp0);
     term = lw_fneg(L, LLVMBuildFAdd(L->b, LLVMBuildFMul(L->b, td, lp1, ""),
-                                    LLVMBuildFMul(L->b, LLVMBuildFSub(L->b, one, td, ""), lp0, ""), ""));
+                                    LLVMBuildFMul(L->b, LLVMBuildFSub(L->b, one, td, ""), lp0, ""),
+                                    ""));
   } else {
     LLVMValueRef zero = lw_fc(L, L->f64, 0.0);
     LLVMValueRef pos = lw_select(L, lw_fcmp(L, LLVMRealOGT, xd, zero), xd, zero);
@@ -338,7 +340,8 @@ void lower_cross_entropy_grad(Lower *L, Kernel *k) {
   lw_else(L, &cond);
   LLVMValueRef x = lw_gep(L, ft, lw_in(L, 0), lw_mulc(L, p, c));
   row_softmax_parts(L, ft, x, c, dz, &m, &s);
-  LLVMValueRef scale = lw_fdiv(L, lw_load(L, ft, lw_in(L, 2), lw_i64(L, 0)), lw_fc(L, ft, (double)rows));
+  LLVMValueRef scale =
+      lw_fdiv(L, lw_load(L, ft, lw_in(L, 2), lw_i64(L, 0)), lw_fc(L, ft, (double)rows));
   LLVMValueRef inv = lw_fdiv(L, lw_fc(L, ft, 1.0), s);
   LLVMValueRef i = lw_for(L, &lp, lw_i64(L, 0), lw_i64(L, c));
   LLVMValueRef sm = lw_fmul(L, lw_load(L, ft, dz, i), inv);

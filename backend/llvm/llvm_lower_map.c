@@ -8,7 +8,9 @@
  * synchronization than they gain. */
 #define MAP_CHUNK_WORK 32768
 
-static LLVMValueRef K(Lower *L, LLVMValueRef like, double v) { return lw_fc(L, LLVMTypeOf(like), v); }
+static LLVMValueRef K(Lower *L, LLVMValueRef like, double v) {
+  return lw_fc(L, LLVMTypeOf(like), v);
+}
 
 /* The op's value on x[] (its operands, in the output's float type). */
 LLVMValueRef lw_map_value(Lower *L, const Node *n, LLVMValueRef *x) {

@@ -1,4 +1,5 @@
-/* llvm_lower_reduce.c - reduction kernels: sum/mean/max over axes, softmax, layer_norm (and its gradient), pooling (and theirs). */
+/* llvm_lower_reduce.c - reduction kernels: sum/mean/max over axes, softmax, layer_norm (and its
+ * gradient), pooling (and theirs). */
 #include <math.h>
 
 #include "llvm_priv.h"
@@ -100,7 +101,8 @@ void lower_softmax(Lower *L, Kernel *k) {
   k->min_chunk = chunk_for(len * 20);
   LwLoop outer, lp;
   LLVMValueRef l = lw_outer(L, &outer);
-  LLVMValueRef base = lw_add(L, lw_mulc(L, lw_divc(L, l, inner), len * inner), lw_remc(L, l, inner));
+  LLVMValueRef base =
+      lw_add(L, lw_mulc(L, lw_divc(L, l, inner), len * inner), lw_remc(L, l, inner));
   LLVMValueRef x = lw_in(L, 0), y = lw_out(L);
   LLVMValueRef m = lw_var(L, ft, lw_fc(L, ft, -INFINITY)), s = lw_var(L, ft, lw_fc(L, ft, 0.0));
   LLVMValueRef i = lw_for(L, &lp, lw_i64(L, 0), lw_i64(L, len));
@@ -187,8 +189,8 @@ void lower_layer_norm(Lower *L, Kernel *k) {
   norm_stats(L, &r, d, ir_attr_float(k->out, "eps"));
   LLVMValueRef i = lw_for(L, &lp, lw_i64(L, 0), lw_i64(L, d));
   LLVMValueRef xhat = lw_fmul(L, lw_fsub(L, lw_load(L, r.ft, r.x, i), r.mean), r.rstd);
-  LLVMValueRef y = lw_fadd(L, lw_fmul(L, xhat, lw_load(L, r.ft, r.gamma, i)),
-                           lw_load(L, r.ft, lw_in(L, 2), i));
+  LLVMValueRef y =
+      lw_fadd(L, lw_fmul(L, xhat, lw_load(L, r.ft, r.gamma, i)), lw_load(L, r.ft, lw_in(L, 2), i));
   lw_store(L, r.ft, lw_out(L), lw_add(L, off, i), y);
   lw_next(L, &lp);
   lw_next(L, &outer);
@@ -226,8 +228,13 @@ typedef struct PoolDims {
 } PoolDims;
 
 static PoolDims pool_dims(const Node *n, const Type *x, const Type *y) {
-  PoolDims p = {x->dims[0] * x->dims[1], x->dims[2], x->dims[3], y->dims[2], y->dims[3],
-                ir_attr_int(n, "kernel"), ir_attr_int(n, "stride")};
+  PoolDims p = {x->dims[0] * x->dims[1],
+                x->dims[2],
+                x->dims[3],
+                y->dims[2],
+                y->dims[3],
+                ir_attr_int(n, "kernel"),
+                ir_attr_int(n, "stride")};
   return p;
 }
 
@@ -274,10 +281,12 @@ void lower_max_pool2d_grad(Lower *L, Kernel *k) {
   LwLoop outer, loh, low, li, lj;
   LLVMValueRef p = lw_outer(L, &outer);
   LLVMValueRef plane = lw_mulc(L, p, pd.h * pd.w);
-  lw_zero(L, lw_gep(L, ft, lw_out(L), plane), lw_i64(L, pd.h * pd.w * (int64_t)ir_dtype_size(n->type.dtype)));
+  lw_zero(L, lw_gep(L, ft, lw_out(L), plane),
+          lw_i64(L, pd.h * pd.w * (int64_t)ir_dtype_size(n->type.dtype)));
   LLVMValueRef oh = lw_for(L, &loh, lw_i64(L, 0), lw_i64(L, pd.ho));
   LLVMValueRef ow = lw_for(L, &low, lw_i64(L, 0), lw_i64(L, pd.wo));
-  LLVMValueRef start = lw_add(L, plane, lw_add(L, lw_mulc(L, oh, pd.s * pd.w), lw_mulc(L, ow, pd.s)));
+  LLVMValueRef start =
+      lw_add(L, plane, lw_add(L, lw_mulc(L, oh, pd.s * pd.w), lw_mulc(L, ow, pd.s)));
   LLVMValueRef m = lw_var(L, ft, lw_load(L, ft, lw_in(L, 0), start));
   LLVMValueRef at = lw_var(L, L->i64, lw_i64(L, 0));
   LLVMValueRef i = lw_for(L, &li, lw_i64(L, 0), lw_i64(L, pd.k));
@@ -291,7 +300,9 @@ void lower_max_pool2d_grad(Lower *L, Kernel *k) {
   lw_next(L, &lj);
   lw_next(L, &li);
   LLVMValueRef dst = lw_add(L, start, lw_get(L, L->i64, at));
-  LLVMValueRef g = lw_load(L, ft, lw_in(L, 1), lw_add(L, lw_mulc(L, p, pd.ho * pd.wo), lw_add(L, lw_mulc(L, oh, pd.wo), ow)));
+  LLVMValueRef g =
+      lw_load(L, ft, lw_in(L, 1),
+              lw_add(L, lw_mulc(L, p, pd.ho * pd.wo), lw_add(L, lw_mulc(L, oh, pd.wo), ow)));
   lw_store(L, ft, lw_out(L), dst, lw_fadd(L, lw_load(L, ft, lw_out(L), dst), g));
   lw_next(L, &low);
   lw_next(L, &loh);
@@ -308,12 +319,15 @@ void lower_avg_pool2d_grad(Lower *L, Kernel *k) {
   LwLoop outer, loh, low, li, lj;
   LLVMValueRef p = lw_outer(L, &outer);
   LLVMValueRef plane = lw_mulc(L, p, pd.h * pd.w);
-  lw_zero(L, lw_gep(L, ft, lw_out(L), plane), lw_i64(L, pd.h * pd.w * (int64_t)ir_dtype_size(n->type.dtype)));
+  lw_zero(L, lw_gep(L, ft, lw_out(L), plane),
+          lw_i64(L, pd.h * pd.w * (int64_t)ir_dtype_size(n->type.dtype)));
   LLVMValueRef oh = lw_for(L, &loh, lw_i64(L, 0), lw_i64(L, pd.ho));
   LLVMValueRef ow = lw_for(L, &low, lw_i64(L, 0), lw_i64(L, pd.wo));
-  LLVMValueRef start = lw_add(L, plane, lw_add(L, lw_mulc(L, oh, pd.s * pd.w), lw_mulc(L, ow, pd.s)));
+  LLVMValueRef start =
+      lw_add(L, plane, lw_add(L, lw_mulc(L, oh, pd.s * pd.w), lw_mulc(L, ow, pd.s)));
   LLVMValueRef dyat = lw_add(L, lw_mulc(L, p, pd.ho * pd.wo), lw_add(L, lw_mulc(L, oh, pd.wo), ow));
-  LLVMValueRef g = lw_fdiv(L, lw_load(L, ft, lw_in(L, 0), dyat), lw_fc(L, ft, (double)(pd.k * pd.k)));
+  LLVMValueRef g =
+      lw_fdiv(L, lw_load(L, ft, lw_in(L, 0), dyat), lw_fc(L, ft, (double)(pd.k * pd.k)));
   LLVMValueRef i = lw_for(L, &li, lw_i64(L, 0), lw_i64(L, pd.k));
   LLVMValueRef j = lw_for(L, &lj, lw_i64(L, 0), lw_i64(L, pd.k));
   LLVMValueRef dst = lw_add(L, start, lw_add(L, lw_mulc(L, i, pd.w), j));

@@ -1,4 +1,5 @@
-/* llvm_math.c - transcendental functions as inline IR: f32 polynomials (vectorizable, no libm), f64 through libm.
+/* llvm_math.c - transcendental functions as inline IR: f32 polynomials (vectorizable, no libm), f64
+ * through libm.
  *
  * Accuracy of the f32 forms: largest relative error against libm in double
  * over 10^6 points of each range (test_llvm_diff's "math" check; the final
@@ -61,7 +62,9 @@ static LLVMValueRef KI(Lower *L, LLVMValueRef like, int32_t v) {
   return splat(L, int_like(L, like), LLVMConstInt(L->i32, (unsigned long long)(int64_t)v, 1));
 }
 
-static bool is_f64(LLVMValueRef x) { return scalar_of(LLVMTypeOf(x)) == LLVMDoubleTypeInContext(LLVMGetTypeContext(LLVMTypeOf(x))); }
+static bool is_f64(LLVMValueRef x) {
+  return scalar_of(LLVMTypeOf(x)) == LLVMDoubleTypeInContext(LLVMGetTypeContext(LLVMTypeOf(x)));
+}
 
 /* c[0] + x (c[1] + x (c[2] + ...)): Horner, highest degree last in c. */
 static LLVMValueRef horner(Lower *L, LLVMValueRef x, const double *c, int n) {
@@ -87,7 +90,8 @@ static LLVMValueRef from_bits(Lower *L, LLVMValueRef i, LLVMValueRef like) {
 
 /* 2^n for an integer n in [-126, 127], as an f32 of like's shape. */
 static LLVMValueRef pow2i(Lower *L, LLVMValueRef n, LLVMValueRef like) {
-  LLVMValueRef e = LLVMBuildShl(L->b, LLVMBuildAdd(L->b, n, KI(L, like, 127), ""), KI(L, like, 23), "");
+  LLVMValueRef e =
+      LLVMBuildShl(L->b, LLVMBuildAdd(L->b, n, KI(L, like, 127), ""), KI(L, like, 23), "");
   return from_bits(L, e, like);
 }
 
@@ -121,7 +125,7 @@ LLVMValueRef lw_exp(Lower *L, LLVMValueRef x) {
 
 LLVMValueRef lw_log(Lower *L, LLVMValueRef x) {
   if (is_f64(x)) return libm1(L, "log", x);
-  static const double p[] = {3.3333331174E-1, -2.4999993993E-1, 2.0000714765E-1,
+  static const double p[] = {3.3333331174E-1,  -2.4999993993E-1, 2.0000714765E-1,
                              -1.6668057665E-1, 1.4249322787E-1,  -1.2420140846E-1,
                              1.1676998740E-1,  -1.1514610310E-1, 7.0376836292E-2};
   /* Subnormals: scale by 2^23 first. */
@@ -130,8 +134,8 @@ LLVMValueRef lw_log(Lower *L, LLVMValueRef x) {
   LLVMValueRef ib = bits(L, xs);
   LLVMValueRef e = LLVMBuildSub(L->b, LLVMBuildLShr(L->b, ib, KI(L, x, 23), ""), KI(L, x, 126), "");
   e = LLVMBuildSub(L->b, e, lw_select(L, tiny, KI(L, x, 23), KI(L, x, 0)), "");
-  LLVMValueRef mb = LLVMBuildOr(L->b, LLVMBuildAnd(L->b, ib, KI(L, x, 0x007fffff), ""),
-                                KI(L, x, 0x3f000000), "");
+  LLVMValueRef mb =
+      LLVMBuildOr(L->b, LLVMBuildAnd(L->b, ib, KI(L, x, 0x007fffff), ""), KI(L, x, 0x3f000000), "");
   LLVMValueRef m = from_bits(L, mb, x); /* in [0.5, 1) */
   LLVMValueRef lo = lw_fcmp(L, LLVMRealOLT, m, K(L, x, 0.707106781186547524));
   e = LLVMBuildSub(L->b, e, lw_select(L, lo, KI(L, x, 1), KI(L, x, 0)), "");
@@ -158,7 +162,8 @@ LLVMValueRef lw_tanh(Lower *L, LLVMValueRef x) {
   LLVMValueRef small = lw_fadd(L, lw_fmul(L, lw_fmul(L, horner(L, z, p, 5), z), x), x);
   LLVMValueRef a = lw_intrinsic1(L, "llvm.fabs", x);
   LLVMValueRef e = lw_exp(L, lw_fadd(L, a, a));
-  LLVMValueRef big = lw_fsub(L, K(L, x, 1.0), lw_fdiv(L, K(L, x, 2.0), lw_fadd(L, e, K(L, x, 1.0))));
+  LLVMValueRef big =
+      lw_fsub(L, K(L, x, 1.0), lw_fdiv(L, K(L, x, 2.0), lw_fadd(L, e, K(L, x, 1.0))));
   big = lw_intrinsic2(L, "llvm.copysign", big, x);
   return lw_select(L, lw_fcmp(L, LLVMRealOLT, a, K(L, x, 0.625)), small, big);
 }
@@ -174,8 +179,8 @@ LLVMValueRef lw_sqrt(Lower *L, LLVMValueRef x) { return lw_intrinsic1(L, "llvm.s
 
 /* erf(a) / a for |a| < 0.5 by its Taylor series in a^2. */
 static LLVMValueRef erf_small_over_a(Lower *L, LLVMValueRef a) {
-  static const double c[] = {MATH_2_SQRTPI,          -MATH_2_SQRTPI / 3.0,   MATH_2_SQRTPI / 10.0,
-                             -MATH_2_SQRTPI / 42.0,  MATH_2_SQRTPI / 216.0,  -MATH_2_SQRTPI / 1320.0,
+  static const double c[] = {MATH_2_SQRTPI,         -MATH_2_SQRTPI / 3.0,  MATH_2_SQRTPI / 10.0,
+                             -MATH_2_SQRTPI / 42.0, MATH_2_SQRTPI / 216.0, -MATH_2_SQRTPI / 1320.0,
                              MATH_2_SQRTPI / 9360.0};
   return horner(L, lw_fmul(L, a, a), c, 7);
 }
@@ -188,7 +193,7 @@ static LLVMValueRef split_hi(Lower *L, LLVMValueRef a) {
 /* erfc(a) for a >= 0 (f32) given a^2 = hi + lo with hi exact:
  * t exp(-hi) exp(P(t) - lo), relative accuracy kept in the tail. */
 static LLVMValueRef erfc_core(Lower *L, LLVMValueRef a, LLVMValueRef hi, LLVMValueRef lo) {
-  static const double c[] = {-1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806,
+  static const double c[] = {-1.26551223, 1.00002368,  0.37409196, 0.09678418,  -0.18628806,
                              0.27886807,  -1.13520398, 1.48851587, -0.82215223, 0.17087277};
   LLVMValueRef t = lw_fdiv(L, K(L, a, 1.0), lw_fadd(L, K(L, a, 1.0), lw_fmul(L, a, K(L, a, 0.5))));
   LLVMValueRef arg = lw_fsub(L, horner(L, t, c, 10), lo);
@@ -218,7 +223,8 @@ LLVMValueRef lw_normal_cdf(Lower *L, LLVMValueRef x) {
   LLVMValueRef hi = lw_fmul(L, lw_fmul(L, xh, xh), K(L, x, 0.5));
   LLVMValueRef lo = lw_fmul(L, lw_fmul(L, lw_fsub(L, ax, xh), lw_fadd(L, ax, xh)), K(L, x, 0.5));
   LLVMValueRef half_erfc = lw_fmul(L, K(L, x, 0.5), erfc_core(L, a, hi, lo));
-  LLVMValueRef small = lw_fadd(L, K(L, x, 0.5), lw_fmul(L, lw_fmul(L, u, erf_small_over_a(L, a)), K(L, x, 0.5)));
+  LLVMValueRef small =
+      lw_fadd(L, K(L, x, 0.5), lw_fmul(L, lw_fmul(L, u, erf_small_over_a(L, a)), K(L, x, 0.5)));
   LLVMValueRef pos = lw_fsub(L, K(L, x, 1.0), half_erfc);
   LLVMValueRef r = lw_select(L, lw_fcmp(L, LLVMRealOGT, u, K(L, x, 0.0)), pos, half_erfc);
   r = lw_select(L, lw_fcmp(L, LLVMRealOLT, a, K(L, x, 0.5)), small, r);
@@ -262,9 +268,11 @@ LLVMValueRef lw_pow(Lower *L, LLVMValueRef x, double c) {
   double whole = (double)(int64_t)c;
   if (c < 0 && whole != c) whole -= 1.0;
   double frac = c - whole;
-  LLVMValueRef xf = frac == 0.5 ? lw_sqrt(L, x) : lw_exp(L, lw_fmul(L, lw_log(L, x), K(L, x, frac)));
-  LLVMValueRef xw = whole >= -64 && whole <= 64 ? lw_pow(L, x, whole)
-                                                : lw_exp(L, lw_fmul(L, lw_log(L, x), K(L, x, whole)));
+  LLVMValueRef xf =
+      frac == 0.5 ? lw_sqrt(L, x) : lw_exp(L, lw_fmul(L, lw_log(L, x), K(L, x, frac)));
+  LLVMValueRef xw = whole >= -64 && whole <= 64
+                        ? lw_pow(L, x, whole)
+                        : lw_exp(L, lw_fmul(L, lw_log(L, x), K(L, x, whole)));
   LLVMValueRef r = lw_fmul(L, xw, xf);
   return lw_select(L, lw_fcmp(L, LLVMRealOLT, x, K(L, x, 0.0)), K(L, x, NAN), r);
 }

@@ -1,4 +1,5 @@
-/* llvm_priv.h - what the LLVM backend's files share: the program (kernels, layout), the lowering context, IR helpers. */
+/* llvm_priv.h - what the LLVM backend's files share: the program (kernels, layout), the lowering
+ * context, IR helpers. */
 #ifndef KILN_LLVM_PRIV_H
 #define KILN_LLVM_PRIV_H
 
@@ -40,10 +41,10 @@ typedef struct Kernel {
    * becomes one or more of these launches, run in order. */
   Node **group; /* the fusion group's nodes: the entry points run the launch if they need one */
   int ngroup;
-  int64_t *at;  /* NULL, or by buffer (args..., out): a byte offset in mem (kernel scratch)
-                   overriding the node's home; -1: its home */
-  bool fused;   /* an elementwise chain in one loop (lower_fused): nodes = the chain;
-                   args = the nreads values read from memory, then outputs after the first */
+  int64_t *at; /* NULL, or by buffer (args..., out): a byte offset in mem (kernel scratch)
+                  overriding the node's home; -1: its home */
+  bool fused;  /* an elementwise chain in one loop (lower_fused): nodes = the chain;
+                  args = the nreads values read from memory, then outputs after the first */
   int nreads;
   bool writes_update; /* writes an update target in place: m_train_step skips it after an error */
   char name[80];
@@ -61,9 +62,9 @@ typedef struct Program {
   LlvmOptions opts;
   Kernel *kernels;
   int nkernels, capkernels;
-  bool planned;             /* built from the fusion groups and the plan */
-  int64_t scratch_bytes;    /* planned: kernel scratch after the arena (the largest group's) */
-  void **owned;             /* blocks freed with the program */
+  bool planned;          /* built from the fusion groups and the plan */
+  int64_t scratch_bytes; /* planned: kernel scratch after the arena (the largest group's) */
+  void **owned;          /* blocks freed with the program */
   int nowned, capowned;
   Layout layout;
   Node **inputs, **params, **states; /* declaration order */
@@ -220,8 +221,8 @@ typedef struct LlvmModule {
   bool avx512;      /* the host has AVX-512: prefer 512-bit vectors */
 } LlvmModule;
 
-/* Lowers g into m->mod (in m->ctx if set, else a fresh context), verified and optimized at o->opt_level; false with a
- * message on an error. pic: position independent (objects for .so). */
+/* Lowers g into m->mod (in m->ctx if set, else a fresh context), verified and optimized at
+ * o->opt_level; false with a message on an error. pic: position independent (objects for .so). */
 bool llvm_module_build(LlvmModule *m, const Graph *g, const LlvmOptions *o, bool pic, char *err,
                        size_t len);
 void llvm_module_dispose(LlvmModule *m);

@@ -57,13 +57,14 @@ typedef struct Case {
   double worst;
   int ntensors;
   bool ok;
+  bool planned; /* checking the fused and planned graph */
 } Case;
 
 static void fail(Case *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void fail(Case *c, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  printf("  %s: ", c->name);
+  printf("  %s%s: ", c->name, c->planned ? " (planned)" : "");
   vprintf(fmt, ap);
   printf("\n");
   va_end(ap);
@@ -71,8 +72,9 @@ static void fail(Case *c, const char *fmt, ...) {
 }
 
 static double get(DType dt, const void *p, int64_t i) {
-  return dt == DT_F64 ? ((const double *)p)[i] : dt == DT_I32 ? ((const int32_t *)p)[i]
-                                                              : ((const float *)p)[i];
+  return dt == DT_F64   ? ((const double *)p)[i]
+         : dt == DT_I32 ? ((const int32_t *)p)[i]
+                        : ((const float *)p)[i];
 }
 
 static double ratio(double got, double want, Tol t) {
@@ -211,8 +213,8 @@ static kiln_instance *jit_instance(Case *c, const kiln_model_desc *d, const Grap
 }
 
 /* The entry's input pointers (fixture data, malloc'd) into args[1..]. */
-static int input_args(Case *c, const kiln_model_desc *d, const Graph *g, const int32_t *idx,
-                      int n, P *args) {
+static int input_args(Case *c, const kiln_model_desc *d, const Graph *g, const int32_t *idx, int n,
+                      P *args) {
   for (int i = 0; i < n; i++) {
     const Node *in = ir_find_input(g, d->inputs[idx[i]].name);
     args[1 + i] = in ? source_data(c, in) : calloc(1, 8);
@@ -220,13 +222,21 @@ static int input_args(Case *c, const kiln_model_desc *d, const Graph *g, const i
   return 1 + n;
 }
 
-static void check_forward(Case *c, double *compile_ms) {
+/* planned: the JIT compiles the fused and planned graph (STAGE_PLANNED), the
+ * interpreter runs the unannotated one; outputs, params and state match by
+ * position and name. */
+static void check_forward(Case *c, double *compile_ms, bool planned) {
   Graph *g = case_graph(c, STAGE_GRAPH);
   if (!g) return;
+  Graph *jg = planned ? case_graph(c, STAGE_PLANNED) : g;
+  if (!jg) {
+    ir_graph_free(g);
+    return;
+  }
   char err[ERR_LEN] = "";
   LlvmOptions o = {.opt_level = 2, .train = false};
   double t0 = (double)clock();
-  LlvmJit *j = llvm_jit_compile(g, &o, err, sizeof err);
+  LlvmJit *j = llvm_jit_compile(jg, &o, err, sizeof err);
   *compile_ms = ((double)clock() - t0) * 1e3 / CLOCKS_PER_SEC;
   Interp *it = interp_for(c, g);
   if (!j) {
@@ -258,22 +268,29 @@ static void check_forward(Case *c, double *compile_ms) {
     llvm_jit_free(j);
   }
   interp_free(it);
+  if (jg != g) ir_graph_free(jg);
   ir_graph_free(g);
 }
 
 /* m_grad, then two m_train_step calls, against the interpreter. */
-static void check_train(Case *c) {
+static void check_train(Case *c, bool planned) {
   Graph *g = case_graph(c, STAGE_GRAD);
   if (!g) return;
   if (!g->loss || g->ngrads == 0) {
     ir_graph_free(g);
     return;
   }
+  Graph *jg = planned ? case_graph(c, STAGE_PLANNED) : g;
+  if (!jg) {
+    ir_graph_free(g);
+    return;
+  }
   char err[ERR_LEN] = "", what[300];
   LlvmOptions o = {.opt_level = 2, .train = true};
-  LlvmJit *j = llvm_jit_compile(g, &o, err, sizeof err);
+  LlvmJit *j = llvm_jit_compile(jg, &o, err, sizeof err);
   if (!j) {
-    fail(c, "llvm_jit_compile (train): %s", err);
+    fail(c, "llvm_jit_compile (train%s): %s", planned ? ", planned" : "", err);
+    if (jg != g) ir_graph_free(jg);
     ir_graph_free(g);
     return;
   }
@@ -325,18 +342,23 @@ static void check_train(Case *c) {
   d->entry.destroy(self);
   interp_free(it);
   llvm_jit_free(j);
+  if (jg != g) ir_graph_free(jg);
   ir_graph_free(g);
 }
 
 static bool run_case(const char *dir, const char *name, Tol tol) {
   Case c = {.name = name, .tol = tol, .ok = true};
-  double ms = 0;
+  double ms = 0, pms = 0;
   if (case_load(&c, dir)) {
-    check_forward(&c, &ms);
-    check_train(&c);
+    check_forward(&c, &ms, false);
+    check_train(&c, false);
+    c.planned = true;
+    check_forward(&c, &pms, true);
+    check_train(&c, true);
   }
-  printf("%-4s %-20s %-11s %2d tensors, worst %.3f of tolerance, compile %.0f ms\n",
-         c.ok ? "ok" : "FAIL", name, tol.cls, c.ntensors, c.worst, ms);
+  printf(
+      "%-4s %-20s %-11s %2d tensors, worst %.3f of tolerance, compile %.0f ms (planned %.0f ms)\n",
+      c.ok ? "ok" : "FAIL", name, tol.cls, c.ntensors, c.worst, ms, pms);
   kiln_tensor_file_free(&c.fix);
   arena_free(&c.arena);
   free(c.src);
@@ -410,13 +432,17 @@ static void bench_fill(Interp *it, const Graph *g, const kiln_instance *self,
   }
 }
 
-static int bench(const char *path, int threads) {
+static int bench(const char *path, int threads, bool planned) {
   Case c = {.name = path, .ok = true};
   c.src = read_all(path, &c.len);
   if (!c.src) return fprintf(stderr, "cannot read %s\n", path), 1;
   diag_init(&c.diag, path, c.src, c.len);
   if (!parse_file(&c.ast, &c.arena, &c.diag, c.src, c.len)) return 1;
-  Graph *g = case_graph(&c, STAGE_GRAD);
+  Graph *g = case_graph(&c, planned ? STAGE_PLANNED : STAGE_GRAD);
+  if (!g) return 1;
+  int nkernels = g->nkernels;
+  for (int i = 0; !planned && i < g->nnodes; i++)
+    nkernels += !ir_op_is_named_source(g->nodes[i]->op);
   char err[ERR_LEN];
   LlvmOptions o = {.opt_level = 2, .train = true};
   double t0 = now_ms();
@@ -460,9 +486,12 @@ static int bench(const char *path, int threads) {
   double interp_fwd = now_ms() - t0;
   interp_free(fi);
   ir_graph_free(fg);
-  printf("%s: compile %.0f ms; JIT infer %.3f ms, train_step %.3f ms (%d threads); interpreter "
-         "forward %.1f ms, train step %.1f ms\n",
-         g->name, compile, infer, step, self->nthreads, interp_fwd, interp);
+  printf(
+      "%s (%s): %d kernels, arena %lld bytes, mem %lld bytes; compile %.0f ms; JIT infer %.3f ms, "
+      "train_step %.3f ms (%d threads); interpreter forward %.1f ms, train step %.1f ms\n",
+      g->name, planned ? "fused, planned" : "one node per kernel", nkernels,
+      (long long)d->arena_bytes, (long long)d->mem_bytes, compile, infer, step, self->nthreads,
+      interp_fwd, interp);
   for (int i = 1; i < n; i++) free(in[i]);
   for (int i = 1; i < nt - 1; i++) free(tr[i]);
   d->entry.destroy(self);
@@ -493,8 +522,8 @@ static double ref_log(double x) { return log(x); }
  * error (the numbers llvm_math.c documents). */
 static bool check_math(void) {
   static const MathCheck checks[] = {
-      {"exp", -87.0, 88.0, exp, 3e-7},       {"log", -30.0, 30.0, ref_log, 3e-7},
-      {"tanh", -10.0, 10.0, tanh, 3e-7},     {"sigmoid", -30.0, 30.0, ref_sigmoid, 4e-7},
+      {"exp", -87.0, 88.0, exp, 3e-7},      {"log", -30.0, 30.0, ref_log, 3e-7},
+      {"tanh", -10.0, 10.0, tanh, 3e-7},    {"sigmoid", -30.0, 30.0, ref_sigmoid, 4e-7},
       {"gelu", -4.0, 10.0, ref_gelu, 6e-7},
   };
   char src[2048];
@@ -548,7 +577,7 @@ static bool check_math(void) {
 int main(int argc, char **argv) {
   if (argc >= 3 && strcmp(argv[1], "--bench") == 0) {
     int rc = 0;
-    for (int i = 2; i < argc; i++) rc |= bench(argv[i], 0);
+    for (int i = 2; i < argc; i++) rc |= bench(argv[i], 0, false) | bench(argv[i], 0, true);
     return rc;
   }
   const char *dir = ".";

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# train_ux.sh - kiln train's reporting and control: --eval, --log, --checkpoint-every, the
-# progress bar (off when stderr is not a terminal) and Ctrl-C, on both backends.
+# train_ux.sh - kiln train's reporting and control (--eval, --log, --checkpoint-every, the
+# progress bar off a terminal, Ctrl-C) on both backends; kiln build of a trained classifier vs
+# kiln run; kiln sample.
 # usage: train_ux.sh KILN   (needs python3 for writing test data)
 set -u
 kiln=$(realpath "$1")
@@ -119,6 +120,9 @@ for be in jit interp; do
   same "$tmp/full.st" "$tmp/resumed.st"
   expect 2 'expects an integer >= 1' train "$tmp/cls.kl" $b --data "$data" --steps 1 \
     --checkpoint-every 0
+  expect 2 'needs --save' train "$tmp/cls.kl" $b --data "$data" --steps 1 --checkpoint-every 1
+  expect 2 '--eval expects npy:DIR or idx:PREFIX' train "$tmp/cls.kl" $b --data "$data" \
+    --steps 1 --eval "$tmp/test"
 done
 
 # Ctrl-C: status 130, a message, and a checkpoint that resumes to the same bytes as a run
@@ -162,6 +166,54 @@ if "$kiln" build "$tmp/cls.kl" --weights "$tmp/cls.st" -o "$tmp/cls_bin" >"$tmp/
   done
 else
   bad "kiln build --weights: $(head -3 "$tmp/out")"
+fi
+
+# kiln sample: a byte-level LM (untrained, but seeded) continues the prompt, the same for the
+# same --seed; it needs --weights and a prompt.
+cat >"$tmp/lm.kl" <<'EOF'
+model lm(batch = 4, seq = 8) {
+  input ids: i32[batch, seq]
+  input targets: i32[batch, seq]
+  param tok: f32[256, 16] = normal(1.0)
+  param w: f32[16, 256] = normal(1.0)
+  logits = embedding(ids, tok) @ w
+  loss = cross_entropy(logits, targets)
+  output logits
+  train loss with adam(lr = 0.01)
+}
+EOF
+"$kiln" init "$tmp/lm.kl" -o "$tmp/lm.st" --seed 4 2>/dev/null
+expect 0 '' sample "$tmp/lm.kl" --weights "$tmp/lm.st" --prompt "Once upon a time" -n 30 --seed 7
+cp "$tmp/out" "$tmp/s1"
+[ "$(head -c 16 "$tmp/s1")" = "Once upon a time" ] && [ "$(wc -c <"$tmp/s1")" -ge 47 ] && ok ||
+  bad "sample: output is not the prompt and 30 bytes: $(od -c "$tmp/s1" | head -3)"
+expect 0 '' sample "$tmp/lm.kl" --weights "$tmp/lm.st" --prompt "Once upon a time" -n 30 --seed 7
+same "$tmp/s1" "$tmp/out"
+expect 0 '' sample "$tmp/lm.kl" --weights "$tmp/lm.st" --prompt "Once upon a time" -n 30 --seed 8 \
+  --temperature 0.5
+cmp -s "$tmp/s1" "$tmp/out" && bad "sample: --seed 8 gave --seed 7's text" || ok
+expect 2 'missing --prompt' sample "$tmp/lm.kl" --weights "$tmp/lm.st"
+expect 2 'missing --weights' sample "$tmp/lm.kl" --prompt hi
+expect 2 'temperature expects a positive number' sample "$tmp/lm.kl" --weights "$tmp/lm.st" \
+  --prompt hi --temperature 0
+expect 1 'kiln sample needs a model' sample "$tmp/cls.kl" --weights "$tmp/cls.st" --prompt hi
+
+# The README's data generators (scripts/gen_*.c) write data their models train on.
+if cc -O2 -o "$tmp/gen_textcls" scripts/gen_textcls.c && cc -O2 -o "$tmp/gen_charlm" scripts/gen_charlm.c; then
+  ok
+  mkdir -p "$tmp/tc/train" "$tmp/tc/test" "$tmp/lm/train" "$tmp/lm/test"
+  "$tmp/gen_textcls" "$tmp/tc/train" 64 1 && "$tmp/gen_textcls" "$tmp/tc/test" 40 2 && ok ||
+    bad "gen_textcls failed"
+  expect 0 'eval after step 2 .*accuracy' train models/textcls.kl -D batch=16 --data \
+    "npy:$tmp/tc/train" --eval "npy:$tmp/tc/test" --steps 2
+  head -c 20000 /usr/share/common-licenses/GPL-3 >"$tmp/corpus.txt" 2>/dev/null ||
+    seq 3000 >"$tmp/corpus.txt"
+  "$tmp/gen_charlm" "$tmp/lm/train" "$tmp/lm/test" "$tmp/corpus.txt" >/dev/null && ok ||
+    bad "gen_charlm failed"
+  expect 0 'eval after step 1 .*accuracy' train models/transformer.kl -D batch=4 --data \
+    "npy:$tmp/lm/train" --eval "npy:$tmp/lm/test" --steps 1
+else
+  bad "cannot compile scripts/gen_textcls.c or scripts/gen_charlm.c"
 fi
 
 echo "train_ux: $pass passed, $fail failed"

@@ -14,12 +14,27 @@ static inline _Noreturn void fuzz_fail(const char *what, const char *detail) {
   abort();
 }
 
+static char fuzz_dir[64];
+
+/* Removes the scratch folder and what the targets write there, at exit. */
+static inline void fuzz_scratch_remove(void) {
+  static const char *const names[] = {"t.npy", "t.safetensors"};
+  char path[128];
+  for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+    snprintf(path, sizeof path, "%s/%s", fuzz_dir, names[i]);
+    unlink(path);
+  }
+  rmdir(fuzz_dir);
+}
+
 /* A per-process scratch file path for write/read round trips. */
 static inline const char *fuzz_scratch(const char *name) {
-  static char dir[64], path[128];
+  static char path[128];
+  char *dir = fuzz_dir;
   if (!dir[0]) {
-    snprintf(dir, sizeof dir, "/tmp/kiln_fuzz_XXXXXX");
+    snprintf(dir, sizeof fuzz_dir, "/tmp/kiln_fuzz_XXXXXX");
     if (!mkdtemp(dir)) fuzz_fail("mkdtemp", dir);
+    atexit(fuzz_scratch_remove);
   }
   snprintf(path, sizeof path, "%s/%s", dir, name);
   return path;

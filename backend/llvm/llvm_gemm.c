@@ -1,0 +1,330 @@
+/* llvm_gemm.c - the GEMM kernel template: packed operands, cache blocking, a
+ * register-blocked micro-kernel of explicit vector FMAs.
+ *
+ * One outer iteration computes a block of C: batch t, rows [i0, i0+MC),
+ * columns [j0, j0+NC). For every KC slice of the contraction it packs A's
+ * block into MR-row micro-panels (apack[g][p][r]) and B's into NR-column
+ * micro-panels (bpack[g][p][c]), both on the stack, then runs the
+ * micro-kernel on every (MR x NR) tile: MR x NV accumulators of VL lanes
+ * (NR = NV*VL), one vector load of B per lane group and one broadcast of A
+ * per row each step of p. The first slice stores acc (+ bias), later ones
+ * add to C. Rows past m and columns past n are packed from clamped (valid)
+ * indices and never stored: row stores are guarded, column stores masked.
+ *
+ * AVX-512: VL = 16, NR = 32 (two zmm), MR = 12: 24 accumulators + 2 B
+ * vectors + a broadcast of 32 zmm. Narrow n (<= VL): NV = 1, MR = 16.
+ * KC <= 256 keeps a B micro-panel (KC x 32 floats, 32 KiB) in a 48 KiB L1;
+ * MC <= 192 keeps A's block (192 KiB) in a 1 MiB L2. */
+#include "llvm_gemm.h"
+
+#include <string.h>
+
+#define GEMM_KC            256
+#define GEMM_MC_PANELS     16
+#define GEMM_NC_PANELS     8
+#define GEMM_MIN_ITERS     8
+#define GEMM_ASHARED_BYTES (256 * 1024)
+
+bool lw_gemm_ok(DType dt, int64_t batch, int64_t m, int64_t n, int64_t k) {
+  return dt == DT_F32 && batch > 0 && m > 0 && n > 0 && k > 0;
+}
+
+static LLVMValueRef call_intrinsic(Lower *L, const char *name, LLVMTypeRef *over, int nover,
+                                   LLVMValueRef *args, int nargs) {
+  unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
+  IR_ASSERT(id != 0, "llvm: no intrinsic %s", name);
+  LLVMValueRef f = LLVMGetIntrinsicDeclaration(L->mod, id, over, (size_t)nover);
+  LLVMTypeRef ft = LLVMIntrinsicGetType(L->ctx, id, over, (size_t)nover);
+  return LLVMBuildCall2(L->b, ft, f, args, (unsigned)nargs, "");
+}
+
+/* A stack buffer of count floats, 64-byte aligned, allocated in the entry block. */
+static LLVMValueRef stack_buffer(Lower *L, int64_t count) {
+  LLVMBasicBlockRef here = LLVMGetInsertBlock(L->b);
+  LLVMValueRef first = LLVMGetFirstInstruction(L->entry_bb);
+  if (first)
+    LLVMPositionBuilderBefore(L->b, first);
+  else
+    LLVMPositionBuilderAtEnd(L->b, L->entry_bb);
+  LLVMValueRef v = LLVMBuildAlloca(L->b, LLVMArrayType2(L->f32, (uint64_t)count), "pack");
+  LLVMSetAlignment(v, 64);
+  LLVMPositionBuilderAtEnd(L->b, here);
+  return v;
+}
+
+LLVMValueRef lw_gemm_splat(Lower *L, LLVMTypeRef vt, LLVMValueRef x) {
+  unsigned n = LLVMGetVectorSize(vt);
+  LLVMValueRef v = LLVMBuildInsertElement(L->b, LLVMGetPoison(vt), x, lw_i32(L, 0), "");
+  LLVMValueRef mask = LLVMConstNull(LLVMVectorType(L->i32, n));
+  return LLVMBuildShuffleVector(L->b, v, LLVMGetPoison(vt), mask, "");
+}
+
+/* Lanes l with col + l < n: icmp sgt splat(n - col), <0, 1, ...>. */
+static LLVMValueRef col_mask(Lower *L, int vl, LLVMValueRef col, int64_t n) {
+  LLVMValueRef lanes[16];
+  for (int l = 0; l < vl; l++) lanes[l] = lw_i32(L, l);
+  LLVMValueRef left = LLVMBuildTrunc(L->b, LLVMBuildSub(L->b, lw_i64(L, n), col, ""), L->i32, "");
+  LLVMTypeRef it = LLVMVectorType(L->i32, (unsigned)vl);
+  return LLVMBuildICmp(L->b, LLVMIntSGT, lw_gemm_splat(L, it, left),
+                       LLVMConstVector(lanes, (unsigned)vl), "");
+}
+
+static LLVMValueRef masked_load(Lower *L, LLVMTypeRef vt, LLVMValueRef p, LLVMValueRef mask) {
+  LLVMTypeRef over[2] = {vt, L->ptr};
+  LLVMValueRef args[4] = {p, lw_i32(L, 4), mask, LLVMConstNull(vt)};
+  return call_intrinsic(L, "llvm.masked.load", over, 2, args, 4);
+}
+
+LLVMValueRef lw_gemm_lanes(Lower *L, LLVMValueRef j0, int vl) {
+  LLVMValueRef lanes[16];
+  for (int l = 0; l < vl; l++) lanes[l] = lw_i32(L, l);
+  LLVMTypeRef it = LLVMVectorType(L->i32, (unsigned)vl);
+  LLVMValueRef j = LLVMBuildTrunc(L->b, j0, L->i32, "");
+  return LLVMBuildAdd(L->b, lw_gemm_splat(L, it, j), LLVMConstVector(lanes, (unsigned)vl), "");
+}
+
+LLVMValueRef lw_gemm_load_masked(Lower *L, int vl, LLVMValueRef base, LLVMValueRef mask) {
+  return masked_load(L, LLVMVectorType(L->f32, (unsigned)vl), base, mask);
+}
+
+LLVMValueRef lw_gemm_gather(Lower *L, int vl, LLVMValueRef base, LLVMValueRef idx,
+                            LLVMValueRef mask) {
+  LLVMTypeRef vt = LLVMVectorType(L->f32, (unsigned)vl), pt = LLVMVectorType(L->ptr, (unsigned)vl);
+  LLVMValueRef wide = LLVMBuildSExt(L->b, idx, LLVMVectorType(L->i64, (unsigned)vl), "");
+  LLVMValueRef ptrs = LLVMBuildGEP2(L->b, L->f32, base, &wide, 1, "");
+  LLVMTypeRef over[2] = {vt, pt};
+  LLVMValueRef args[4] = {ptrs, lw_i32(L, 4), mask, LLVMConstNull(vt)};
+  return call_intrinsic(L, "llvm.masked.gather", over, 2, args, 4);
+}
+
+static void masked_store(Lower *L, LLVMTypeRef vt, LLVMValueRef v, LLVMValueRef p,
+                         LLVMValueRef mask) {
+  LLVMTypeRef over[2] = {vt, L->ptr};
+  LLVMValueRef args[4] = {v, p, lw_i32(L, 4), mask};
+  call_intrinsic(L, "llvm.masked.store", over, 2, args, 4);
+}
+
+static LLVMValueRef vload(Lower *L, LLVMTypeRef vt, LLVMValueRef base, LLVMValueRef idx,
+                          unsigned align) {
+  LLVMValueRef v = LLVMBuildLoad2(L->b, vt, lw_gep(L, L->f32, base, idx), "");
+  LLVMSetAlignment(v, align);
+  return v;
+}
+
+static void vstore(Lower *L, LLVMValueRef v, LLVMValueRef base, LLVMValueRef idx, unsigned align) {
+  LLVMValueRef s = LLVMBuildStore(L->b, v, lw_gep(L, L->f32, base, idx));
+  LLVMSetAlignment(s, align);
+}
+
+static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+static int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+typedef struct Tiles {
+  int vl, nv, nr, mr;
+  int64_t kc, mc, nc, nkb, nib, njb;
+} Tiles;
+
+static Tiles choose_tiles(Lower *L, const GemmOps *g) {
+  Tiles t;
+  t.vl = L->avx512 ? 16 : 8;
+  t.nv = g->n <= t.vl ? 1 : 2;
+  t.nr = t.nv * t.vl;
+  t.mr = L->avx512 ? (t.nv == 2 ? 12 : 16) : (t.nv == 2 ? 6 : 8);
+  t.nkb = ceil_div(g->k, GEMM_KC);
+  t.kc = ceil_div(g->k, t.nkb);
+  t.mc = round_up(g->m, t.mr);
+  if (t.mc > t.mr * GEMM_MC_PANELS) t.mc = t.mr * GEMM_MC_PANELS;
+  t.nc = round_up(g->n, t.nr);
+  if (t.nc > t.nr * GEMM_NC_PANELS) t.nc = t.nr * GEMM_NC_PANELS;
+  /* Enough iterations to share among threads when the product is big. */
+  double flops = 2.0 * (double)g->batch * (double)g->m * (double)g->n * (double)g->k;
+  for (;;) {
+    t.nib = ceil_div(g->m, t.mc);
+    t.njb = ceil_div(g->n, t.nc);
+    if (flops < 4e6 || g->batch * t.nib * t.njb >= GEMM_MIN_ITERS) break;
+    if (t.nc > 2 * t.nr)
+      t.nc = round_up(t.nc / 2, t.nr);
+    else if (t.mc > 4 * t.mr)
+      t.mc = round_up(t.mc / 2, t.mr);
+    else
+      break;
+  }
+  return t;
+}
+
+/* apack[gi*gstride + poff*MR + p*MR + r] = A[t][min(i0 + gi*MR + r, m-1)][pc + p] */
+static void pack_a(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef apack, int64_t gstride,
+                   LLVMValueRef poff, LLVMValueRef t, LLVMValueRef i0, LLVMValueRef ngi,
+                   LLVMValueRef pc, LLVMValueRef kc) {
+  LwLoop lg, lp;
+  LLVMValueRef gi = lw_for(L, &lg, lw_i64(L, 0), ngi);
+  LLVMValueRef dst =
+      lw_gep(L, L->f32, apack, lw_add(L, lw_mulc(L, gi, gstride), lw_mulc(L, poff, tl->mr)));
+  LLVMValueRef row0 = lw_add(L, i0, lw_mulc(L, gi, tl->mr));
+  LLVMValueRef rows[32];
+  for (int r = 0; r < tl->mr; r++) rows[r] = lw_smin(L, lw_addc(L, row0, r), lw_i64(L, g->m - 1));
+  LLVMValueRef p = lw_for(L, &lp, lw_i64(L, 0), kc);
+  LLVMValueRef pp = lw_add(L, pc, p), at = lw_mulc(L, p, tl->mr);
+  for (int r = 0; r < tl->mr; r++)
+    lw_store(L, L->f32, dst, lw_addc(L, at, r), g->load_a(L, g, t, rows[r], pp));
+  lw_next(L, &lp);
+  lw_next(L, &lg);
+}
+
+/* bpack[gj][p][c] = B[t][pc + p][min(j0 + gj*NR + c, n-1)] (zero past n on the fast path). */
+static void pack_b(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef bpack, LLVMValueRef t,
+                   LLVMValueRef j0, LLVMValueRef ngj, LLVMValueRef pc, LLVMValueRef kc) {
+  LwLoop lg, lp, lc;
+  LLVMTypeRef vt = LLVMVectorType(L->f32, (unsigned)tl->vl);
+  LLVMValueRef gj = lw_for(L, &lg, lw_i64(L, 0), ngj);
+  LLVMValueRef dst = lw_gep(L, L->f32, bpack, lw_mulc(L, gj, tl->kc * tl->nr));
+  LLVMValueRef col0 = lw_add(L, j0, lw_mulc(L, gj, tl->nr));
+  LLVMValueRef p = lw_for(L, &lp, lw_i64(L, 0), kc);
+  LLVMValueRef pp = lw_add(L, pc, p), at = lw_mulc(L, p, tl->nr);
+  if (g->b_vec) {
+    for (int v = 0; v < tl->nv; v++)
+      vstore(L, g->b_vec(L, g, t, pp, lw_addc(L, col0, v * tl->vl), tl->vl), dst,
+             lw_addc(L, at, v * tl->vl), 64);
+  } else if (g->b_row) {
+    LLVMValueRef row = g->b_row(L, g, t, pp);
+    for (int v = 0; v < tl->nv; v++) {
+      LLVMValueRef col = lw_addc(L, col0, v * tl->vl);
+      LLVMValueRef x =
+          masked_load(L, vt, lw_gep(L, L->f32, row, col), col_mask(L, tl->vl, col, g->n));
+      vstore(L, x, dst, lw_addc(L, at, v * tl->vl), 64);
+    }
+  } else {
+    LLVMValueRef c = lw_for(L, &lc, lw_i64(L, 0), lw_i64(L, tl->nr));
+    LLVMValueRef j = lw_smin(L, lw_add(L, col0, c), lw_i64(L, g->n - 1));
+    lw_store(L, L->f32, dst, lw_add(L, at, c), g->load_b(L, g, t, pp, j));
+    lw_next(L, &lc);
+  }
+  lw_next(L, &lp);
+  lw_next(L, &lg);
+}
+
+/* One MR x NR tile: acc = apanel . bpanel over kc, then C (+)= acc. */
+static void micro_tile(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef ap,
+                       LLVMValueRef bp, LLVMValueRef kc, LLVMValueRef t, LLVMValueRef row0,
+                       LLVMValueRef col0, LLVMValueRef first) {
+  LLVMTypeRef vt = LLVMVectorType(L->f32, (unsigned)tl->vl);
+  LLVMValueRef acc[32][2];
+  for (int r = 0; r < tl->mr; r++)
+    for (int v = 0; v < tl->nv; v++) acc[r][v] = lw_var(L, vt, LLVMConstNull(vt));
+  LwLoop lp;
+  LLVMValueRef p = lw_for(L, &lp, lw_i64(L, 0), kc);
+  LLVMValueRef bv[2];
+  for (int v = 0; v < tl->nv; v++)
+    bv[v] = vload(L, vt, bp, lw_addc(L, lw_mulc(L, p, tl->nr), v * tl->vl), 64);
+  LLVMValueRef abase = lw_mulc(L, p, tl->mr);
+  for (int r = 0; r < tl->mr; r++) {
+    LLVMValueRef a = lw_gemm_splat(L, vt, lw_load(L, L->f32, ap, lw_addc(L, abase, r)));
+    for (int v = 0; v < tl->nv; v++) {
+      LLVMTypeRef over = vt;
+      LLVMValueRef args[3] = {a, bv[v], lw_get(L, vt, acc[r][v])};
+      lw_set(L, acc[r][v], call_intrinsic(L, "llvm.fma", &over, 1, args, 3));
+    }
+  }
+  lw_next(L, &lp);
+  LLVMValueRef masks[2];
+  for (int v = 0; v < tl->nv; v++)
+    masks[v] = col_mask(L, tl->vl, lw_addc(L, col0, v * tl->vl), g->n);
+  for (int r = 0; r < tl->mr; r++) {
+    LLVMValueRef i = lw_addc(L, row0, r);
+    LwIf in;
+    lw_if(L, &in, LLVMBuildICmp(L->b, LLVMIntSLT, i, lw_i64(L, g->m), ""));
+    LLVMValueRef crow =
+        lw_gep(L, L->f32, lw_out(L), lw_mulc(L, lw_add(L, lw_mulc(L, t, g->m), i), g->n));
+    LLVMValueRef init =
+        g->bias ? lw_gemm_splat(L, vt, lw_load(L, L->f32, g->bias, i)) : LLVMConstNull(vt);
+    for (int v = 0; v < tl->nv; v++) {
+      LLVMValueRef cp = lw_gep(L, L->f32, crow, lw_addc(L, col0, v * tl->vl));
+      LLVMValueRef old = masked_load(L, vt, cp, masks[v]);
+      LLVMValueRef base = LLVMBuildSelect(L->b, first, init, old, "");
+      masked_store(L, vt, LLVMBuildFAdd(L->b, base, lw_get(L, vt, acc[r][v]), ""), cp, masks[v]);
+    }
+    lw_endif(L, &in);
+  }
+}
+
+/* A block's rows and columns for iteration r: i0, j0 and the micro-panel counts. */
+typedef struct Block {
+  LLVMValueRef i0, j0, ngi, ngj;
+} Block;
+
+static Block block_of(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef rem) {
+  Block b;
+  b.i0 = lw_mulc(L, lw_divc(L, rem, tl->njb), tl->mc);
+  b.j0 = lw_mulc(L, lw_remc(L, rem, tl->njb), tl->nc);
+  LLVMValueRef mc = lw_smin(L, lw_i64(L, tl->mc), LLVMBuildSub(L->b, lw_i64(L, g->m), b.i0, ""));
+  LLVMValueRef nc = lw_smin(L, lw_i64(L, tl->nc), LLVMBuildSub(L->b, lw_i64(L, g->n), b.j0, ""));
+  b.ngi = lw_divc(L, lw_addc(L, mc, tl->mr - 1), tl->mr);
+  b.ngj = lw_divc(L, lw_addc(L, nc, tl->nr - 1), tl->nr);
+  return b;
+}
+
+/* C[t] block += A . B over every KC slice; A packed per slice unless ashared
+ * (then apack holds all of A's block, group stride gstride). */
+static void block_product(Lower *L, const GemmOps *g, const Tiles *tl, const Block *b,
+                          LLVMValueRef apack, LLVMValueRef bpack, LLVMValueRef t, bool ashared,
+                          int64_t gstride) {
+  LwLoop lk, lgj, lgi;
+  LLVMValueRef kb = lw_for(L, &lk, lw_i64(L, 0), lw_i64(L, tl->nkb));
+  LLVMValueRef pc = lw_mulc(L, kb, tl->kc);
+  LLVMValueRef kc = lw_smin(L, lw_i64(L, tl->kc), LLVMBuildSub(L->b, lw_i64(L, g->k), pc, ""));
+  LLVMValueRef first = LLVMBuildICmp(L->b, LLVMIntEQ, kb, lw_i64(L, 0), "");
+  LLVMValueRef poff = ashared ? pc : lw_i64(L, 0);
+  if (!ashared) pack_a(L, g, tl, apack, gstride, poff, t, b->i0, b->ngi, pc, kc);
+  pack_b(L, g, tl, bpack, t, b->j0, b->ngj, pc, kc);
+  LLVMValueRef gj = lw_for(L, &lgj, lw_i64(L, 0), b->ngj);
+  LLVMValueRef bp = lw_gep(L, L->f32, bpack, lw_mulc(L, gj, tl->kc * tl->nr));
+  LLVMValueRef col0 = lw_add(L, b->j0, lw_mulc(L, gj, tl->nr));
+  LLVMValueRef gi = lw_for(L, &lgi, lw_i64(L, 0), b->ngi);
+  LLVMValueRef ap =
+      lw_gep(L, L->f32, apack, lw_add(L, lw_mulc(L, gi, gstride), lw_mulc(L, poff, tl->mr)));
+  LLVMValueRef row0 = lw_add(L, b->i0, lw_mulc(L, gi, tl->mr));
+  micro_tile(L, g, tl, ap, bp, kc, t, row0, col0, first);
+  lw_next(L, &lgi);
+  lw_next(L, &lgj);
+  lw_next(L, &lk);
+}
+
+void lw_gemm(Lower *L, Kernel *k, const GemmOps *g) {
+  Tiles tl = choose_tiles(L, g);
+  double work = (double)tl.mc * (double)tl.nc * (double)g->k;
+  int64_t blocks = tl.nib * tl.njb;
+  /* A shared by the batch (a convolution's weights): pack all of A's block
+   * once and run several batch entries per iteration. */
+  bool ashared = g->a_shared && g->batch > 1 && tl.mc * g->k * 4 <= GEMM_ASHARED_BYTES;
+  int64_t tb = 1;
+  if (ashared) {
+    tb = g->batch * blocks / GEMM_MIN_ITERS;
+    if (tb < 1) tb = 1;
+    if (tb > g->batch) tb = g->batch;
+    ashared = tb > 1;
+    if (!ashared) tb = 1;
+  }
+  int64_t nt = ceil_div(g->batch, tb);
+  k->range = nt * blocks;
+  work *= (double)tb;
+  k->min_chunk = work >= 65536.0 ? 1 : (int64_t)(65536.0 / (work > 1 ? work : 1)) + 1;
+  int64_t gstride = ashared ? g->k * tl.mr : tl.kc * tl.mr;
+  LLVMValueRef apack = stack_buffer(L, ashared ? tl.mc * g->k : tl.mc * tl.kc);
+  LLVMValueRef bpack = stack_buffer(L, tl.kc * tl.nc);
+  LwLoop outer, lt;
+  LLVMValueRef r = lw_outer(L, &outer);
+  LLVMValueRef tc = lw_divc(L, r, blocks);
+  Block b = block_of(L, g, &tl, lw_remc(L, r, blocks));
+  if (ashared) {
+    pack_a(L, g, &tl, apack, gstride, lw_i64(L, 0), lw_i64(L, 0), b.i0, b.ngi, lw_i64(L, 0),
+           lw_i64(L, g->k));
+    LLVMValueRef t0 = lw_mulc(L, tc, tb);
+    LLVMValueRef t1 = lw_smin(L, lw_addc(L, t0, tb), lw_i64(L, g->batch));
+    LLVMValueRef t = lw_for(L, &lt, t0, t1);
+    block_product(L, g, &tl, &b, apack, bpack, t, true, gstride);
+    lw_next(L, &lt);
+  } else {
+    block_product(L, g, &tl, &b, apack, bpack, tc, false, gstride);
+  }
+  lw_next(L, &outer);
+}

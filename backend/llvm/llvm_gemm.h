@@ -1,0 +1,47 @@
+/* llvm_gemm.h - the packed, register-blocked GEMM kernel template (llvm_gemm.c). */
+#ifndef KILN_LLVM_GEMM_H
+#define KILN_LLVM_GEMM_H
+
+#include "llvm_priv.h"
+
+typedef struct GemmOps GemmOps;
+
+/* A scalar operand element (f32), indices in range: A[t][i][p] or B[t][p][j]. */
+typedef LLVMValueRef GemmLoad(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMValueRef x,
+                              LLVMValueRef y);
+/* &B[t][p][0] when B's rows are contiguous in j. */
+typedef LLVMValueRef GemmRow(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMValueRef p);
+/* B[t][p][j0 .. j0+VL) as a <VL x float> (any value for columns past n). */
+typedef LLVMValueRef GemmVec(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMValueRef p,
+                             LLVMValueRef j0, int vl);
+
+/* C[t] = A[t] B[t] (+ bias[i] on every row i), t < batch, A [m,k], B [k,n],
+ * C the kernel's output, C[t][i][j] at (t*m + i)*n + j. The operands are
+ * read only through the loaders, so any layout (transposed, broadcast,
+ * im2col) is a matter of the loader; they are called while packing. */
+struct GemmOps {
+  int64_t batch, m, n, k;
+  GemmLoad *load_a, *load_b;
+  GemmRow *b_row;    /* optional fast paths for packing B: rows, */
+  GemmVec *b_vec;    /* or vectors of a row */
+  LLVMValueRef bias; /* f32 [m] or NULL */
+  bool a_shared;     /* A does not depend on t (load_a ignores it) */
+  const void *user;
+};
+
+/* True when lw_gemm handles this element type and shape. */
+bool lw_gemm_ok(DType dt, int64_t batch, int64_t m, int64_t n, int64_t k);
+/* Emits the whole kernel body: sets k->range and k->min_chunk, opens and
+ * closes the outer loop. */
+void lw_gemm(Lower *L, Kernel *k, const GemmOps *g);
+
+/* Vector helpers for GemmVec loaders. */
+LLVMValueRef lw_gemm_splat(Lower *L, LLVMTypeRef vt, LLVMValueRef x);
+/* <j0, j0+1, ..., j0+vl-1> as i32 lanes. */
+LLVMValueRef lw_gemm_lanes(Lower *L, LLVMValueRef j0, int vl);
+/* Lanes of mask loaded from base + lane (masked load) or from base[idx] (gather); 0 elsewhere. */
+LLVMValueRef lw_gemm_load_masked(Lower *L, int vl, LLVMValueRef base, LLVMValueRef mask);
+LLVMValueRef lw_gemm_gather(Lower *L, int vl, LLVMValueRef base, LLVMValueRef idx,
+                            LLVMValueRef mask);
+
+#endif
