@@ -82,9 +82,18 @@ int cmd_init(Options *o) {
  * ignores it. */
 #define OPTIM_PREFIX "optim."
 
-static int bind_tensor(Interp *it, const char *what, const char *name, const KilnTensor *t) {
-  char err[ERR_LEN];
-  if (!interp_set(it, name, cli_ir_dtype(t->dtype), t->rank, t->shape, t->data, err, sizeof err))
+/* Binds a file's tensor to node n. The dtype must be n's exactly (SPEC §4):
+ * the interpreter could convert f64 to f32, but compiled models cannot, and
+ * both backends accept the same files. */
+static int bind_tensor(Interp *it, const char *what, const Node *n, const KilnTensor *t) {
+  char err[ERR_LEN], want[IR_TYPE_STR_MAX], got[IR_TYPE_STR_MAX];
+  if (cli_ir_dtype(t->dtype) != n->type.dtype) {
+    Type given = ir_type(cli_ir_dtype(t->dtype), t->rank, t->shape);
+    return cli_error("%s: %s '%s' expects %s, got %s", what, ir_op_name(n->op), n->name,
+                     ir_type_str(&n->type, want, sizeof want),
+                     ir_type_str(&given, got, sizeof got));
+  }
+  if (!interp_set(it, n->name, cli_ir_dtype(t->dtype), t->rank, t->shape, t->data, err, sizeof err))
     return cli_error("%s: %s", what, err);
   return EXIT_OK;
 }
@@ -99,11 +108,12 @@ int cli_bind_weights(Interp *it, const Graph *g, const char *path) {
   for (int i = 0; !rc && i < f.n; i++) {
     const KilnTensor *t = &f.tensors[i];
     if (strncmp(t->name, OPTIM_PREFIX, strlen(OPTIM_PREFIX)) == 0) continue;
-    if (!ir_find_param(g, t->name))
+    const Node *p = ir_find_param(g, t->name);
+    if (!p)
       rc = cli_error("%s: unexpected tensor '%s': the model has no param of that name", path,
                      t->name);
     else
-      rc = bind_tensor(it, path, t->name, t);
+      rc = bind_tensor(it, path, p, t);
   }
   for (int i = 0; !rc && i < g->nnodes; i++)
     if (g->nodes[i]->op == OP_PARAM && !kiln_tensor_find(&f, g->nodes[i]->name))
@@ -118,7 +128,7 @@ static int bind_input(Interp *it, const Graph *g, const InputArg *in) {
   KilnTensor t = {0};
   char err[ERR_LEN];
   if (kiln_npy_read(in->path, &t, err, sizeof err) != 0) return cli_error("%s", err);
-  int rc = bind_tensor(it, in->path, in->name, &t);
+  int rc = bind_tensor(it, in->path, n, &t);
   kiln_tensor_free(&t);
   return rc;
 }
