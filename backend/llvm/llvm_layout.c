@@ -68,7 +68,10 @@ static bool program_sources(Program *p) {
 
 /* ---- Layout ------------------------------------------------------------- */
 
-static bool program_layout(Program *p) {
+/* The part both layouts share: the offset tables, then params, their
+ * gradients and optimizer state from offset 0; the arena starts after them.
+ * False when out of memory. */
+static bool layout_instance(Program *p) {
   const Graph *g = p->g;
   Layout *l = &p->layout;
   size_t ids = (size_t)g->next_id + 1;
@@ -85,6 +88,14 @@ static bool program_layout(Program *p) {
   for (int i = 0; i < p->nstates; i++, at = align_up(at))
     l->offset[p->states[i]->id] = (int64_t)at, at += value_bytes(p->states[i]);
   l->arena_offset = at;
+  return true;
+}
+
+static bool program_layout(Program *p) {
+  const Graph *g = p->g;
+  Layout *l = &p->layout;
+  if (!layout_instance(p)) return false;
+  uint64_t at = l->arena_offset;
   for (int i = 0; i < p->nkernels; i++, at = align_up(at))
     l->offset[p->kernels[i].out->id] = (int64_t)at, at += value_bytes(p->kernels[i].out);
   for (int i = 0; i < p->nkernels; i++, at = align_up(at))
@@ -371,20 +382,8 @@ static bool program_planned_kernels(Program *p) {
 static bool program_planned(Program *p) {
   const Graph *g = p->g;
   Layout *l = &p->layout;
-  size_t ids = (size_t)g->next_id + 1;
-  l->offset = malloc(ids * sizeof *l->offset);
-  l->grad_offset = malloc(ids * sizeof *l->grad_offset);
-  l->snap_offset = malloc(((size_t)g->nupdates + 1) * sizeof *l->snap_offset);
-  if (!l->offset || !l->grad_offset || !l->snap_offset) return false;
-  for (size_t i = 0; i < ids; i++) l->offset[i] = l->grad_offset[i] = -1;
-  uint64_t at = 0;
-  for (int i = 0; i < p->nparams; i++, at = align_up(at))
-    l->offset[p->params[i]->id] = (int64_t)at, at += value_bytes(p->params[i]);
-  for (int i = 0; p->has_train && i < p->nparams; i++, at = align_up(at))
-    l->grad_offset[p->params[i]->id] = (int64_t)at, at += value_bytes(p->params[i]);
-  for (int i = 0; i < p->nstates; i++, at = align_up(at))
-    l->offset[p->states[i]->id] = (int64_t)at, at += value_bytes(p->states[i]);
-  l->arena_offset = at;
+  if (!layout_instance(p)) return false;
+  uint64_t at = l->arena_offset;
   for (int i = 0; i < g->nnodes; i++) {
     const Node *n = g->nodes[i];
     if (n->offset >= 0) l->offset[n->id] = (int64_t)(l->arena_offset + (uint64_t)n->offset);
