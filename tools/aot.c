@@ -240,7 +240,8 @@ static int header_path(const char *out, char *buf, size_t len) {
 }
 
 /* The object, linked into OUT.so with the runtime; then the header next to it. */
-static int compile_so(const Options *o, const Graph *g, const LlvmOptions *lo, Work *w) {
+static int compile_so(const Options *o, const Graph *g, const LlvmOptions *lo, Work *w,
+                      double *link_ms) {
   char err[1024], hpath[PATH_LEN];
   const char *obj = work_path(w, "model.o"), *map = work_path(w, "exports.map");
   const char *so = work_path(w, "model.so"), *h = work_path(w, "model.h");
@@ -263,16 +264,19 @@ static int compile_so(const Options *o, const Graph *g, const LlvmOptions *lo, W
                         "-Wl,-z,noexecstack",
                         "-Wl,--no-undefined",
                         NULL};
+  double t0 = cli_now_ms();
   if (!rc) rc = run_cc(o, argv);
   if (!rc) rc = write_text(h, llvm_write_header, g, lo);
+  if (lo->times) *link_ms += cli_now_ms() - t0;
   if (!rc) rc = move_into_place(so, o->output);
   if (!rc) rc = move_into_place(h, hpath);
   return rc;
 }
 
-static int compile_one(const Options *o, const Graph *g, const LlvmOptions *lo, Emit e, Work *w) {
+static int compile_one(const Options *o, const Graph *g, const LlvmOptions *lo, Emit e, Work *w,
+                       double *link_ms) {
   char err[1024];
-  if (e == EMIT_SO) return compile_so(o, g, lo, w);
+  if (e == EMIT_SO) return compile_so(o, g, lo, w, link_ms);
   const char *tmp = work_path(w, "out");
   if (!tmp) return cli_error("out of memory");
   int rc = EXIT_OK;
@@ -298,15 +302,21 @@ int cmd_compile(Options *o) {
   Loaded m;
   o->passes.inference = o->no_train;
   int rc = cli_load_model(o, &m, STAGE_PLANNED);
-  LlvmOptions lo = {.opt_level = o->opt_level, .train = !o->no_train};
+  LlvmTimes times = {0};
+  LlvmOptions lo = {.opt_level = o->opt_level, .train = !o->no_train, .times = &times};
   Work w = {0};
   if (!rc) rc = work_open(&w, o->output);
-  double t0 = cli_now_ms();
-  if (!rc) rc = compile_one(o, m.graph, &lo, e, &w);
+  double t0 = cli_now_ms(), link_ms = 0;
+  if (!rc) rc = compile_one(o, m.graph, &lo, e, &w, &link_ms);
   if (!rc && o->verbose) {
     fprintf(stderr, "kiln: compiled %s to %s in %.1f ms\n", m.graph->name, o->output,
             cli_now_ms() - t0);
     plan_report(stderr, m.graph);
+  }
+  if (!rc && o->time_passes) {
+    pass_print_times(stderr, &o->passes);
+    llvm_print_times(stderr, &times);
+    if (e == EMIT_SO) fprintf(stderr, "%-16s %10.3f\n", "link+header", link_ms);
   }
   work_close(&w);
   cli_loaded_free(&m);

@@ -28,10 +28,21 @@
 #include "ir.h"
 #include "kiln.h"
 
+/* Wall-clock milliseconds of the back end's phases (kiln --time-passes). */
+typedef struct LlvmTimes {
+  double lower_ms;    /* kernels, entry points and descriptor to LLVM IR, verified */
+  double optimize_ms; /* LLVM's default<On> pipeline */
+  double codegen_ms;  /* instruction selection to an object (or assembly, or IR text) */
+} LlvmTimes;
+
 typedef struct LlvmOptions {
-  int opt_level; /* 0..3: LLVM's default<O0..O3> pipeline */
-  bool train;    /* emit m_train_step and m_grad (when the graph has a loss) */
+  int opt_level;    /* 0..3: LLVM's default<O0..O3> pipeline */
+  bool train;       /* emit m_train_step and m_grad (when the graph has a loss) */
+  LlvmTimes *times; /* NULL, or where the phases' times are added */
 } LlvmOptions;
+
+/* Prints the phases as rows of pass_print_times's table. */
+void llvm_print_times(FILE *f, const LlvmTimes *t);
 
 typedef enum LlvmEmitKind { LLVM_EMIT_OBJ, LLVM_EMIT_ASM, LLVM_EMIT_IR } LlvmEmitKind;
 

@@ -17,6 +17,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <llvm-c/Analysis.h>
 #include <llvm-c/Target.h>
@@ -623,13 +624,31 @@ bool llvm_module_build(LlvmModule *m, const Graph *g, const LlvmOptions *o, bool
     return false;
   }
   if (!cg_target(m, pic, err, len)) return false;
+  double t0 = llvm_now_ms();
   cg_lower_program(m);
   if (!cg_verify(m, "after lowering", err, len)) return false;
+  double t1 = llvm_now_ms();
   if (!cg_optimize(m, o->opt_level, err, len)) return false;
 #ifndef NDEBUG
   if (!cg_verify(m, "after optimization", err, len)) return false;
 #endif
+  if (o->times) {
+    o->times->lower_ms += t1 - t0;
+    o->times->optimize_ms += llvm_now_ms() - t1;
+  }
   return true;
+}
+
+double llvm_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+void llvm_print_times(FILE *f, const LlvmTimes *t) {
+  fprintf(f, "%-16s %10.3f\n", "llvm.lower", t->lower_ms);
+  fprintf(f, "%-16s %10.3f\n", "llvm.optimize", t->optimize_ms);
+  fprintf(f, "%-16s %10.3f\n", "llvm.codegen", t->codegen_ms);
 }
 
 void llvm_module_dispose(LlvmModule *m) {

@@ -40,8 +40,10 @@ static void free_data(LlvmEmitKind kind, char *data) {
 static bool emit_bytes(const Graph *g, const LlvmOptions *o, LlvmEmitKind kind, char **data,
                        size_t *size, char *err, size_t len) {
   LlvmModule m = {0};
-  bool ok =
-      llvm_module_build(&m, g, o, true, err, len) && emit_to_memory(&m, kind, data, size, err, len);
+  bool ok = llvm_module_build(&m, g, o, true, err, len);
+  double t0 = llvm_now_ms();
+  ok = ok && emit_to_memory(&m, kind, data, size, err, len);
+  if (o->times) o->times->codegen_ms += llvm_now_ms() - t0;
   llvm_module_dispose(&m);
   return ok;
 }

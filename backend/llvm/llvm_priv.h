@@ -226,5 +226,7 @@ typedef struct LlvmModule {
 bool llvm_module_build(LlvmModule *m, const Graph *g, const LlvmOptions *o, bool pic, char *err,
                        size_t len);
 void llvm_module_dispose(LlvmModule *m);
+/* A monotonic clock in milliseconds (phase times). */
+double llvm_now_ms(void);
 
 #endif

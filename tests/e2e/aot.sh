@@ -111,6 +111,12 @@ else
   bad "app_mlp does not compile against mlp.h"
 fi
 
+# --time-passes: Kiln's passes, then LLVM's phases and the link, one row each.
+expect 0 '^plan +[0-9.]+ ' "$kiln" compile models/regression.kl -o "$tmp/tp.so" --time-passes
+for row in llvm.lower llvm.optimize llvm.codegen link.header; do
+  grep -qE "^$row +[0-9]+\.[0-9]{3}\$" "$tmp/out" && ok || bad "--time-passes lacks a $row row"
+done
+
 # The executable's command line and bad input: exit 1 with a message naming what is wrong.
 bin="$d/mlp.bin"
 expect 0 'usage: .*--input NAME=FILE.npy' "$bin" --help
