@@ -191,15 +191,39 @@ static bool plan_materialize(Plan *pl, Node *n) {
   return plan_single(pl, n);
 }
 
+/* A GEMM matmul reads an inline permute's input with the permuted strides
+ * instead of a transposed copy in scratch (the backward pass's A^T B, A B^T). */
+static bool plan_views(Plan *pl, Node *n, Node ***args, Node ***view) {
+  *args = n->in;
+  *view = NULL;
+  if (n->op != OP_MATMUL || !llvm_matmul_gemm(n)) return true;
+  for (int i = 0; i < n->nin; i++) {
+    Node *a = n->in[i];
+    if (a->kernel != IR_KERNEL_INLINE || a->op != OP_PERMUTE) continue;
+    if (!*view) {
+      *view = own(pl->p, (size_t)n->nin * sizeof **view);
+      Node **copy = own(pl->p, (size_t)n->nin * sizeof *copy);
+      if (!*view || !copy) return false;
+      memcpy(copy, n->in, (size_t)n->nin * sizeof *copy);
+      *args = copy;
+    }
+    (*view)[i] = a;
+    (*args)[i] = a->in[0];
+  }
+  return true;
+}
+
 /* One node by its own lowering; inputs from their homes or scratch. */
 static bool plan_single(Plan *pl, Node *n) {
   Program *p = pl->p;
+  Node **args, **view;
+  if (!plan_views(pl, n, &args, &view)) return false;
   for (int i = 0; i < n->nin; i++)
-    if (n->in[i]->kernel == IR_KERNEL_INLINE && !plan_materialize(pl, n->in[i])) return false;
+    if (args[i]->kernel == IR_KERNEL_INLINE && !plan_materialize(pl, args[i])) return false;
   int64_t *at = own(p, ((size_t)n->nin + 1) * sizeof *at);
   if (!at) return false;
   for (int i = 0; i < n->nin; i++) {
-    const Node *a = n->in[i];
+    const Node *a = args[i];
     at[i] = resident(pl, a) ? -1 : pl->base + pl->tmp[a->id];
   }
   at[n->nin] = resident(pl, n) ? -1 : tmp_of(pl, n, (int64_t)value_bytes(n));
@@ -210,7 +234,8 @@ static bool plan_single(Plan *pl, Node *n) {
   k->nodes[0] = n;
   k->nnodes = 1;
   k->out = n;
-  k->args = n->in;
+  k->args = args;
+  k->view = view;
   k->nargs = n->nin;
   k->at = at;
   k->writes_update = n->offset == IR_BUF_UPDATE;

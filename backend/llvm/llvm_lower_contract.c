@@ -221,52 +221,100 @@ static void lower_conv2d_grad_weight_loops(Lower *L, Kernel *k) {
 
 /* ---- GEMM-based lowerings (llvm_gemm.c) --------------------------------- */
 
+/* An operand [..., r, c] as the GEMM reads it: element strides of the
+ * output's batch dims (0 where broadcast), of its rows and of its columns. */
+typedef struct Strided {
+  int64_t batch[IR_MAX_RANK], row, col;
+} Strided;
+
 typedef struct MatmulOps {
   const Type *ot;
-  int64_t sa[IR_MAX_RANK], sb[IR_MAX_RANK];
+  Strided a, b;
 } MatmulOps;
+
+/* Operand t (type, read through view when it is a permute of its input) as
+ * the output ot's batch broadcasts it. */
+static Strided strided_of(const Type *t, const Node *view, const Type *ot) {
+  int64_t own[IR_MAX_RANK], s = 1;
+  if (view) { /* element d of the permute is element perm[d] of its input */
+    const Type *src = &view->in[0]->type;
+    const AttrVal *perm = ir_attr_c(view, "perm");
+    int64_t sown[IR_MAX_RANK];
+    for (int d = src->rank - 1; d >= 0; d--) sown[d] = s, s *= src->dims[d];
+    for (int d = 0; d < t->rank; d++) own[d] = sown[perm->i[d]];
+  } else {
+    for (int d = t->rank - 1; d >= 0; d--) own[d] = s, s *= t->dims[d];
+  }
+  Strided st = {.row = own[t->rank - 2], .col = own[t->rank - 1]};
+  int ir = t->rank - 2, orank = ot->rank - 2;
+  for (int d = 0; d < orank; d++) {
+    int k = ir - orank + d;
+    st.batch[d] = k >= 0 && t->dims[k] != 1 ? own[k] : 0;
+  }
+  return st;
+}
+
+static LLVMValueRef strided_at(Lower *L, const MatmulOps *mo, const Strided *st, LLVMValueRef t,
+                               LLVMValueRef r, LLVMValueRef c) {
+  LLVMValueRef off = lw_offset(L, t, mo->ot->rank - 2, mo->ot->dims, st->batch);
+  return lw_add(L, off, lw_add(L, lw_mulc(L, r, st->row), lw_mulc(L, c, st->col)));
+}
 
 static LLVMValueRef matmul_a(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMValueRef i,
                              LLVMValueRef p) {
   const MatmulOps *mo = g->user;
-  LLVMValueRef off =
-      lw_mulc(L, lw_offset(L, t, mo->ot->rank - 2, mo->ot->dims, mo->sa), g->m * g->k);
-  return lw_load(L, L->f32, lw_in(L, 0), lw_add(L, off, lw_add(L, lw_mulc(L, i, g->k), p)));
+  return lw_load(L, L->f32, lw_in(L, 0), strided_at(L, mo, &mo->a, t, i, p));
 }
 
+/* &B[t][p][0]: rows of b contiguous (b.col == 1). */
 static LLVMValueRef matmul_brow(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMValueRef p) {
   const MatmulOps *mo = g->user;
-  LLVMValueRef off =
-      lw_mulc(L, lw_offset(L, t, mo->ot->rank - 2, mo->ot->dims, mo->sb), g->k * g->n);
-  return lw_gep(L, L->f32, lw_in(L, 1), lw_add(L, off, lw_mulc(L, p, g->n)));
+  return lw_gep(L, L->f32, lw_in(L, 1), strided_at(L, mo, &mo->b, t, p, lw_i64(L, 0)));
 }
 
 static LLVMValueRef matmul_b(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMValueRef p,
                              LLVMValueRef j) {
-  return lw_load(L, L->f32, matmul_brow(L, g, t, p), j);
+  const MatmulOps *mo = g->user;
+  return lw_load(L, L->f32, lw_in(L, 1), strided_at(L, mo, &mo->b, t, p, j));
+}
+
+/* The GEMM's batch, m, n, k of matmul n. */
+static void matmul_dims(const Node *n, int64_t *batch, int64_t *m, int64_t *nn, int64_t *kk) {
+  const Type *at = &n->in[0]->type, *ot = &n->type;
+  *m = ot->dims[ot->rank - 2], *nn = ot->dims[ot->rank - 1], *kk = at->dims[at->rank - 1];
+  *batch = ir_type_numel(ot) / (*m * *nn > 0 ? *m * *nn : 1);
+}
+
+bool llvm_matmul_gemm(const Node *n) {
+  int64_t batch, m, nn, kk;
+  matmul_dims(n, &batch, &m, &nn, &kk);
+  return lw_gemm_ok(n->type.dtype, batch, m, nn, kk) && n->in[0]->type.dtype == DT_F32 &&
+         n->in[1]->type.dtype == DT_F32;
 }
 
 /* torch.matmul, rank >= 2, batch dims broadcast: the GEMM template over the
- * output's batch; the row-loop version for other element types. */
+ * output's batch (operands possibly read through permutes, k->view); the
+ * row-loop version for other element types. */
 void lower_matmul(Lower *L, Kernel *k) {
   const Node *n = k->out;
-  const Type *at = &n->in[0]->type, *bt = &n->in[1]->type, *ot = &n->type;
-  int64_t m = ot->dims[ot->rank - 2], nn = ot->dims[ot->rank - 1], kk = at->dims[at->rank - 1];
-  int64_t batch = ir_type_numel(ot) / (m * nn > 0 ? m * nn : 1);
-  if (!lw_gemm_ok(ot->dtype, batch, m, nn, kk) || at->dtype != DT_F32 || bt->dtype != DT_F32) {
+  if (!llvm_matmul_gemm(n)) {
+    IR_ASSERT(!k->view, "llvm: %s reads through a permute without the GEMM", k->name);
     lower_matmul_loops(L, k);
     return;
   }
+  int64_t batch, m, nn, kk;
+  matmul_dims(n, &batch, &m, &nn, &kk);
+  const Type *ot = &n->type;
   MatmulOps mo = {.ot = ot};
-  batch_strides(at, ot, mo.sa);
-  batch_strides(bt, ot, mo.sb);
+  mo.a = strided_of(&n->in[0]->type, k->view ? k->view[0] : NULL, ot);
+  mo.b = strided_of(&n->in[1]->type, k->view ? k->view[1] : NULL, ot);
   GemmOps g = {.batch = batch,
                .m = m,
                .n = nn,
                .k = kk,
                .load_a = matmul_a,
                .load_b = matmul_b,
-               .b_row = matmul_brow,
+               .b_row = mo.b.col == 1 ? matmul_brow : NULL,
                .user = &mo};
   lw_gemm(L, k, &g);
 }

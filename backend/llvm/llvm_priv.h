@@ -43,6 +43,8 @@ typedef struct Kernel {
   int ngroup;
   int64_t *at; /* NULL, or by buffer (args..., out): a byte offset in mem (kernel scratch)
                   overriding the node's home; -1: its home */
+  Node **view; /* NULL, or by arg: the inline permute read through it (args[i] is the
+                  permute's input, read with the permuted strides; matmul only) */
   bool fused;  /* an elementwise chain in one loop (lower_fused): nodes = the chain;
                   args = the nreads values read from memory, then outputs after the first */
   int nreads;
@@ -109,6 +111,8 @@ LowerFn lower_source, lower_const, lower_causal_mask, lower_map, lower_reduce, l
     lower_bce, lower_layer_norm_grad, lower_conv2d_grad_input, lower_conv2d_grad_weight,
     lower_max_pool2d_grad, lower_avg_pool2d_grad, lower_embedding_grad, lower_lstm_grad,
     lower_cross_entropy_grad, lower_fused;
+/* Matmul node n lowers to the GEMM template (so it can read operands through permutes). */
+bool llvm_matmul_gemm(const Node *n);
 /* Elementwise ops lower_fused evaluates in registers (lw_map_value's, and reshape). */
 bool llvm_fusable_op(OpKind op);
 
