@@ -8,8 +8,9 @@
  * micro-kernel on every (MR x NR) tile: MR x NV accumulators of VL lanes
  * (NR = NV*VL), one vector load of B per lane group and one broadcast of A
  * per row each step of p. The first slice stores acc (+ bias), later ones
- * add to C. Rows past m and columns past n are packed from clamped (valid)
- * indices and never stored: row stores are guarded, column stores masked.
+ * add to C; with a fused epilogue, the last slice hands C's final value to
+ * it in registers instead of storing it. Rows past m and columns past n are packed from clamped
+ * (valid) indices and never stored: row stores are guarded, column stores masked.
  *
  * AVX-512: VL = 16, NR = 32 (two zmm), MR = 12: 24 accumulators + 2 B
  * vectors + a broadcast of 32 zmm. Narrow n (<= VL): NV = 1, MR = 16.
@@ -203,10 +204,47 @@ static void pack_b(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef bpa
   lw_next(L, &lg);
 }
 
-/* One MR x NR tile: acc = apanel . bpanel over kc, then C (+)= acc. */
+/* The tile's stores: C (+)= acc, row by row (rows past m skipped, columns
+ * past n masked). With epi, C's final value goes to the epilogue instead,
+ * which stores it and what the fused chain computes from it. */
+static void store_tile(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef acc[][2],
+                       LLVMValueRef t, LLVMValueRef row0, LLVMValueRef col0, LLVMValueRef first,
+                       bool epi) {
+  LLVMTypeRef vt = LLVMVectorType(L->f32, (unsigned)tl->vl);
+  LLVMValueRef masks[2];
+  for (int v = 0; v < tl->nv; v++)
+    masks[v] = col_mask(L, tl->vl, lw_addc(L, col0, v * tl->vl), g->n);
+  for (int r = 0; r < tl->mr; r++) {
+    LLVMValueRef i = lw_addc(L, row0, r);
+    LwIf in;
+    lw_if(L, &in, LLVMBuildICmp(L->b, LLVMIntSLT, i, lw_i64(L, g->m), ""));
+    LLVMValueRef rowflat = lw_add(L, lw_mulc(L, t, g->m), i);
+    LLVMValueRef crow = lw_gep(L, L->f32, lw_out(L), lw_mulc(L, rowflat, g->n));
+    LLVMValueRef init =
+        g->bias ? lw_gemm_splat(L, vt, lw_load(L, L->f32, g->bias, i)) : LLVMConstNull(vt);
+    for (int v = 0; v < tl->nv; v++) {
+      LLVMValueRef col = lw_addc(L, col0, v * tl->vl);
+      LLVMValueRef cp = lw_gep(L, L->f32, crow, col);
+      LLVMValueRef base = init;
+      if (!epi || tl->nkb > 1) { /* with epi only the last slice, never the first of several */
+        LLVMValueRef old = masked_load(L, vt, cp, masks[v]);
+        base = epi ? old : LLVMBuildSelect(L->b, first, init, old, "");
+      }
+      LLVMValueRef val = LLVMBuildFAdd(L->b, base, lw_get(L, vt, acc[r][v]), "");
+      if (epi)
+        lw_epilogue_store(g->epi, rowflat, col, masks[v], val);
+      else
+        masked_store(L, vt, val, cp, masks[v]);
+    }
+    lw_endif(L, &in);
+  }
+}
+
+/* One MR x NR tile: acc = apanel . bpanel over kc, then C (+)= acc; at the
+ * last slice (last) through the epilogue when there is one. */
 static void micro_tile(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef ap,
                        LLVMValueRef bp, LLVMValueRef kc, LLVMValueRef t, LLVMValueRef row0,
-                       LLVMValueRef col0, LLVMValueRef first) {
+                       LLVMValueRef col0, LLVMValueRef first, LLVMValueRef last) {
   LLVMTypeRef vt = LLVMVectorType(L->f32, (unsigned)tl->vl);
   LLVMValueRef acc[32][2];
   for (int r = 0; r < tl->mr; r++)
@@ -226,24 +264,17 @@ static void micro_tile(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef
     }
   }
   lw_next(L, &lp);
-  LLVMValueRef masks[2];
-  for (int v = 0; v < tl->nv; v++)
-    masks[v] = col_mask(L, tl->vl, lw_addc(L, col0, v * tl->vl), g->n);
-  for (int r = 0; r < tl->mr; r++) {
-    LLVMValueRef i = lw_addc(L, row0, r);
-    LwIf in;
-    lw_if(L, &in, LLVMBuildICmp(L->b, LLVMIntSLT, i, lw_i64(L, g->m), ""));
-    LLVMValueRef crow =
-        lw_gep(L, L->f32, lw_out(L), lw_mulc(L, lw_add(L, lw_mulc(L, t, g->m), i), g->n));
-    LLVMValueRef init =
-        g->bias ? lw_gemm_splat(L, vt, lw_load(L, L->f32, g->bias, i)) : LLVMConstNull(vt);
-    for (int v = 0; v < tl->nv; v++) {
-      LLVMValueRef cp = lw_gep(L, L->f32, crow, lw_addc(L, col0, v * tl->vl));
-      LLVMValueRef old = masked_load(L, vt, cp, masks[v]);
-      LLVMValueRef base = LLVMBuildSelect(L->b, first, init, old, "");
-      masked_store(L, vt, LLVMBuildFAdd(L->b, base, lw_get(L, vt, acc[r][v]), ""), cp, masks[v]);
-    }
-    lw_endif(L, &in);
+  if (!g->epi) {
+    store_tile(L, g, tl, acc, t, row0, col0, first, false);
+  } else if (tl->nkb == 1) {
+    store_tile(L, g, tl, acc, t, row0, col0, first, true);
+  } else {
+    LwIf fin;
+    lw_if(L, &fin, last);
+    store_tile(L, g, tl, acc, t, row0, col0, first, true);
+    lw_else(L, &fin);
+    store_tile(L, g, tl, acc, t, row0, col0, first, false);
+    lw_endif(L, &fin);
   }
 }
 
@@ -273,6 +304,7 @@ static void block_product(Lower *L, const GemmOps *g, const Tiles *tl, const Blo
   LLVMValueRef pc = lw_mulc(L, kb, tl->kc);
   LLVMValueRef kc = lw_smin(L, lw_i64(L, tl->kc), LLVMBuildSub(L->b, lw_i64(L, g->k), pc, ""));
   LLVMValueRef first = LLVMBuildICmp(L->b, LLVMIntEQ, kb, lw_i64(L, 0), "");
+  LLVMValueRef last = LLVMBuildICmp(L->b, LLVMIntEQ, kb, lw_i64(L, tl->nkb - 1), "");
   LLVMValueRef poff = ashared ? pc : lw_i64(L, 0);
   if (!ashared) pack_a(L, g, tl, apack, gstride, poff, t, b->i0, b->ngi, pc, kc);
   pack_b(L, g, tl, bpack, t, b->j0, b->ngj, pc, kc);
@@ -283,7 +315,7 @@ static void block_product(Lower *L, const GemmOps *g, const Tiles *tl, const Blo
   LLVMValueRef ap =
       lw_gep(L, L->f32, apack, lw_add(L, lw_mulc(L, gi, gstride), lw_mulc(L, poff, tl->mr)));
   LLVMValueRef row0 = lw_add(L, b->i0, lw_mulc(L, gi, tl->mr));
-  micro_tile(L, g, tl, ap, bp, kc, t, row0, col0, first);
+  micro_tile(L, g, tl, ap, bp, kc, t, row0, col0, first, last);
   lw_next(L, &lgi);
   lw_next(L, &lgj);
   lw_next(L, &lk);

@@ -26,6 +26,7 @@ struct GemmOps {
   GemmVec *b_vec;    /* or vectors of a row */
   LLVMValueRef bias; /* f32 [m] or NULL */
   bool a_shared;     /* A does not depend on t (load_a ignores it) */
+  Epilogue *epi;     /* NULL, or the kernel's fused epilogue: gets C's final values */
   const void *user;
 };
 

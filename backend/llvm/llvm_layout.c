@@ -335,6 +335,90 @@ static bool plan_fused(Plan *pl, Node **seg, int nseg) {
   return ok;
 }
 
+/* The values an epilogue reads from memory, from n down (the anchor and the
+ * chain are evaluated, so are inline elementwise nodes of the anchor's dims). */
+static bool epilogue_reads(Plan *pl, const Node *anchor, Node *n, bool *seen, Node **reads,
+                           int *nreads) {
+  if (seen[n->id]) return true;
+  seen[n->id] = true;
+  if (!pl->inseg[n->id] && !llvm_epilogue_loop_node(anchor, n)) {
+    if (n->kernel == IR_KERNEL_INLINE && !plan_materialize(pl, n)) return false;
+    reads[(*nreads)++] = n;
+    return true;
+  }
+  for (int i = 0; i < n->nin; i++)
+    if (!epilogue_reads(pl, anchor, n->in[i], seen, reads, nreads)) return false;
+  return true;
+}
+
+/* The anchor (a GEMM) and the elementwise chain seg[0..nseg) after it: one
+ * launch, the chain applied to the GEMM's results in registers. The anchor
+ * keeps a buffer (its home, or scratch): the GEMM accumulates K slices in it. */
+static bool plan_epilogue(Plan *pl, Node *anchor, Node **seg, int nseg) {
+  Program *p = pl->p;
+  Node **aargs, **view;
+  if (!plan_views(pl, anchor, &aargs, &view)) return false;
+  for (int i = 0; i < anchor->nin; i++)
+    if (aargs[i]->kernel == IR_KERNEL_INLINE && !plan_materialize(pl, aargs[i])) return false;
+  size_t ids = (size_t)p->g->next_id + 1;
+  bool *seen = calloc(ids, sizeof *seen);
+  Node **reads = calloc(ids, sizeof *reads);
+  Node **outs = calloc((size_t)nseg + 1, sizeof *outs);
+  bool ok = seen && reads && outs;
+  int nreads = 0, nouts = 0;
+  for (int i = 0; i < nseg; i++) pl->inseg[seg[i]->id] = true;
+  pl->inseg[anchor->id] = true;
+  seen[anchor->id] = true;
+  for (int i = 0; ok && i < nseg; i++) {
+    ok = epilogue_reads(pl, anchor, seg[i], seen, reads, &nreads);
+    if (resident(pl, seg[i]) || read_later(pl, seg[i])) outs[nouts++] = seg[i];
+  }
+  bool anchor_store = resident(pl, anchor) || read_later(pl, anchor);
+  for (int i = 0; i < nseg; i++) pl->inseg[seg[i]->id] = false;
+  pl->inseg[anchor->id] = false;
+  Kernel *k = ok ? new_launch(p) : NULL;
+  int nargs = anchor->nin + nreads + nouts;
+  if (k) {
+    k->nodes = own(p, ((size_t)nseg + 1) * sizeof *k->nodes);
+    k->args = own(p, (size_t)nargs * sizeof *k->args);
+    k->at = own(p, ((size_t)nargs + 1) * sizeof *k->at);
+    k->view = view;
+    ok = k->nodes && k->args && k->at;
+  }
+  if (k && ok) {
+    k->nodes[0] = anchor;
+    memcpy(k->nodes + 1, seg, (size_t)nseg * sizeof *seg);
+    k->nnodes = nseg + 1;
+    k->nepi = nseg;
+    memcpy(k->args, aargs, (size_t)anchor->nin * sizeof *aargs);
+    memcpy(k->args + anchor->nin, reads, (size_t)nreads * sizeof *reads);
+    memcpy(k->args + anchor->nin + nreads, outs, (size_t)nouts * sizeof *outs);
+    k->epi_args = anchor->nin;
+    k->nreads = nreads;
+    k->nargs = nargs;
+    k->out = anchor;
+    k->anchor_store = anchor_store;
+    for (int i = 0; i < nargs - nouts; i++)
+      k->at[i] = resident(pl, k->args[i]) ? -1 : pl->base + pl->tmp[k->args[i]->id];
+    for (int i = nargs - nouts; i < nargs; i++)
+      k->at[i] =
+          resident(pl, k->args[i]) ? -1 : tmp_of(pl, k->args[i], (int64_t)value_bytes(k->args[i]));
+    k->at[nargs] = resident(pl, anchor) ? -1 : tmp_of(pl, anchor, (int64_t)value_bytes(anchor));
+    k->writes_update = anchor->offset == IR_BUF_UPDATE;
+    for (int i = 0; i < nouts; i++) k->writes_update |= outs[i]->offset == IR_BUF_UPDATE;
+    char what[64];
+    snprintf(what, sizeof what, "%s_epi%d_%s", ir_op_name(anchor->op), nseg,
+             ir_op_name(seg[nseg - 1]->op));
+    launch_common(pl, k, what);
+  } else {
+    ok = false;
+  }
+  free(seen);
+  free(reads);
+  free(outs);
+  return ok;
+}
+
 static bool node_fusable(const Node *n) {
   if (!fusable_value(n)) return false;
   for (int j = 0; j < n->nin; j++)
@@ -349,8 +433,14 @@ static bool plan_group(Plan *pl) {
   for (int j = 0; ok && j < pl->ngroup;) {
     Node *n = pl->group[j];
     if (!node_fusable(n)) {
-      ok = plan_single(pl, n);
-      j++;
+      int e = j + 1;
+      if (llvm_epilogue_trail(n))
+        while (e < pl->ngroup && node_fusable(pl->group[e]) &&
+               ir_type_numel(&pl->group[e]->type) == ir_type_numel(&n->type))
+          e++;
+      while (e > j + 1 && !llvm_epilogue_ok(n, &pl->group[j + 1], e - j - 1)) e--;
+      ok = e > j + 1 ? plan_epilogue(pl, n, &pl->group[j + 1], e - j - 1) : plan_single(pl, n);
+      j = e;
       continue;
     }
     int e = j + 1;

@@ -221,6 +221,13 @@ static void lower_conv2d_grad_weight_loops(Lower *L, Kernel *k) {
 
 /* ---- GEMM-based lowerings (llvm_gemm.c) --------------------------------- */
 
+/* lw_gemm, with the kernel's fused epilogue (k->nepi) if it has one. */
+static void gemm_with_epilogue(Lower *L, Kernel *k, GemmOps *g) {
+  g->epi = k->nepi ? lw_epilogue_new(L, k, L->avx512 ? 16 : 8) : NULL;
+  lw_gemm(L, k, g);
+  lw_epilogue_free(g->epi);
+}
+
 /* An operand [..., r, c] as the GEMM reads it: element strides of the
  * output's batch dims (0 where broadcast), of its rows and of its columns. */
 typedef struct Strided {
@@ -298,7 +305,7 @@ bool llvm_matmul_gemm(const Node *n) {
 void lower_matmul(Lower *L, Kernel *k) {
   const Node *n = k->out;
   if (!llvm_matmul_gemm(n)) {
-    IR_ASSERT(!k->view, "llvm: %s reads through a permute without the GEMM", k->name);
+    IR_ASSERT(!k->view && !k->nepi, "llvm: %s needs the GEMM", k->name);
     lower_matmul_loops(L, k);
     return;
   }
@@ -316,7 +323,7 @@ void lower_matmul(Lower *L, Kernel *k) {
                .load_b = matmul_b,
                .b_row = mo.b.col == 1 ? matmul_brow : NULL,
                .user = &mo};
-  lw_gemm(L, k, &g);
+  gemm_with_epilogue(L, k, &g);
 }
 
 /* x[n, ci, ih, iw] (plane base + ih*W + iw), 0 outside the input. */
@@ -462,10 +469,18 @@ static bool conv_is_1x1(const ConvDims *c) {
   return c->kh == 1 && c->kw == 1 && c->s == 1 && c->p == 0;
 }
 
+bool llvm_conv2d_gemm(const Node *n) {
+  ConvDims c = conv_dims(n, &n->in[0]->type, &n->in[1]->type, &n->type);
+  for (int i = 0; i < n->nin; i++)
+    if (n->in[i]->type.dtype != DT_F32) return false;
+  return lw_gemm_ok(n->type.dtype, c.nb, c.co, c.ho * c.wo, c.ci * c.kh * c.kw);
+}
+
 void lower_conv2d(Lower *L, Kernel *k) {
   const Node *n = k->out;
   ConvDims c = conv_dims(n, &n->in[0]->type, &n->in[1]->type, &n->type);
-  if (!lw_gemm_ok(n->type.dtype, c.nb, c.co, c.ho * c.wo, c.ci * c.kh * c.kw)) {
+  if (!llvm_conv2d_gemm(n)) {
+    IR_ASSERT(!k->nepi, "llvm: %s has an epilogue without the GEMM", k->name);
     lower_conv2d_loops(L, k);
     return;
   }
@@ -480,7 +495,7 @@ void lower_conv2d(Lower *L, Kernel *k) {
                .bias = n->nin == 3 ? lw_in(L, 2) : NULL,
                .a_shared = true,
                .user = &c};
-  lw_gemm(L, k, &g);
+  gemm_with_epilogue(L, k, &g);
 }
 
 /* Input gradient: per image, dX[ci][ih*W+iw] = W^T[ci][co*KK+q] . dYcol[co*KK+q][pix],

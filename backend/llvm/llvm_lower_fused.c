@@ -11,8 +11,9 @@
  * place and @update outputs share their input's address).
  */
 #include <stdlib.h>
+#include <string.h>
 
-#include "llvm_priv.h"
+#include "llvm_gemm.h"
 
 #define FUSED_CHUNK_WORK 32768
 
@@ -178,4 +179,175 @@ void lower_fused(Lower *L, Kernel *k) {
   free(vals);
   free(f.cidx);
   free(f.cval);
+}
+
+/* ---- GEMM epilogues ------------------------------------------------------ */
+
+int llvm_epilogue_trail(const Node *anchor) {
+  if (anchor->op == OP_MATMUL) return llvm_matmul_gemm(anchor) ? 1 : 0;
+  if (anchor->op == OP_CONV2D) return llvm_conv2d_gemm(anchor) ? 2 : 0;
+  return 0;
+}
+
+static bool f32_fusable(const Node *n) {
+  if (!llvm_fusable_op(n->op) || n->type.dtype != DT_F32) return false;
+  for (int i = 0; i < n->nin; i++)
+    if (n->in[i]->type.dtype == DT_I32) return false;
+  return true;
+}
+
+bool llvm_epilogue_loop_node(const Node *anchor, const Node *n) {
+  return n->op == OP_CONST ||
+         (n->kernel == IR_KERNEL_INLINE && f32_fusable(n) && same_dims(&n->type, &anchor->type));
+}
+
+/* A value the chain reads from memory: f32, and one offset per row plus a
+ * stride along it (always so for one trailing dim; for two, when they are
+ * read as one). */
+static bool epilogue_read_ok(const Node *anchor, const Node *a, int trail) {
+  if (a->type.dtype != DT_F32) return false;
+  int64_t stride[IR_MAX_RANK];
+  int r = anchor->type.rank;
+  fz_strides(&a->type, &anchor->type, stride);
+  return trail == 1 || stride[r - 2] == stride[r - 1] * anchor->type.dims[r - 1];
+}
+
+static bool in_seg(const Node *n, Node *const *seg, int nseg) {
+  for (int i = 0; i < nseg; i++)
+    if (seg[i] == n) return true;
+  return false;
+}
+
+/* The operands of loop node n (depth bounds the inline nodes followed). */
+static bool epilogue_inputs_ok(const Node *anchor, const Node *n, Node *const *seg, int nseg,
+                               int trail, int depth) {
+  if (depth > 32) return false;
+  for (int i = 0; i < n->nin; i++) {
+    const Node *a = n->in[i];
+    if (a == anchor || a->op == OP_CONST || in_seg(a, seg, nseg)) continue;
+    if (n->op == OP_RESHAPE && !same_dims(&a->type, &anchor->type)) return false;
+    if (llvm_epilogue_loop_node(anchor, a)) {
+      if (!epilogue_inputs_ok(anchor, a, seg, nseg, trail, depth + 1)) return false;
+    } else if (!epilogue_read_ok(anchor, a, trail)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool llvm_epilogue_ok(const Node *anchor, Node *const *seg, int nseg) {
+  int trail = llvm_epilogue_trail(anchor);
+  if (!trail || anchor->type.rank < trail + 1) return false;
+  for (int i = 0; i < nseg; i++)
+    if (!f32_fusable(seg[i]) || !same_dims(&seg[i]->type, &anchor->type) ||
+        !epilogue_inputs_ok(anchor, seg[i], seg, nseg, trail, 0))
+      return false;
+  return true;
+}
+
+struct Epilogue {
+  Lower *L;
+  Kernel *k;
+  const Node *anchor;
+  LLVMTypeRef vt;
+  int vl, trail;
+  int64_t ncols;      /* n: the product of the trailing dims */
+  LLVMValueRef *cval; /* by node id: valid while cgen[id] == gen */
+  int *cgen, gen;
+  LLVMValueRef rowflat, j0, mask, v;
+};
+
+Epilogue *lw_epilogue_new(Lower *L, Kernel *k, int vl) {
+  const Graph *g = L->p->g;
+  Epilogue *e = calloc(1, sizeof *e);
+  IR_ASSERT(e, "llvm: out of memory lowering %s", k->name);
+  e->L = L;
+  e->k = k;
+  e->anchor = k->nodes[0];
+  e->vl = vl;
+  e->vt = LLVMVectorType(L->f32, (unsigned)vl);
+  e->trail = llvm_epilogue_trail(e->anchor);
+  const Type *t = &e->anchor->type;
+  e->ncols = 1;
+  for (int d = t->rank - e->trail; d < t->rank; d++) e->ncols *= t->dims[d];
+  e->cval = calloc((size_t)g->next_id + 1, sizeof *e->cval);
+  e->cgen = calloc((size_t)g->next_id + 1, sizeof *e->cgen);
+  IR_ASSERT(e->cval && e->cgen, "llvm: out of memory lowering %s", k->name);
+  return e;
+}
+
+void lw_epilogue_free(Epilogue *e) {
+  if (!e) return;
+  free(e->cval);
+  free(e->cgen);
+  free(e);
+}
+
+/* Read a (arg index ai) at the current row and lanes: a masked vector load
+ * when it runs along the row, a broadcast scalar when constant along it, a
+ * gather otherwise. */
+static LLVMValueRef epi_load(Epilogue *e, const Node *a, int ai) {
+  Lower *L = e->L;
+  const Type *t = &e->anchor->type;
+  int64_t stride[IR_MAX_RANK];
+  fz_strides(&a->type, t, stride);
+  int64_t sj = stride[t->rank - 1];
+  LLVMValueRef base = lw_offset(L, e->rowflat, t->rank - e->trail, t->dims, stride);
+  base = lw_add(L, base, lw_mulc(L, e->j0, sj));
+  LLVMValueRef p = lw_gep(L, L->f32, lw_in(L, ai), base);
+  if (sj == 0) return lw_gemm_splat(L, e->vt, LLVMBuildLoad2(L->b, L->f32, p, ""));
+  if (sj == 1) return lw_gemm_load_masked(L, e->vl, p, e->mask);
+  LLVMValueRef lanes = lw_gemm_lanes(L, lw_i64(L, 0), e->vl);
+  LLVMTypeRef it = LLVMVectorType(L->i32, (unsigned)e->vl);
+  LLVMValueRef idx = LLVMBuildMul(L->b, lanes, lw_gemm_splat(L, it, lw_i32(L, (int32_t)sj)), "");
+  return lw_gemm_gather(L, e->vl, p, idx, e->mask);
+}
+
+static LLVMValueRef epi_eval(Epilogue *e, const Node *n) {
+  Lower *L = e->L;
+  Kernel *k = e->k;
+  if (n == e->anchor) return e->v;
+  if (e->cgen[n->id] == e->gen) return e->cval[n->id];
+  LLVMValueRef v;
+  int a = fz_arg(k, n, k->epi_args, k->epi_args + k->nreads);
+  if (a >= 0) {
+    v = epi_load(e, n, a);
+  } else if (n->op == OP_CONST) {
+    v = lw_fc(L, e->vt, ir_attr_float(n, "value"));
+  } else if (n->op == OP_RESHAPE) {
+    v = epi_eval(e, n->in[0]);
+  } else {
+    LLVMValueRef x[4];
+    IR_ASSERT(n->nin <= 4, "llvm: epilogue node with %d operands", n->nin);
+    for (int i = 0; i < n->nin; i++) x[i] = epi_eval(e, n->in[i]);
+    v = lw_map_value(L, n, x);
+  }
+  e->cgen[n->id] = e->gen;
+  e->cval[n->id] = v;
+  return v;
+}
+
+static void epi_store(Epilogue *e, LLVMValueRef buf, LLVMValueRef v) {
+  Lower *L = e->L;
+  LLVMValueRef at = lw_add(L, lw_mulc(L, e->rowflat, e->ncols), e->j0);
+  LLVMTypeRef over[2] = {e->vt, L->ptr};
+  LLVMValueRef args[4] = {v, lw_gep(L, L->f32, buf, at), lw_i32(L, 4), e->mask};
+  const char *name = "llvm.masked.store";
+  unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
+  LLVMValueRef f = LLVMGetIntrinsicDeclaration(L->mod, id, over, 2);
+  LLVMBuildCall2(L->b, LLVMIntrinsicGetType(L->ctx, id, over, 2), f, args, 4, "");
+}
+
+void lw_epilogue_store(Epilogue *e, LLVMValueRef rowflat, LLVMValueRef j0, LLVMValueRef mask,
+                       LLVMValueRef v) {
+  Kernel *k = e->k;
+  e->gen++;
+  e->rowflat = rowflat, e->j0 = j0, e->mask = mask, e->v = v;
+  int first_out = k->epi_args + k->nreads, nouts = k->nargs - first_out;
+  LLVMValueRef vals[64];
+  IR_ASSERT(nouts <= 64, "llvm: %s has %d epilogue outputs", k->name, nouts);
+  /* Every value before any store: an output may share its input's address. */
+  for (int o = 0; o < nouts; o++) vals[o] = epi_eval(e, k->args[first_out + o]);
+  if (k->anchor_store) epi_store(e, lw_out(e->L), v);
+  for (int o = 0; o < nouts; o++) epi_store(e, lw_in(e->L, first_out + o), vals[o]);
 }

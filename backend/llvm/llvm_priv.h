@@ -48,6 +48,12 @@ typedef struct Kernel {
   bool fused;  /* an elementwise chain in one loop (lower_fused): nodes = the chain;
                   args = the nreads values read from memory, then outputs after the first */
   int nreads;
+  int nepi; /* an anchor (nodes[0], the GEMM of a matmul or conv2d) with a fused
+               epilogue: nodes[1..nnodes) evaluated on its output in registers before
+               anything is stored; args = the anchor's operands, then nreads values
+               the chain reads (from epi_args), then outputs after out (the anchor) */
+  int epi_args;
+  bool anchor_store;  /* with an epilogue: the anchor's own value is needed later */
   bool writes_update; /* writes an update target in place: m_train_step skips it after an error */
   char name[80];
   int64_t range;     /* iterations of the outer loop */
@@ -111,8 +117,25 @@ LowerFn lower_source, lower_const, lower_causal_mask, lower_map, lower_reduce, l
     lower_bce, lower_layer_norm_grad, lower_conv2d_grad_input, lower_conv2d_grad_weight,
     lower_max_pool2d_grad, lower_avg_pool2d_grad, lower_embedding_grad, lower_lstm_grad,
     lower_cross_entropy_grad, lower_fused;
+/* Epilogues (llvm_lower_fused.c): nodes after a GEMM anchor evaluated on
+ * vectors of its output. The anchor's output [..., n] is seen as rows of n
+ * columns, n the product of its last ntrail dims (1: matmul, 2: conv2d's
+ * H*W). llvm_epilogue_ok: the chain seg (elementwise, the anchor's dims, f32)
+ * can be, its reads (values not evaluated in the loop: loop_node false)
+ * broadcasting along whole rows or with one stride along a row. */
+typedef struct Epilogue Epilogue;
+int llvm_epilogue_trail(const Node *anchor); /* 0: not an anchor with an epilogue */
+bool llvm_epilogue_loop_node(const Node *anchor, const Node *n);
+bool llvm_epilogue_ok(const Node *anchor, Node *const *seg, int nseg);
+Epilogue *lw_epilogue_new(Lower *L, Kernel *k, int vl);
+/* Evaluates the chain at row rowflat, columns [j0, j0+VL) (lanes off in mask
+ * skipped) given the anchor's vector v there, and stores every output. */
+void lw_epilogue_store(Epilogue *e, LLVMValueRef rowflat, LLVMValueRef j0, LLVMValueRef mask,
+                       LLVMValueRef v);
+void lw_epilogue_free(Epilogue *e);
 /* Matmul node n lowers to the GEMM template (so it can read operands through permutes). */
 bool llvm_matmul_gemm(const Node *n);
+bool llvm_conv2d_gemm(const Node *n);
 /* Elementwise ops lower_fused evaluates in registers (lw_map_value's, and reshape). */
 bool llvm_fusable_op(OpKind op);
 

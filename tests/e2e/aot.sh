@@ -111,6 +111,13 @@ else
   bad "app_mlp does not compile against mlp.h"
 fi
 
+# Fused epilogues: the mlp's bias + relu run inside the GEMMs (and the cnn's relu inside the
+# convolutions), the backward's relu masks inside the gradient GEMMs.
+expect 0 'kiln_k0_matmul_epi2_relu' "$kiln" dump models/mlp.kl --stage=llvm
+n=$(grep -c '^define internal .*_matmul_epi' "$tmp/out")
+[ "$n" -ge 4 ] && ok || bad "mlp: $n GEMM kernels with an epilogue, expected 4 or more"
+expect 0 'kiln_k0_conv2d_epi1_relu' "$kiln" dump models/cnn.kl --stage=llvm
+
 # --time-passes: Kiln's passes, then LLVM's phases and the link, one row each.
 expect 0 '^plan +[0-9.]+ ' "$kiln" compile models/regression.kl -o "$tmp/tp.so" --time-passes
 for row in llvm.lower llvm.optimize llvm.codegen link.header; do
