@@ -224,8 +224,13 @@ static bool epilogue_inputs_ok(const Node *anchor, const Node *n, Node *const *s
   if (depth > 32) return false;
   for (int i = 0; i < n->nin; i++) {
     const Node *a = n->in[i];
-    if (a == anchor || a->op == OP_CONST || in_seg(a, seg, nseg)) continue;
-    if (n->op == OP_RESHAPE && !same_dims(&a->type, &anchor->type)) return false;
+    if (a->op == OP_CONST) continue;
+    /* Values of other dims (reshapes' results) are stored, never read, in the loop. */
+    if (!same_dims(&a->type, &anchor->type)) {
+      if (a == anchor || in_seg(a, seg, nseg) || n->op == OP_RESHAPE) return false;
+    } else if (a == anchor || in_seg(a, seg, nseg)) {
+      continue;
+    }
     if (llvm_epilogue_loop_node(anchor, a)) {
       if (!epilogue_inputs_ok(anchor, a, seg, nseg, trail, depth + 1)) return false;
     } else if (!epilogue_read_ok(anchor, a, trail)) {
@@ -238,10 +243,13 @@ static bool epilogue_inputs_ok(const Node *anchor, const Node *n, Node *const *s
 bool llvm_epilogue_ok(const Node *anchor, Node *const *seg, int nseg) {
   int trail = llvm_epilogue_trail(anchor);
   if (!trail || anchor->type.rank < trail + 1) return false;
-  for (int i = 0; i < nseg; i++)
-    if (!f32_fusable(seg[i]) || !same_dims(&seg[i]->type, &anchor->type) ||
-        !epilogue_inputs_ok(anchor, seg[i], seg, nseg, trail, 0))
+  for (int i = 0; i < nseg; i++) {
+    bool shaped =
+        same_dims(&seg[i]->type, &anchor->type) ||
+        (seg[i]->op == OP_RESHAPE && ir_type_numel(&seg[i]->type) == ir_type_numel(&anchor->type));
+    if (!f32_fusable(seg[i]) || !shaped || !epilogue_inputs_ok(anchor, seg[i], seg, nseg, trail, 0))
       return false;
+  }
   return true;
 }
 

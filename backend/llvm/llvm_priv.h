@@ -120,9 +120,11 @@ LowerFn lower_source, lower_const, lower_causal_mask, lower_map, lower_reduce, l
 /* Epilogues (llvm_lower_fused.c): nodes after a GEMM anchor evaluated on
  * vectors of its output. The anchor's output [..., n] is seen as rows of n
  * columns, n the product of its last ntrail dims (1: matmul, 2: conv2d's
- * H*W). llvm_epilogue_ok: the chain seg (elementwise, the anchor's dims, f32)
- * can be, its reads (values not evaluated in the loop: loop_node false)
- * broadcasting along whole rows or with one stride along a row. */
+ * H*W). llvm_epilogue_ok: the chain seg (elementwise, f32, the anchor's dims
+ * or reshapes of them, which are stored at the same flat index but never read
+ * in the loop) can be, its reads (values not evaluated in the loop:
+ * loop_node false) broadcasting along whole rows or with one stride along a
+ * row. */
 typedef struct Epilogue Epilogue;
 int llvm_epilogue_trail(const Node *anchor); /* 0: not an anchor with an epilogue */
 bool llvm_epilogue_loop_node(const Node *anchor, const Node *n);
