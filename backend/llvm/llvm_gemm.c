@@ -25,6 +25,9 @@
 #define GEMM_NC_PANELS     8
 #define GEMM_MIN_ITERS     8
 #define GEMM_ASHARED_BYTES (256 * 1024)
+/* Epilogues costing more per element (llvm_lower_fused.c's estimate) run in
+ * a loop over the tile's rows instead of unrolled for each of them. */
+#define GEMM_EPI_UNROLL_COST 8
 
 bool lw_gemm_ok(DType dt, int64_t batch, int64_t m, int64_t n, int64_t k) {
   return dt == DT_F32 && batch > 0 && m > 0 && n > 0 && k > 0;
@@ -240,6 +243,38 @@ static void store_tile(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef
   }
 }
 
+/* The tile's final values through an epilogue too costly to repeat for
+ * every row in the code: acc goes to a tile buffer on the stack (L1), then
+ * one loop over its rows runs the epilogue once per vector of a row. */
+static void store_tile_looped(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef acc[][2],
+                              LLVMValueRef t, LLVMValueRef row0, LLVMValueRef col0) {
+  LLVMTypeRef vt = LLVMVectorType(L->f32, (unsigned)tl->vl);
+  LLVMValueRef tile = stack_buffer(L, (int64_t)tl->mr * tl->nr);
+  for (int r = 0; r < tl->mr; r++)
+    for (int v = 0; v < tl->nv; v++)
+      vstore(L, lw_get(L, vt, acc[r][v]), tile, lw_i64(L, r * tl->nr + v * tl->vl), 64);
+  LLVMValueRef masks[2];
+  for (int v = 0; v < tl->nv; v++)
+    masks[v] = col_mask(L, tl->vl, lw_addc(L, col0, v * tl->vl), g->n);
+  LwLoop lr;
+  LLVMValueRef rows = lw_smin(L, lw_i64(L, tl->mr), LLVMBuildSub(L->b, lw_i64(L, g->m), row0, ""));
+  LLVMValueRef r = lw_for(L, &lr, lw_i64(L, 0), rows);
+  LLVMValueRef i = lw_add(L, row0, r);
+  LLVMValueRef rowflat = lw_add(L, lw_mulc(L, t, g->m), i);
+  LLVMValueRef crow = lw_gep(L, L->f32, lw_out(L), lw_mulc(L, rowflat, g->n));
+  LLVMValueRef init =
+      g->bias ? lw_gemm_splat(L, vt, lw_load(L, L->f32, g->bias, i)) : LLVMConstNull(vt);
+  for (int v = 0; v < tl->nv; v++) {
+    LLVMValueRef col = lw_addc(L, col0, v * tl->vl);
+    LLVMValueRef base =
+        tl->nkb > 1 ? masked_load(L, vt, lw_gep(L, L->f32, crow, col), masks[v]) : init;
+    LLVMValueRef x =
+        vload(L, vt, tile, lw_add(L, lw_mulc(L, r, tl->nr), lw_i64(L, v * tl->vl)), 64);
+    lw_epilogue_store(g->epi, rowflat, col, masks[v], LLVMBuildFAdd(L->b, base, x, ""));
+  }
+  lw_next(L, &lr);
+}
+
 /* One MR x NR tile: acc = apanel . bpanel over kc, then C (+)= acc; at the
  * last slice (last) through the epilogue when there is one. */
 static void micro_tile(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef ap,
@@ -264,14 +299,21 @@ static void micro_tile(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef
     }
   }
   lw_next(L, &lp);
+  bool looped = g->epi && lw_epilogue_cost(g->epi) > GEMM_EPI_UNROLL_COST;
   if (!g->epi) {
     store_tile(L, g, tl, acc, t, row0, col0, first, false);
   } else if (tl->nkb == 1) {
-    store_tile(L, g, tl, acc, t, row0, col0, first, true);
+    if (looped)
+      store_tile_looped(L, g, tl, acc, t, row0, col0);
+    else
+      store_tile(L, g, tl, acc, t, row0, col0, first, true);
   } else {
     LwIf fin;
     lw_if(L, &fin, last);
-    store_tile(L, g, tl, acc, t, row0, col0, first, true);
+    if (looped)
+      store_tile_looped(L, g, tl, acc, t, row0, col0);
+    else
+      store_tile(L, g, tl, acc, t, row0, col0, first, true);
     lw_else(L, &fin);
     store_tile(L, g, tl, acc, t, row0, col0, first, false);
     lw_endif(L, &fin);

@@ -284,6 +284,12 @@ Epilogue *lw_epilogue_new(Lower *L, Kernel *k, int vl) {
   return e;
 }
 
+int64_t lw_epilogue_cost(const Epilogue *e) {
+  int64_t cost = 0;
+  for (int i = 1; i < e->k->nnodes; i++) cost += fused_cost(e->k->nodes[i]->op);
+  return cost;
+}
+
 void lw_epilogue_free(Epilogue *e) {
   if (!e) return;
   free(e->cval);

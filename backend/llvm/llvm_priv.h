@@ -135,6 +135,8 @@ Epilogue *lw_epilogue_new(Lower *L, Kernel *k, int vl);
 void lw_epilogue_store(Epilogue *e, LLVMValueRef rowflat, LLVMValueRef j0, LLVMValueRef mask,
                        LLVMValueRef v);
 void lw_epilogue_free(Epilogue *e);
+/* A rough cost per element of the chain (1 per arithmetic op, more for exp, gelu, ...). */
+int64_t lw_epilogue_cost(const Epilogue *e);
 /* Matmul node n lowers to the GEMM template (so it can read operands through permutes). */
 bool llvm_matmul_gemm(const Node *n);
 bool llvm_conv2d_gemm(const Node *n);
