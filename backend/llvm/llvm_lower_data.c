@@ -1,5 +1,5 @@
 /* llvm_lower_data.c - data movement (reshape, permute, slice, broadcast, pad, concat, embedding)
- * and the losses. */
+ * and the elementwise losses (mse, bce). */
 #include <math.h>
 
 #include "llvm_priv.h"
@@ -270,85 +270,5 @@ void lower_bce(Lower *L, Kernel *k) {
   lw_set(L, sum, lw_fadd_r(L, lw_get(L, L->f64, sum), term));
   lw_next(L, &lp);
   store_mean(L, k, sum, count);
-  lw_next(L, &outer);
-}
-
-/* Over one row of c logits: m = max, s = sum e^(x - m); e^(x - m) stored
- * into out when out is given. */
-static void row_softmax_parts(Lower *L, LLVMTypeRef ft, LLVMValueRef x, int64_t c, LLVMValueRef out,
-                              LLVMValueRef *m, LLVMValueRef *s) {
-  LwLoop lp;
-  LLVMValueRef mv = lw_var(L, ft, lw_fc(L, ft, -INFINITY)), sv = lw_var(L, ft, lw_fc(L, ft, 0.0));
-  LLVMValueRef i = lw_for(L, &lp, lw_i64(L, 0), lw_i64(L, c));
-  lw_set(L, mv, lw_max_step(L, lw_get(L, ft, mv), lw_load(L, ft, x, i)));
-  lw_next(L, &lp);
-  *m = lw_get(L, ft, mv);
-  i = lw_for(L, &lp, lw_i64(L, 0), lw_i64(L, c));
-  LLVMValueRef e = lw_exp(L, lw_fsub(L, lw_load(L, ft, x, i), *m));
-  if (out) lw_store(L, ft, out, i, e);
-  lw_set(L, sv, lw_fadd_r(L, lw_get(L, ft, sv), e));
-  lw_next(L, &lp);
-  *s = lw_get(L, ft, sv);
-}
-
-/* F.cross_entropy (mean), class-last: sum_p (m_p - x[p, y_p] + log s_p) / P.
- * A label outside [0, C) sets KILN_ERR_RANGE and its row is skipped. */
-void lower_cross_entropy(Lower *L, Kernel *k) {
-  const Node *n = k->out;
-  const Type *lt = &n->in[0]->type;
-  LLVMTypeRef ft = lw_elt(L, lt->dtype);
-  int64_t c = lt->dims[lt->rank - 1], rows = ir_type_numel(&n->in[1]->type);
-  k->range = 1;
-  k->min_chunk = 1;
-  LwLoop outer, lp;
-  LwIf cond;
-  lw_outer(L, &outer);
-  LLVMValueRef sum = lw_var(L, L->f64, lw_fc(L, L->f64, 0.0));
-  LLVMValueRef p = lw_for(L, &lp, lw_i64(L, 0), lw_i64(L, rows)), bad, m, s;
-  LLVMValueRef y = load_id(L, 1, p, c, &bad);
-  lw_if(L, &cond, bad);
-  lw_range_error(L);
-  lw_else(L, &cond);
-  LLVMValueRef x = lw_gep(L, ft, lw_in(L, 0), lw_mulc(L, p, c));
-  row_softmax_parts(L, ft, x, c, NULL, &m, &s);
-  LLVMValueRef term = LLVMBuildFSub(L->b, ext(L, m), ext(L, lw_load(L, ft, x, y)), "");
-  term = LLVMBuildFAdd(L->b, term, ext(L, lw_log(L, s)), "");
-  lw_set(L, sum, LLVMBuildFAdd(L->b, lw_get(L, L->f64, sum), term, ""));
-  lw_endif(L, &cond);
-  lw_next(L, &lp);
-  store_mean(L, k, sum, rows);
-  lw_next(L, &outer);
-}
-
-/* cross_entropy_grad(logits, labels, dloss):
- * dz[p, c] = (softmax(z[p])[c] - [c == y_p]) dloss / P. Rows in parallel. */
-void lower_cross_entropy_grad(Lower *L, Kernel *k) {
-  const Node *n = k->out;
-  const Type *lt = &n->in[0]->type;
-  LLVMTypeRef ft = lw_elt(L, lt->dtype);
-  int64_t c = lt->dims[lt->rank - 1], rows = ir_type_numel(&n->in[1]->type);
-  k->range = rows;
-  k->min_chunk = chunk_for(c * 20);
-  LwLoop outer, lp;
-  LwIf cond;
-  LLVMValueRef p = lw_outer(L, &outer), bad, m, s;
-  LLVMValueRef y = load_id(L, 1, p, c, &bad);
-  LLVMValueRef dz = lw_gep(L, ft, lw_out(L), lw_mulc(L, p, c));
-  lw_if(L, &cond, bad);
-  lw_range_error(L);
-  lw_zero(L, dz, lw_i64(L, c * (int64_t)ir_dtype_size(lt->dtype)));
-  lw_else(L, &cond);
-  LLVMValueRef x = lw_gep(L, ft, lw_in(L, 0), lw_mulc(L, p, c));
-  row_softmax_parts(L, ft, x, c, dz, &m, &s);
-  LLVMValueRef scale =
-      lw_fdiv(L, lw_load(L, ft, lw_in(L, 2), lw_i64(L, 0)), lw_fc(L, ft, (double)rows));
-  LLVMValueRef inv = lw_fdiv(L, lw_fc(L, ft, 1.0), s);
-  LLVMValueRef i = lw_for(L, &lp, lw_i64(L, 0), lw_i64(L, c));
-  LLVMValueRef sm = lw_fmul(L, lw_load(L, ft, dz, i), inv);
-  LLVMValueRef hit = LLVMBuildICmp(L->b, LLVMIntEQ, i, y, "");
-  sm = lw_fsub(L, sm, lw_select(L, hit, lw_fc(L, ft, 1.0), lw_fc(L, ft, 0.0)));
-  lw_store(L, ft, dz, i, lw_fmul(L, sm, scale));
-  lw_next(L, &lp);
-  lw_endif(L, &cond);
   lw_next(L, &outer);
 }

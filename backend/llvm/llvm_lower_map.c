@@ -3,7 +3,6 @@
 
 #include "llvm_priv.h"
 
-#define MAP_INV_SQRT_2PI 0.39894228040143267794
 /* Work per thread chunk, in element-operations: smaller chunks cost more in
  * synchronization than they gain. */
 #define MAP_CHUNK_WORK 32768
@@ -57,11 +56,8 @@ LLVMValueRef lw_map_value(Lower *L, const Node *n, LLVMValueRef *x) {
     return lw_select(L, lw_fcmp(L, LLVMRealOGT, x[0], x[1]), K(L, x[0], 1.0), K(L, x[0], 0.0));
   case OP_EQUAL:
     return lw_select(L, lw_fcmp(L, LLVMRealOEQ, x[0], x[1]), K(L, x[0], 1.0), K(L, x[0], 0.0));
-  case OP_GELU_GRAD: { /* dy (Phi(x) + x phi(x)) */
-    LLVMValueRef sq = lw_fmul(L, lw_fmul(L, x[0], x[0]), K(L, x[0], -0.5));
-    LLVMValueRef pdf = lw_fmul(L, lw_exp(L, sq), K(L, x[0], MAP_INV_SQRT_2PI));
-    return lw_fmul(L, x[1], lw_fadd(L, lw_normal_cdf(L, x[0]), lw_fmul(L, x[0], pdf)));
-  }
+  case OP_GELU_GRAD:
+    return lw_gelu_grad(L, x[0], x[1]);
   default:
     ir_fatal("llvm: %s is not an elementwise op", ir_op_name(n->op));
   }

@@ -1,10 +1,26 @@
-/* llvm_lower_reduce.c - reduction kernels: sum/mean/max over axes, softmax, layer_norm (and its
- * gradient), pooling (and theirs). */
+/* llvm_lower_reduce.c - reduction kernels: sum/mean/max over axes, softmax, log_softmax,
+ * layer_norm, cross_entropy (and their gradients), pooling (and theirs).
+ *
+ * Shapes are static, so every row loop is vector code of a known length:
+ * whole vectors of vec_width elements (512-bit with AVX-512, else 256-bit),
+ * then at most one narrower vector of each power-of-two width down to a
+ * scalar. A reduction keeps one accumulator per width and folds their lanes
+ * at the end: sums are reassociated, as the vectorizer would; maxima keep
+ * NaN (a row's +0 and -0 may come out either way). */
 #include <math.h>
 
 #include "llvm_priv.h"
 
 #define REDUCE_CHUNK_WORK 32768
+/* Vectors of output columns one iteration of a column reduction (reduced
+ * dims before the innermost) accumulates in registers. */
+#define REDUCE_BLOCK_VECS 8
+/* Accumulators of one row reduction: one per width 1, 2, 4, ... 64. */
+#define REDUCE_WIDTHS 7
+/* Whole vectors of a row emitted as straight-line code rather than a loop. */
+#define REDUCE_UNROLL 8
+/* Most rows one iteration of a row kernel works on side by side. */
+#define REDUCE_GROUP 4
 
 static int64_t chunk_for(int64_t work_per_iter) {
   return REDUCE_CHUNK_WORK / (work_per_iter > 0 ? work_per_iter : 1) + 1;
@@ -15,90 +31,447 @@ static void strides_of(const Type *t, int64_t *stride) {
   for (int d = t->rank - 1; d >= 0; d--) stride[d] = s, s *= t->dims[d];
 }
 
-/* ---- sum, mean, max over axes ------------------------------------------- */
+/* ---- Vectors ------------------------------------------------------------ */
 
-/* The reduced dims as loops (len, stride), adjacent ones merged. */
-typedef struct ReduceLoops {
-  int n;
-  int64_t len[IR_MAX_RANK], stride[IR_MAX_RANK];
-} ReduceLoops;
-
-static void reduce_loops(const Type *xt, const AttrVal *axes, bool *reduced, ReduceLoops *rl) {
-  int64_t own[IR_MAX_RANK];
-  strides_of(xt, own);
-  for (int d = 0; d < xt->rank; d++) reduced[d] = false;
-  for (int k = 0; k < axes->n; k++) reduced[axes->i[k]] = true;
-  rl->n = 0;
-  for (int d = 0; d < xt->rank; d++) {
-    if (!reduced[d] || xt->dims[d] == 1) continue;
-    if (rl->n && d > 0 && reduced[d - 1] && rl->stride[rl->n - 1] == own[d] * xt->dims[d]) {
-      rl->len[rl->n - 1] *= xt->dims[d];
-      rl->stride[rl->n - 1] = own[d];
-    } else {
-      rl->len[rl->n] = xt->dims[d];
-      rl->stride[rl->n++] = own[d];
-    }
-  }
+/* Elements of ft in one vector register. */
+static unsigned vec_width(Lower *L, LLVMTypeRef ft) {
+  return (L->avx512 ? 64u : 32u) / (ft == L->f64 ? 8u : 4u);
 }
 
-/* acc = combine(acc, x[off + sum_l i_l stride_l]) over the loops from level on. */
-static void reduce_nest(Lower *L, const ReduceLoops *rl, int level, LLVMValueRef off,
-                        LLVMValueRef acc, OpKind op, LLVMTypeRef ft, LLVMTypeRef xt) {
-  if (level == rl->n) {
-    LLVMValueRef v = lw_fconv(L, lw_load(L, xt, lw_in(L, 0), off), ft);
-    LLVMValueRef a = lw_get(L, ft, acc);
-    lw_set(L, acc, op == OP_MAX ? lw_max_step(L, a, v) : lw_fadd_r(L, a, v));
+static LLVMTypeRef vec_type(LLVMTypeRef et, unsigned w) {
+  return w == 1 ? et : LLVMVectorType(et, w);
+}
+
+/* s in every one of w lanes (s itself when w = 1). */
+static LLVMValueRef vsplat(Lower *L, LLVMValueRef s, unsigned w) {
+  if (w == 1) return s;
+  LLVMTypeRef vt = LLVMVectorType(LLVMTypeOf(s), w);
+  LLVMValueRef v = LLVMBuildInsertElement(L->b, LLVMGetPoison(vt), s, lw_i32(L, 0), "");
+  return LLVMBuildShuffleVector(L->b, v, LLVMGetPoison(vt),
+                                LLVMConstNull(LLVMVectorType(L->i32, w)), "");
+}
+
+static LLVMValueRef vconst(Lower *L, LLVMTypeRef ft, double v, unsigned w) {
+  return vsplat(L, lw_fc(L, ft, v), w);
+}
+
+static unsigned elt_align(Lower *L, LLVMTypeRef et) { return et == L->f64 ? 8u : 4u; }
+
+/* The w elements of type et at base[i..]. */
+static LLVMValueRef vload(Lower *L, LLVMTypeRef et, LLVMValueRef base, LLVMValueRef i, unsigned w) {
+  LLVMValueRef v = LLVMBuildLoad2(L->b, vec_type(et, w), lw_gep(L, et, base, i), "");
+  LLVMSetAlignment(v, elt_align(L, et));
+  return v;
+}
+
+static void vstore(Lower *L, LLVMTypeRef et, LLVMValueRef base, LLVMValueRef i, LLVMValueRef v) {
+  LLVMValueRef st = LLVMBuildStore(L->b, v, lw_gep(L, et, base, i));
+  LLVMSetAlignment(st, elt_align(L, et));
+}
+
+/* Lanes [from, from + n) of v. */
+static LLVMValueRef vlanes(Lower *L, LLVMValueRef v, unsigned from, unsigned n) {
+  LLVMValueRef idx[64];
+  for (unsigned k = 0; k < n; k++) idx[k] = lw_i32(L, (int32_t)(from + k));
+  return LLVMBuildShuffleVector(L->b, v, LLVMGetPoison(LLVMTypeOf(v)), LLVMConstVector(idx, n), "");
+}
+
+/* What a row reduction computes. */
+typedef enum RowOp {
+  ROW_SUM, /* reassociated */
+  ROW_MAX, /* torch.amax: NaN if any element is */
+  ROW_PEAK /* a max that may skip NaN: softmax's shift, where a NaN reaches the sum anyway */
+} RowOp;
+
+/* a and b combined by op. */
+static LLVMValueRef combine(Lower *L, RowOp op, LLVMValueRef a, LLVMValueRef b) {
+  switch (op) {
+  case ROW_SUM:
+    return lw_fadd_r(L, a, b);
+  case ROW_MAX:
+    return lw_fmax_nan(L, a, b);
+  case ROW_PEAK:
+    break;
+  }
+  return lw_select(L, lw_fcmp(L, LLVMRealOGT, a, b), a, b);
+}
+
+/* The accumulator after taking in x: the running max keeps the first NaN. */
+static LLVMValueRef accumulate(Lower *L, RowOp op, LLVMValueRef acc, LLVMValueRef x) {
+  return op == ROW_MAX ? lw_max_step(L, acc, x) : combine(L, op, acc, x);
+}
+
+/* The lanes of v combined into a scalar, upper half into lower half. */
+static LLVMValueRef vfold(Lower *L, LLVMValueRef v, RowOp op) {
+  if (LLVMGetTypeKind(LLVMTypeOf(v)) != LLVMVectorTypeKind) return v;
+  unsigned w = LLVMGetVectorSize(LLVMTypeOf(v));
+  for (; w > 2; w /= 2) v = combine(L, op, vlanes(L, v, 0, w / 2), vlanes(L, v, w / 2, w / 2));
+  return combine(L, op, LLVMBuildExtractElement(L->b, v, lw_i32(L, 0), ""),
+                 LLVMBuildExtractElement(L->b, v, lw_i32(L, 1), ""));
+}
+
+/* ---- Row loops ---------------------------------------------------------- */
+
+/* What a row loop does with the w elements at index i (a scalar when w = 1). */
+typedef void RowFn(Lower *L, LLVMValueRef i, unsigned w, void *cx);
+
+/* Whether a row of d covers a vector of w lanes: whole vectors of vw, then
+ * one of each narrower width the rest needs. */
+static bool row_has(int64_t d, unsigned vw, unsigned w) {
+  return w == vw ? d >= vw : (d % vw & w) != 0;
+}
+
+/* f over [0, d) at offsets from `at`, vector by vector: whole vectors of vw
+ * (straight-line code for a few, else a loop), then the narrower ones. */
+static void row_loop(Lower *L, unsigned vw, LLVMValueRef at, int64_t d, RowFn *f, void *cx) {
+  int64_t nv = d / vw, done = nv * vw;
+  if (nv <= REDUCE_UNROLL) {
+    for (int64_t j = 0; j < nv; j++) f(L, lw_addc(L, at, j * vw), vw, cx);
+  } else {
+    LwLoop lp;
+    LLVMValueRef j = lw_for(L, &lp, lw_i64(L, 0), lw_i64(L, nv));
+    f(L, lw_add(L, at, lw_mulc(L, j, vw)), vw, cx);
+    lw_next(L, &lp);
+  }
+  for (unsigned w = vw / 2; w >= 1; w /= 2)
+    if (row_has(d, vw, w)) {
+      f(L, lw_addc(L, at, done), w, cx);
+      done += w;
+    }
+}
+
+/* Several rows' loops interleaved vector by vector (independent work side
+ * by side for the out-of-order core): f on each cx in turn. */
+typedef struct RowGroup {
+  RowFn *f;
+  void **cx;
+  int n;
+} RowGroup;
+
+static void group_step(Lower *L, LLVMValueRef i, unsigned w, void *p) {
+  RowGroup *g = p;
+  for (int r = 0; r < g->n; r++) g->f(L, i, w, g->cx[r]);
+}
+
+static void rows_loop(Lower *L, unsigned vw, int64_t d, RowFn *f, void **cx, int n) {
+  RowGroup g = {f, cx, n};
+  row_loop(L, vw, lw_i64(L, 0), d, group_step, &g);
+}
+
+/* The value a row reduction accumulates at i, w lanes of ft. */
+typedef LLVMValueRef RowTerm(Lower *L, LLVMValueRef i, unsigned w, void *cx);
+
+/* A reduction in progress: one accumulator per width the row covers (index log2 w). */
+typedef struct RowAcc {
+  LLVMTypeRef ft;
+  RowOp op;
+  unsigned vw;
+  RowTerm *term;
+  void *cx;
+  LLVMValueRef var[REDUCE_WIDTHS];
+} RowAcc;
+
+static unsigned log2u(unsigned w) {
+  unsigned k = 0;
+  while (w > 1) w /= 2, k++;
+  return k;
+}
+
+/* Fresh accumulators (0, or -inf for a max) for rows of d, created where the
+ * reduction starts. */
+static void acc_init(Lower *L, RowAcc *a, LLVMTypeRef ft, RowOp op, int64_t d, RowTerm *term,
+                     void *cx) {
+  a->ft = ft, a->op = op, a->term = term, a->cx = cx, a->vw = vec_width(L, ft);
+  for (unsigned w = 1, k = 0; k < REDUCE_WIDTHS; w *= 2, k++)
+    a->var[k] = w <= a->vw && row_has(d, a->vw, w)
+                    ? lw_var(L, vec_type(ft, w), vconst(L, ft, op == ROW_SUM ? 0.0 : -INFINITY, w))
+                    : NULL;
+}
+
+/* acc_w = acc_w (op) term(i). */
+static void acc_step(Lower *L, LLVMValueRef i, unsigned w, void *p) {
+  RowAcc *a = p;
+  LLVMValueRef var = a->var[log2u(w)], t = a->term(L, i, w, a->cx);
+  lw_set(L, var, accumulate(L, a->op, lw_get(L, vec_type(a->ft, w), var), t));
+}
+
+/* The accumulators folded into one scalar (a row of 0 elements: 0 or -inf). */
+static LLVMValueRef acc_result(Lower *L, RowAcc *a) {
+  LLVMValueRef r = NULL;
+  for (int k = REDUCE_WIDTHS - 1; k >= 0; k--) {
+    if (!a->var[k]) continue;
+    LLVMValueRef v = vfold(L, lw_get(L, vec_type(a->ft, 1u << k), a->var[k]), a->op);
+    r = r ? combine(L, a->op, r, v) : v;
+  }
+  return r ? r : lw_fc(L, a->ft, a->op == ROW_SUM ? 0.0 : -INFINITY);
+}
+
+/* res[r] = op over i in [0, d) of term(i) in row cx[r], for n rows side by side. */
+static void rows_reduce(Lower *L, LLVMTypeRef ft, int64_t d, RowOp op, RowTerm *term, void **cx,
+                        int n, LLVMValueRef *res) {
+  RowAcc a[REDUCE_GROUP];
+  void *acx[REDUCE_GROUP];
+  for (int r = 0; r < n; r++) acc_init(L, &a[r], ft, op, d, term, cx[r]), acx[r] = &a[r];
+  rows_loop(L, vec_width(L, ft), d, acc_step, acx, n);
+  for (int r = 0; r < n; r++) res[r] = acc_result(L, &a[r]);
+}
+
+/* Rows one iteration of a row kernel works on: up to REDUCE_GROUP rows of
+ * straight-line code (at most REDUCE_UNROLL vectors each), as many as divide
+ * the row count. */
+static int row_group(Lower *L, LLVMTypeRef ft, int64_t rows, int64_t d) {
+  if (d > REDUCE_UNROLL * (int64_t)vec_width(L, ft)) return 1;
+  int g = REDUCE_GROUP;
+  while (g > 1 && rows % g) g /= 2;
+  return g;
+}
+
+/* ---- sum, mean, max over axes ------------------------------------------- */
+
+/* x's dims as a reduction sees them: size-1 dims dropped, neighbours both
+ * reduced or both kept merged. */
+typedef struct ReduceDims {
+  int nk, nr; /* kept and reduced dims, in order */
+  int64_t klen[IR_MAX_RANK], kstride[IR_MAX_RANK], rlen[IR_MAX_RANK], rstride[IR_MAX_RANK];
+  bool inner_reduced; /* x's innermost (non-1) dim is reduced */
+} ReduceDims;
+
+static void reduce_dims(const Type *xt, const AttrVal *axes, ReduceDims *rd) {
+  int64_t own[IR_MAX_RANK];
+  bool reduced[IR_MAX_RANK] = {false};
+  strides_of(xt, own);
+  for (int k = 0; k < axes->n; k++) reduced[axes->i[k]] = true;
+  rd->nk = rd->nr = 0;
+  int last = -1; /* the kind of the dim appended last: 0 kept, 1 reduced */
+  for (int d = 0; d < xt->rank; d++) {
+    if (xt->dims[d] == 1) continue;
+    bool r = reduced[d];
+    int *n = r ? &rd->nr : &rd->nk;
+    int64_t *len = r ? rd->rlen : rd->klen, *st = r ? rd->rstride : rd->kstride;
+    if (last == (int)r && st[*n - 1] == own[d] * xt->dims[d]) {
+      len[*n - 1] *= xt->dims[d];
+      st[*n - 1] = own[d];
+    } else {
+      len[*n] = xt->dims[d];
+      st[(*n)++] = own[d];
+    }
+    last = (int)r;
+  }
+  rd->inner_reduced = last == 1;
+}
+
+/* A reduction's kernel: x (element type xt) into values of ft. */
+typedef struct Reduce {
+  const ReduceDims *rd;
+  LLVMTypeRef ft, xt;
+  RowOp op;
+  LLVMValueRef off; /* x offset of the row being reduced */
+} Reduce;
+
+/* x[off + i], w lanes, in ft. */
+static LLVMValueRef term_reduce(Lower *L, LLVMValueRef i, unsigned w, void *cx) {
+  Reduce *r = cx;
+  return lw_fconv(L, vload(L, r->xt, lw_in(L, 0), lw_add(L, r->off, i), w), vec_type(r->ft, w));
+}
+
+/* The reduced dims before the innermost as loops around a row reduction of
+ * the innermost (contiguous) one into a. */
+static void inner_nest(Lower *L, Reduce *r, RowAcc *a, int level, LLVMValueRef off) {
+  const ReduceDims *rd = r->rd;
+  if (level == rd->nr - 1) {
+    r->off = off;
+    row_loop(L, a->vw, lw_i64(L, 0), rd->rlen[level], acc_step, a);
     return;
   }
   LwLoop lp;
-  LLVMValueRef i = lw_for(L, &lp, lw_i64(L, 0), lw_i64(L, rl->len[level]));
-  reduce_nest(L, rl, level + 1, lw_add(L, off, lw_mulc(L, i, rl->stride[level])), acc, op, ft, xt);
+  LLVMValueRef i = lw_for(L, &lp, lw_i64(L, 0), lw_i64(L, rd->rlen[level]));
+  inner_nest(L, r, a, level + 1, lw_add(L, off, lw_mulc(L, i, rd->rstride[level])));
   lw_next(L, &lp);
 }
 
-/* torch.sum / mean / amax over axes: each output element loops over its
- * reduced positions; the output's layout is the input's with the reduced
- * dims at size 1, whatever keepdim says. */
+/* Innermost dim reduced: output elements o0 .. o0 + g - 1 fold their
+ * contiguous rows in vectors (g > 1 only with one reduced dim: rows side by
+ * side). */
+static void reduce_inner(Lower *L, Reduce *r, LLVMValueRef o0, int g, int64_t per, bool mean) {
+  const ReduceDims *rd = r->rd;
+  Reduce rows[REDUCE_GROUP];
+  void *cx[REDUCE_GROUP];
+  LLVMValueRef v[REDUCE_GROUP];
+  if (g == 1) {
+    RowAcc a;
+    acc_init(L, &a, r->ft, r->op, rd->rlen[rd->nr - 1], term_reduce, r);
+    inner_nest(L, r, &a, 0, lw_offset(L, o0, rd->nk, rd->klen, rd->kstride));
+    v[0] = acc_result(L, &a);
+  } else {
+    for (int j = 0; j < g; j++) {
+      rows[j] = *r, cx[j] = &rows[j];
+      rows[j].off = lw_offset(L, lw_addc(L, o0, j), rd->nk, rd->klen, rd->kstride);
+    }
+    rows_reduce(L, r->ft, rd->rlen[0], r->op, term_reduce, cx, g, v);
+  }
+  for (int j = 0; j < g; j++) {
+    if (mean) v[j] = lw_fdiv(L, v[j], lw_fc(L, r->ft, (double)per));
+    lw_store(L, r->ft, lw_out(L), lw_addc(L, o0, j), v[j]);
+  }
+}
+
+/* A block of output columns: lanes of w at column offset col, each its own accumulator. */
+typedef struct ColChunk {
+  int64_t col;
+  unsigned w;
+  LLVMValueRef acc;
+} ColChunk;
+
+/* acc = op(acc, x row) for every chunk, over the reduced dims from level on. */
+static void column_nest(Lower *L, Reduce *r, ColChunk *ch, int nch, int level, LLVMValueRef off) {
+  const ReduceDims *rd = r->rd;
+  if (level == rd->nr) {
+    r->off = off;
+    for (int c = 0; c < nch; c++) {
+      LLVMValueRef t = term_reduce(L, lw_i64(L, ch[c].col), ch[c].w, r);
+      LLVMValueRef acc = lw_get(L, vec_type(r->ft, ch[c].w), ch[c].acc);
+      lw_set(L, ch[c].acc, accumulate(L, r->op, acc, t));
+    }
+    return;
+  }
+  LwLoop lp;
+  LLVMValueRef i = lw_for(L, &lp, lw_i64(L, 0), lw_i64(L, rd->rlen[level]));
+  column_nest(L, r, ch, nch, level + 1, lw_add(L, off, lw_mulc(L, i, rd->rstride[level])));
+  lw_next(L, &lp);
+}
+
+/* out[obase + c] for c in [0, cw) over the rows at xbase: whole vectors then
+ * narrower ones, accumulated in registers while the reduced dims stream
+ * rows of x in order (the order of the interpreter's sums). */
+static void reduce_columns(Lower *L, Reduce *r, LLVMValueRef xbase, LLVMValueRef obase, int64_t cw,
+                           int64_t per, bool mean) {
+  ColChunk ch[REDUCE_BLOCK_VECS + REDUCE_WIDTHS];
+  int nch = 0;
+  unsigned vw = vec_width(L, r->ft);
+  int64_t col = 0;
+  for (unsigned w = vw; w >= 1; w /= 2)
+    for (; cw - col >= w; col += w) {
+      ch[nch].col = col, ch[nch].w = w;
+      ch[nch++].acc =
+          lw_var(L, vec_type(r->ft, w), vconst(L, r->ft, r->op == ROW_SUM ? 0.0 : -INFINITY, w));
+    }
+  column_nest(L, r, ch, nch, 0, xbase);
+  for (int c = 0; c < nch; c++) {
+    LLVMValueRef v = lw_get(L, vec_type(r->ft, ch[c].w), ch[c].acc);
+    if (mean) v = lw_fdiv(L, v, vconst(L, r->ft, (double)per, ch[c].w));
+    vstore(L, r->ft, lw_out(L), lw_addc(L, obase, ch[c].col), v);
+  }
+}
+
+/* Innermost dim kept: C contiguous output columns per row of the other kept
+ * dims, in blocks of REDUCE_BLOCK_VECS vectors (the last block narrower);
+ * one iteration per (row, block). */
+static void reduce_outer(Lower *L, Kernel *k, Reduce *r, int64_t count, int64_t per, bool mean) {
+  const ReduceDims *rd = r->rd;
+  int64_t c = rd->nk ? rd->klen[rd->nk - 1] : 1;
+  int64_t cb = REDUCE_BLOCK_VECS * (int64_t)vec_width(L, r->ft);
+  if (cb > c) cb = c;
+  int64_t nfull = c / cb, rem = c % cb, nblk = nfull + (rem > 0);
+  k->range = count / c * nblk;
+  k->min_chunk = chunk_for(per * cb);
+  LwLoop outer;
+  LLVMValueRef t = lw_outer(L, &outer);
+  LLVMValueRef row = lw_divc(L, t, nblk), col = lw_mulc(L, lw_remc(L, t, nblk), cb);
+  LLVMValueRef xbase =
+      lw_add(L, lw_offset(L, row, rd->nk > 0 ? rd->nk - 1 : 0, rd->klen, rd->kstride), col);
+  LLVMValueRef obase = lw_add(L, lw_mulc(L, row, c), col);
+  if (rem == 0) {
+    reduce_columns(L, r, xbase, obase, cb, per, mean);
+  } else {
+    LwIf last;
+    lw_if(L, &last, LLVMBuildICmp(L->b, LLVMIntEQ, col, lw_i64(L, nfull * cb), ""));
+    reduce_columns(L, r, xbase, obase, rem, per, mean);
+    lw_else(L, &last);
+    reduce_columns(L, r, xbase, obase, cb, per, mean);
+    lw_endif(L, &last);
+  }
+  lw_next(L, &outer);
+}
+
+/* torch.sum / mean / amax over axes. The output's layout is the input's with
+ * the reduced dims at size 1, whatever keepdim says. With the innermost dim
+ * reduced, each output element reduces its rows in vectors; else the output's
+ * rows are accumulated a vector block at a time while x streams past row by
+ * row, never strided down a column. */
 void lower_reduce(Lower *L, Kernel *k) {
   const Node *n = k->out;
-  const Type *xt = &n->in[0]->type;
-  LLVMTypeRef ft = lw_elt(L, n->type.dtype);
-  bool reduced[IR_MAX_RANK];
-  ReduceLoops rl;
-  reduce_loops(xt, ir_attr_c(n, "axes"), reduced, &rl);
-  Type kept = *xt;
-  int64_t own[IR_MAX_RANK];
-  strides_of(xt, own);
-  for (int d = 0; d < xt->rank; d++)
-    if (reduced[d]) kept.dims[d] = 1;
-  int64_t count = ir_type_numel(&n->type), per = ir_type_numel(xt) / (count ? count : 1);
-  k->range = count;
-  k->min_chunk = chunk_for(per);
+  ReduceDims rd;
+  reduce_dims(&n->in[0]->type, ir_attr_c(n, "axes"), &rd);
+  Reduce r = {.rd = &rd,
+              .ft = lw_elt(L, n->type.dtype),
+              .xt = lw_elt(L, n->in[0]->type.dtype),
+              .op = n->op == OP_MAX ? ROW_MAX : ROW_SUM};
+  int64_t count = ir_type_numel(&n->type);
+  int64_t per = ir_type_numel(&n->in[0]->type) / (count ? count : 1);
+  if (!rd.inner_reduced) {
+    reduce_outer(L, k, &r, count, per, n->op == OP_MEAN);
+    return;
+  }
+  int g = rd.nr == 1 ? row_group(L, r.ft, count, per) : 1;
+  k->range = count / g;
+  k->min_chunk = chunk_for(per * g);
   LwLoop outer;
-  LLVMValueRef o = lw_outer(L, &outer);
-  LLVMValueRef base = lw_offset(L, o, kept.rank, kept.dims, own);
-  LLVMValueRef acc = lw_var(L, ft, lw_fc(L, ft, n->op == OP_MAX ? -INFINITY : 0.0));
-  reduce_nest(L, &rl, 0, base, acc, n->op, ft, lw_elt(L, xt->dtype));
-  LLVMValueRef v = lw_get(L, ft, acc);
-  if (n->op == OP_MEAN) v = lw_fdiv(L, v, lw_fc(L, ft, (double)per));
-  lw_store(L, ft, lw_out(L), o, v);
+  LLVMValueRef o0 = lw_mulc(L, lw_outer(L, &outer), g);
+  reduce_inner(L, &r, o0, g, per, n->op == OP_MEAN);
   lw_next(L, &outer);
 }
 
 /* ---- softmax, log_softmax ----------------------------------------------- */
 
-/* Each line along the axis (x viewed as [outer, len, inner]):
- *   m = max x;  s = sum e^(x - m);
- *   softmax = e^(x - m) / s;  log_softmax = (x - m) - log s. */
-void lower_softmax(Lower *L, Kernel *k) {
+/* One row of a softmax-like kernel. */
+typedef struct SoftRow {
+  LLVMTypeRef ft;
+  LLVMValueRef x, y; /* row pointers; y NULL: e^(x - m) is not stored */
+  LLVMValueRef m, scale;
+  LLVMValueRef dscale; /* cross_entropy_grad: dloss / P */
+} SoftRow;
+
+static LLVMValueRef term_x_soft(Lower *L, LLVMValueRef i, unsigned w, void *cx) {
+  SoftRow *r = cx;
+  return vload(L, r->ft, r->x, i, w);
+}
+
+/* e^(x - m), stored into y when there is one. */
+static LLVMValueRef term_exp(Lower *L, LLVMValueRef i, unsigned w, void *cx) {
+  SoftRow *r = cx;
+  LLVMValueRef e = lw_exp(L, lw_fsub(L, vload(L, r->ft, r->x, i, w), vsplat(L, r->m, w)));
+  if (r->y) vstore(L, r->ft, r->y, i, e);
+  return e;
+}
+
+/* For n rows of d side by side: m = max x and s[r] = sum e^(x - m), e^(x - m)
+ * stored into y where set. A NaN in x need not reach m: it makes s NaN, and
+ * with it every result, as a NaN m would. */
+static void rows_softmax_parts(Lower *L, SoftRow *r, int n, int64_t d, LLVMValueRef *s) {
+  void *cx[REDUCE_GROUP];
+  LLVMValueRef m[REDUCE_GROUP];
+  for (int j = 0; j < n; j++) cx[j] = &r[j];
+  rows_reduce(L, r[0].ft, d, ROW_PEAK, term_x_soft, cx, n, m);
+  for (int j = 0; j < n; j++) r[j].m = m[j];
+  rows_reduce(L, r[0].ft, d, ROW_SUM, term_exp, cx, n, s);
+}
+
+static void scale_softmax(Lower *L, LLVMValueRef i, unsigned w, void *cx) {
+  SoftRow *r = cx;
+  vstore(L, r->ft, r->y, i, lw_fmul(L, vload(L, r->ft, r->y, i, w), vsplat(L, r->scale, w)));
+}
+
+static void scale_log_softmax(Lower *L, LLVMValueRef i, unsigned w, void *cx) {
+  SoftRow *r = cx;
+  LLVMValueRef d = lw_fsub(L, vload(L, r->ft, r->x, i, w), vsplat(L, r->m, w));
+  vstore(L, r->ft, r->y, i, lw_fsub(L, d, vsplat(L, r->scale, w)));
+}
+
+/* Lines along a non-innermost axis (x viewed as [outer, len, inner]), one
+ * element at a time. */
+static void softmax_strided(Lower *L, Kernel *k, int64_t len, int64_t inner) {
   const Node *n = k->out;
-  const Type *t = &n->type;
-  LLVMTypeRef ft = lw_elt(L, t->dtype);
-  int64_t axis = ir_attr_int(n, "axis"), outer_n = 1, len = t->dims[axis], inner = 1;
-  for (int d = 0; d < axis; d++) outer_n *= t->dims[d];
-  for (int d = (int)axis + 1; d < t->rank; d++) inner *= t->dims[d];
-  k->range = outer_n * inner;
-  k->min_chunk = chunk_for(len * 20);
+  LLVMTypeRef ft = lw_elt(L, n->type.dtype);
   LwLoop outer, lp;
   LLVMValueRef l = lw_outer(L, &outer);
   LLVMValueRef base =
@@ -128,96 +501,239 @@ void lower_softmax(Lower *L, Kernel *k) {
   lw_next(L, &outer);
 }
 
-/* ---- layer_norm and its gradient ---------------------------------------- */
-
-/* sum_i f(i) over [0, d) into a fresh accumulator. */
-typedef LLVMValueRef RowTerm(Lower *L, LLVMValueRef i, void *cx);
-
-static LLVMValueRef row_sum(Lower *L, LLVMTypeRef ft, int64_t d, RowTerm *f, void *cx) {
-  LLVMValueRef acc = lw_var(L, ft, lw_fc(L, ft, 0.0));
-  LwLoop lp;
-  LLVMValueRef i = lw_for(L, &lp, lw_i64(L, 0), lw_i64(L, d));
-  lw_set(L, acc, lw_fadd_r(L, lw_get(L, ft, acc), f(L, i, cx)));
-  lw_next(L, &lp);
-  return lw_get(L, ft, acc);
+/* Each line along the axis (x viewed as [outer, len, inner]):
+ *   m = max x;  s = sum e^(x - m);
+ *   softmax = e^(x - m) / s;  log_softmax = (x - m) - log s.
+ * Lines in parallel; along the innermost axis, three vector passes over
+ * rows in L1, a few short rows side by side. */
+void lower_softmax(Lower *L, Kernel *k) {
+  const Node *n = k->out;
+  const Type *t = &n->type;
+  int64_t axis = ir_attr_int(n, "axis"), outer_n = 1, len = t->dims[axis], inner = 1;
+  for (int d = 0; d < axis; d++) outer_n *= t->dims[d];
+  for (int d = (int)axis + 1; d < t->rank; d++) inner *= t->dims[d];
+  k->range = outer_n * inner;
+  k->min_chunk = chunk_for(len * 20);
+  if (inner > 1) {
+    softmax_strided(L, k, len, inner);
+    return;
+  }
+  bool soft = n->op == OP_SOFTMAX;
+  LLVMTypeRef ft = lw_elt(L, t->dtype);
+  int g = row_group(L, ft, outer_n, len);
+  k->range = outer_n / g;
+  k->min_chunk = chunk_for(len * g * 20);
+  SoftRow r[REDUCE_GROUP];
+  void *cx[REDUCE_GROUP];
+  LLVMValueRef s[REDUCE_GROUP], y[REDUCE_GROUP];
+  LwLoop outer;
+  LLVMValueRef row0 = lw_mulc(L, lw_outer(L, &outer), g);
+  for (int j = 0; j < g; j++) {
+    LLVMValueRef off = lw_mulc(L, lw_addc(L, row0, j), len);
+    r[j] = (SoftRow){.ft = ft, .x = lw_gep(L, ft, lw_in(L, 0), off)};
+    y[j] = lw_gep(L, ft, lw_out(L), off);
+    r[j].y = soft ? y[j] : NULL;
+    cx[j] = &r[j];
+  }
+  rows_softmax_parts(L, r, g, len, s);
+  for (int j = 0; j < g; j++) {
+    r[j].y = y[j];
+    r[j].scale = soft ? lw_fdiv(L, lw_fc(L, ft, 1.0), s[j]) : lw_log(L, s[j]);
+  }
+  rows_loop(L, vec_width(L, ft), len, soft ? scale_softmax : scale_log_softmax, cx, g);
+  lw_next(L, &outer);
 }
+
+/* ---- layer_norm and its gradient ---------------------------------------- */
 
 typedef struct NormRow {
   LLVMTypeRef ft;
-  LLVMValueRef x, dy, gamma; /* row pointers (gamma: the whole vector) */
-  LLVMValueRef mean, rstd;
+  LLVMValueRef x, dy, out, gamma, beta; /* row pointers (gamma, beta: the whole vectors) */
+  LLVMValueRef mean, rstd, mg, mgx;
 } NormRow;
 
-static LLVMValueRef term_x(Lower *L, LLVMValueRef i, void *cx) {
+static LLVMValueRef term_x(Lower *L, LLVMValueRef i, unsigned w, void *cx) {
   NormRow *r = cx;
-  return lw_load(L, r->ft, r->x, i);
+  return vload(L, r->ft, r->x, i, w);
 }
-static LLVMValueRef term_dev2(Lower *L, LLVMValueRef i, void *cx) {
+static LLVMValueRef term_dev2(Lower *L, LLVMValueRef i, unsigned w, void *cx) {
   NormRow *r = cx;
-  LLVMValueRef d = lw_fsub(L, lw_load(L, r->ft, r->x, i), r->mean);
+  LLVMValueRef d = lw_fsub(L, vload(L, r->ft, r->x, i, w), vsplat(L, r->mean, w));
   return lw_fmul(L, d, d);
 }
-static LLVMValueRef term_g(Lower *L, LLVMValueRef i, void *cx) {
-  NormRow *r = cx;
-  return lw_fmul(L, lw_load(L, r->ft, r->dy, i), lw_load(L, r->ft, r->gamma, i));
+/* xhat = (x - mean) rstd */
+static LLVMValueRef xhat_at(Lower *L, NormRow *r, LLVMValueRef i, unsigned w) {
+  LLVMValueRef d = lw_fsub(L, vload(L, r->ft, r->x, i, w), vsplat(L, r->mean, w));
+  return lw_fmul(L, d, vsplat(L, r->rstd, w));
 }
-static LLVMValueRef term_gx(Lower *L, LLVMValueRef i, void *cx) {
+/* g = dy gamma */
+static LLVMValueRef term_g(Lower *L, LLVMValueRef i, unsigned w, void *cx) {
   NormRow *r = cx;
-  LLVMValueRef xhat = lw_fmul(L, lw_fsub(L, lw_load(L, r->ft, r->x, i), r->mean), r->rstd);
-  return lw_fmul(L, term_g(L, i, cx), xhat);
+  return lw_fmul(L, vload(L, r->ft, r->dy, i, w), vload(L, r->ft, r->gamma, i, w));
+}
+static LLVMValueRef term_gx(Lower *L, LLVMValueRef i, unsigned w, void *cx) {
+  return lw_fmul(L, term_g(L, i, w, cx), xhat_at(L, cx, i, w));
 }
 
-/* mean and rstd = 1 / sqrt(var + eps) of the row (biased variance). */
-static void norm_stats(Lower *L, NormRow *r, int64_t d, double eps) {
-  LLVMValueRef dn = lw_fc(L, r->ft, (double)d);
-  r->mean = lw_fdiv(L, row_sum(L, r->ft, d, term_x, r), dn);
-  LLVMValueRef var = lw_fdiv(L, row_sum(L, r->ft, d, term_dev2, r), dn);
-  r->rstd = lw_fdiv(L, lw_fc(L, r->ft, 1.0), lw_sqrt(L, lw_fadd(L, var, lw_fc(L, r->ft, eps))));
+/* Sets the n rows' mean and rstd = 1 / sqrt(var + eps) (biased variance). */
+static void norm_stats(Lower *L, NormRow *r, void **cx, int n, int64_t d, double eps) {
+  LLVMTypeRef ft = r[0].ft;
+  LLVMValueRef dn = lw_fc(L, ft, (double)d), v[REDUCE_GROUP];
+  rows_reduce(L, ft, d, ROW_SUM, term_x, cx, n, v);
+  for (int j = 0; j < n; j++) r[j].mean = lw_fdiv(L, v[j], dn);
+  rows_reduce(L, ft, d, ROW_SUM, term_dev2, cx, n, v);
+  for (int j = 0; j < n; j++) {
+    LLVMValueRef var = lw_fdiv(L, v[j], dn);
+    r[j].rstd = lw_fdiv(L, lw_fc(L, ft, 1.0), lw_sqrt(L, lw_fadd(L, var, lw_fc(L, ft, eps))));
+  }
 }
 
-/* F.layer_norm over the last dim: y = (x - mean) rstd gamma + beta. */
+/* y = xhat gamma + beta */
+static void norm_out(Lower *L, LLVMValueRef i, unsigned w, void *cx) {
+  NormRow *r = cx;
+  LLVMValueRef y = lw_fadd(L, lw_fmul(L, xhat_at(L, r, i, w), vload(L, r->ft, r->gamma, i, w)),
+                           vload(L, r->ft, r->beta, i, w));
+  vstore(L, r->ft, r->out, i, y);
+}
+
+/* The kernel's rows row0 .. row0 + n - 1 of d: x, dy and out row pointers. */
+static void norm_rows(Lower *L, NormRow *r, void **cx, int n, LLVMValueRef row0, int64_t d,
+                      bool grad) {
+  for (int j = 0; j < n; j++) {
+    LLVMValueRef off = lw_mulc(L, lw_addc(L, row0, j), d);
+    r[j] = r[0];
+    r[j].x = lw_gep(L, r[0].ft, lw_in(L, 0), off);
+    r[j].dy = grad ? lw_gep(L, r[0].ft, lw_in(L, 2), off) : NULL;
+    r[j].out = lw_gep(L, r[0].ft, lw_out(L), off);
+    cx[j] = &r[j];
+  }
+}
+
+/* F.layer_norm over the last dim: y = (x - mean) rstd gamma + beta. Rows in
+ * parallel, three vector passes over each, a few short rows side by side. */
 void lower_layer_norm(Lower *L, Kernel *k) {
   const Type *t = &k->out->type;
-  int64_t d = t->dims[t->rank - 1];
-  NormRow r = {.ft = lw_elt(L, t->dtype), .gamma = lw_in(L, 1)};
-  k->range = ir_type_numel(t) / d;
-  k->min_chunk = chunk_for(d * 4);
-  LwLoop outer, lp;
-  LLVMValueRef row = lw_outer(L, &outer);
-  LLVMValueRef off = lw_mulc(L, row, d);
-  r.x = lw_gep(L, r.ft, lw_in(L, 0), off);
-  norm_stats(L, &r, d, ir_attr_float(k->out, "eps"));
-  LLVMValueRef i = lw_for(L, &lp, lw_i64(L, 0), lw_i64(L, d));
-  LLVMValueRef xhat = lw_fmul(L, lw_fsub(L, lw_load(L, r.ft, r.x, i), r.mean), r.rstd);
-  LLVMValueRef y =
-      lw_fadd(L, lw_fmul(L, xhat, lw_load(L, r.ft, r.gamma, i)), lw_load(L, r.ft, lw_in(L, 2), i));
-  lw_store(L, r.ft, lw_out(L), lw_add(L, off, i), y);
-  lw_next(L, &lp);
+  int64_t d = t->dims[t->rank - 1], rows = ir_type_numel(t) / d;
+  NormRow r[REDUCE_GROUP] = {
+      {.ft = lw_elt(L, t->dtype), .gamma = lw_in(L, 1), .beta = lw_in(L, 2)}};
+  void *cx[REDUCE_GROUP];
+  int g = row_group(L, r[0].ft, rows, d);
+  k->range = rows / g;
+  k->min_chunk = chunk_for(d * g * 4);
+  LwLoop outer;
+  norm_rows(L, r, cx, g, lw_mulc(L, lw_outer(L, &outer), g), d, false);
+  norm_stats(L, r, cx, g, d, ir_attr_float(k->out, "eps"));
+  rows_loop(L, vec_width(L, r[0].ft), d, norm_out, cx, g);
   lw_next(L, &outer);
+}
+
+/* dx = rstd (g - mean(g) - xhat mean(g xhat)) */
+static void norm_grad_out(Lower *L, LLVMValueRef i, unsigned w, void *cx) {
+  NormRow *r = cx;
+  LLVMValueRef v = lw_fsub(L, term_g(L, i, w, r), vsplat(L, r->mg, w));
+  v = lw_fsub(L, v, lw_fmul(L, xhat_at(L, r, i, w), vsplat(L, r->mgx, w)));
+  vstore(L, r->ft, r->out, i, lw_fmul(L, vsplat(L, r->rstd, w), v));
 }
 
 /* layer_norm_grad(x, gamma, dy), g = dy gamma:
  *   dx = rstd (g - mean(g) - xhat mean(g xhat)). */
 void lower_layer_norm_grad(Lower *L, Kernel *k) {
   const Type *t = &k->out->type;
-  int64_t d = t->dims[t->rank - 1];
-  NormRow r = {.ft = lw_elt(L, t->dtype), .gamma = lw_in(L, 1)};
-  k->range = ir_type_numel(t) / d;
-  k->min_chunk = chunk_for(d * 8);
+  int64_t d = t->dims[t->rank - 1], rows = ir_type_numel(t) / d;
+  NormRow r[REDUCE_GROUP] = {{.ft = lw_elt(L, t->dtype), .gamma = lw_in(L, 1)}};
+  void *cx[REDUCE_GROUP];
+  LLVMTypeRef ft = r[0].ft;
+  int g = row_group(L, ft, rows, d);
+  k->range = rows / g;
+  k->min_chunk = chunk_for(d * g * 8);
+  LwLoop outer;
+  norm_rows(L, r, cx, g, lw_mulc(L, lw_outer(L, &outer), g), d, true);
+  norm_stats(L, r, cx, g, d, ir_attr_float(k->out, "eps"));
+  LLVMValueRef dn = lw_fc(L, ft, (double)d), v[REDUCE_GROUP];
+  rows_reduce(L, ft, d, ROW_SUM, term_g, cx, g, v);
+  for (int j = 0; j < g; j++) r[j].mg = lw_fdiv(L, v[j], dn);
+  rows_reduce(L, ft, d, ROW_SUM, term_gx, cx, g, v);
+  for (int j = 0; j < g; j++) r[j].mgx = lw_fdiv(L, v[j], dn);
+  rows_loop(L, vec_width(L, ft), d, norm_grad_out, cx, g);
+  lw_next(L, &outer);
+}
+
+/* ---- cross_entropy and its gradient ------------------------------------- */
+
+/* labels[p] as i64, and whether it lies outside [0, limit). */
+static LLVMValueRef load_label(Lower *L, LLVMValueRef p, int64_t limit, LLVMValueRef *bad) {
+  LLVMValueRef id = LLVMBuildSExt(L->b, lw_load(L, L->i32, lw_in(L, 1), p), L->i64, "");
+  *bad = LLVMBuildICmp(L->b, LLVMIntUGE, id, lw_i64(L, limit), "");
+  return id;
+}
+
+static LLVMValueRef ext(Lower *L, LLVMValueRef x) { return lw_fconv(L, x, L->f64); }
+
+/* F.cross_entropy (mean), class-last: sum_p (m_p - x[p, y_p] + log s_p) / P,
+ * the rows in order, summed in double. A label outside [0, C) sets
+ * KILN_ERR_RANGE and its row is skipped. */
+void lower_cross_entropy(Lower *L, Kernel *k) {
+  const Node *n = k->out;
+  const Type *lt = &n->in[0]->type;
+  SoftRow r = {.ft = lw_elt(L, lt->dtype)};
+  int64_t c = lt->dims[lt->rank - 1], rows = ir_type_numel(&n->in[1]->type);
+  k->range = 1;
+  k->min_chunk = 1;
   LwLoop outer, lp;
-  LLVMValueRef row = lw_outer(L, &outer);
-  LLVMValueRef off = lw_mulc(L, row, d);
-  r.x = lw_gep(L, r.ft, lw_in(L, 0), off);
-  r.dy = lw_gep(L, r.ft, lw_in(L, 2), off);
-  norm_stats(L, &r, d, ir_attr_float(k->out, "eps"));
-  LLVMValueRef dn = lw_fc(L, r.ft, (double)d);
-  LLVMValueRef mg = lw_fdiv(L, row_sum(L, r.ft, d, term_g, &r), dn);
-  LLVMValueRef mgx = lw_fdiv(L, row_sum(L, r.ft, d, term_gx, &r), dn);
-  LLVMValueRef i = lw_for(L, &lp, lw_i64(L, 0), lw_i64(L, d));
-  LLVMValueRef xhat = lw_fmul(L, lw_fsub(L, lw_load(L, r.ft, r.x, i), r.mean), r.rstd);
-  LLVMValueRef v = lw_fsub(L, lw_fsub(L, term_g(L, i, &r), mg), lw_fmul(L, xhat, mgx));
-  lw_store(L, r.ft, lw_out(L), lw_add(L, off, i), lw_fmul(L, r.rstd, v));
+  LwIf cond;
+  lw_outer(L, &outer);
+  LLVMValueRef sum = lw_var(L, L->f64, lw_fc(L, L->f64, 0.0));
+  LLVMValueRef p = lw_for(L, &lp, lw_i64(L, 0), lw_i64(L, rows)), bad, s;
+  LLVMValueRef y = load_label(L, p, c, &bad);
+  lw_if(L, &cond, bad);
+  lw_range_error(L);
+  lw_else(L, &cond);
+  r.x = lw_gep(L, r.ft, lw_in(L, 0), lw_mulc(L, p, c));
+  rows_softmax_parts(L, &r, 1, c, &s);
+  LLVMValueRef term = LLVMBuildFSub(L->b, ext(L, r.m), ext(L, lw_load(L, r.ft, r.x, y)), "");
+  term = LLVMBuildFAdd(L->b, term, ext(L, lw_log(L, s)), "");
+  lw_set(L, sum, LLVMBuildFAdd(L->b, lw_get(L, L->f64, sum), term, ""));
+  lw_endif(L, &cond);
   lw_next(L, &lp);
+  LLVMValueRef mean = lw_fdiv(L, lw_get(L, L->f64, sum), lw_fc(L, L->f64, (double)rows));
+  lw_store(L, r.ft, lw_out(L), lw_i64(L, 0), lw_fconv(L, mean, r.ft));
+  lw_next(L, &outer);
+}
+
+/* dz = e^(x - m) / s dloss / P (the label's own element fixed after). */
+static void scale_ce(Lower *L, LLVMValueRef i, unsigned w, void *cx) {
+  SoftRow *r = cx;
+  LLVMValueRef sm = lw_fmul(L, vload(L, r->ft, r->y, i, w), vsplat(L, r->scale, w));
+  vstore(L, r->ft, r->y, i, lw_fmul(L, sm, vsplat(L, r->dscale, w)));
+}
+
+/* cross_entropy_grad(logits, labels, dloss):
+ * dz[p, c] = (softmax(z[p])[c] - [c == y_p]) dloss / P. Rows in parallel. */
+void lower_cross_entropy_grad(Lower *L, Kernel *k) {
+  const Node *n = k->out;
+  const Type *lt = &n->in[0]->type;
+  SoftRow r = {.ft = lw_elt(L, lt->dtype)};
+  int64_t c = lt->dims[lt->rank - 1], rows = ir_type_numel(&n->in[1]->type);
+  k->range = rows;
+  k->min_chunk = chunk_for(c * 20);
+  LwLoop outer;
+  LwIf cond;
+  LLVMValueRef p = lw_outer(L, &outer), bad, s;
+  LLVMValueRef y = load_label(L, p, c, &bad);
+  r.y = lw_gep(L, r.ft, lw_out(L), lw_mulc(L, p, c));
+  lw_if(L, &cond, bad);
+  lw_range_error(L);
+  lw_zero(L, r.y, lw_i64(L, c * (int64_t)ir_dtype_size(lt->dtype)));
+  lw_else(L, &cond);
+  r.x = lw_gep(L, r.ft, lw_in(L, 0), lw_mulc(L, p, c));
+  rows_softmax_parts(L, &r, 1, c, &s);
+  LLVMValueRef ey = lw_load(L, r.ft, r.y, y);
+  r.dscale = lw_fdiv(L, lw_load(L, r.ft, lw_in(L, 2), lw_i64(L, 0)), lw_fc(L, r.ft, (double)rows));
+  r.scale = lw_fdiv(L, lw_fc(L, r.ft, 1.0), s);
+  row_loop(L, vec_width(L, r.ft), lw_i64(L, 0), c, scale_ce, &r);
+  LLVMValueRef sm = lw_fsub(L, lw_fmul(L, ey, r.scale), lw_fc(L, r.ft, 1.0));
+  lw_store(L, r.ft, r.y, y, lw_fmul(L, sm, r.dscale));
+  lw_endif(L, &cond);
   lw_next(L, &outer);
 }
 

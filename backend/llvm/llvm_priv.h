@@ -232,6 +232,7 @@ LLVMValueRef lw_sqrt(Lower *L, LLVMValueRef x);
 LLVMValueRef lw_pow(Lower *L, LLVMValueRef x, double c);
 /* Phi(x) = (1 + erf(x / sqrt 2)) / 2, the normal CDF, without cancellation for x < 0. */
 LLVMValueRef lw_normal_cdf(Lower *L, LLVMValueRef x);
+LLVMValueRef lw_gelu_grad(Lower *L, LLVMValueRef x, LLVMValueRef dy); /* dy (Phi(x) + x phi(x)) */
 
 /* ---- Elementwise op bodies (llvm_lower_map.c) ---------------------------- */
 
