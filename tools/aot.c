@@ -51,7 +51,7 @@ static const char *const exported[] = {"create", "destroy",    "set_threads", "l
 /* A temporary folder next to the output (same file system: rename works). */
 typedef struct Work {
   char dir[PATH_LEN];
-  char *files[16];
+  char *files[LLVM_MAX_PARTS + 16];
   int nfiles;
 } Work;
 
@@ -243,27 +243,32 @@ static int header_path(const char *out, char *buf, size_t len) {
 static int compile_so(const Options *o, const Graph *g, const LlvmOptions *lo, Work *w,
                       double *link_ms) {
   char err[1024], hpath[PATH_LEN];
-  const char *obj = work_path(w, "model.o"), *map = work_path(w, "exports.map");
+  const char *objs[LLVM_MAX_PARTS];
+  /* Code generation on --threads threads (default: one per core). */
+  int nparts = o->threads > 0 ? o->threads : llvm_emit_parts_default();
+  if (nparts > LLVM_MAX_PARTS) nparts = LLVM_MAX_PARTS;
+  bool paths_ok = true;
+  for (int i = 0; i < nparts; i++) {
+    char name[32];
+    snprintf(name, sizeof name, "model%d.o", i);
+    paths_ok &= (objs[i] = work_path(w, name)) != NULL;
+  }
+  const char *map = work_path(w, "exports.map");
   const char *so = work_path(w, "model.so"), *h = work_path(w, "model.h");
-  if (!obj || !map || !so || !h) return cli_error("out of memory");
+  if (!paths_ok || !map || !so || !h) return cli_error("out of memory");
   int rc = header_path(o->output, hpath, sizeof hpath);
-  if (!rc && !llvm_emit(g, lo, LLVM_EMIT_OBJ, obj, err, sizeof err))
+  if (!rc && !llvm_emit_objects(g, lo, objs, nparts, err, sizeof err))
     rc = cli_error("code generation failed: %s", err);
   if (!rc) rc = write_text(map, version_script, g, lo);
   char vs[PATH_LEN + 32];
   snprintf(vs, sizeof vs, "-Wl,--version-script=%s", map);
-  const char *argv[] = {cc_path(),
-                        "-shared",
-                        "-o",
-                        so,
-                        obj,
-                        KILN_RT_LIB,
-                        "-lm",
-                        "-lpthread",
-                        vs,
-                        "-Wl,-z,noexecstack",
-                        "-Wl,--no-undefined",
-                        NULL};
+  const char *argv[LLVM_MAX_PARTS + 16] = {cc_path(), "-shared", "-o", so};
+  int na = 4;
+  for (int i = 0; i < nparts; i++) argv[na++] = objs[i];
+  const char *tail[] = {KILN_RT_LIB,         "-lm", "-lpthread", vs, "-Wl,-z,noexecstack",
+                        "-Wl,--no-undefined"};
+  for (size_t i = 0; i < sizeof tail / sizeof *tail; i++) argv[na++] = tail[i];
+  argv[na] = NULL;
   double t0 = cli_now_ms();
   if (!rc) rc = run_cc(o, argv);
   if (!rc) rc = write_text(h, llvm_write_header, g, lo);

@@ -73,7 +73,8 @@ static const Command commands[] = {
      "-I KILN/runtime. obj, header, llvm and asm write only that to OUT. --no-train\n"
      "leaves out m_train_step and m_grad. The .so depends on libc, libm and pthreads only\n"
      "and exports only the model's functions. Linking uses the C compiler Kiln was\n"
-     "configured with; the environment variable KILN_CC overrides it.",
+     "configured with; the environment variable KILN_CC overrides it. Code generation\n"
+     "for the .so runs on --threads N threads (default: one per core).",
      COMMON_FLAGS " -o --emit --no-train"},
     {"build", cmd_build, "kiln build MODEL.kl -o BIN [--weights W.safetensors] [-D NAME=VALUE]...",
      "Build a standalone executable that runs the model's inference.\n"

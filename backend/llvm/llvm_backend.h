@@ -50,6 +50,14 @@ typedef enum LlvmEmitKind { LLVM_EMIT_OBJ, LLVM_EMIT_ASM, LLVM_EMIT_IR } LlvmEmi
  * path. False with a message on an error. */
 bool llvm_emit(const Graph *g, const LlvmOptions *o, LlvmEmitKind kind, const char *path, char *err,
                size_t len);
+/* Object files built in parallel: the kernels split among nparts modules
+ * (at most LLVM_MAX_PARTS), each optimized and compiled on a thread of its
+ * own, written to paths[0..nparts); link them all. nparts: see
+ * llvm_emit_parts_default (one per core). */
+#define LLVM_MAX_PARTS 8
+bool llvm_emit_objects(const Graph *g, const LlvmOptions *o, const char *const *paths, int nparts,
+                       char *err, size_t len);
+int llvm_emit_parts_default(void);
 /* The same to a stream (kiln dump --stage=llvm|asm); LLVM_EMIT_OBJ is refused. */
 bool llvm_print(const Graph *g, const LlvmOptions *o, LlvmEmitKind kind, FILE *out, char *err,
                 size_t len);

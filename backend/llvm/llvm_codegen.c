@@ -67,7 +67,8 @@ static void cg_types(Codegen *cg) {
   cg->task_t = LLVMFunctionType(L->voidt, task, 3, 0);
   LLVMTypeRef pfor[] = {p, p, p, i64, i64};
   cg->pfor_t = LLVMFunctionType(L->voidt, pfor, 5, 0);
-  cg->pfor = LLVMAddFunction(L->mod, "kiln_parallel_for", cg->pfor_t);
+  cg->pfor = LLVMGetNamedFunction(L->mod, "kiln_parallel_for");
+  if (!cg->pfor) cg->pfor = LLVMAddFunction(L->mod, "kiln_parallel_for", cg->pfor_t);
 }
 
 static void add_attr(Lower *L, LLVMValueRef fn, LLVMAttributeIndex at, const char *name) {
@@ -589,43 +590,68 @@ static bool cg_optimize(LlvmModule *m, int level, char *err, size_t len) {
   return false;
 }
 
-/* Lowers every kernel, then the entry points and the descriptor. */
-static void cg_lower_program(LlvmModule *m) {
-  Codegen cg = {0};
-  cg.L.ctx = m->ctx;
-  cg.L.mod = m->mod;
-  cg.L.b = LLVMCreateBuilderInContext(m->ctx);
-  cg.L.p = &m->prog;
-  cg.L.avx512 = m->avx512;
-  cg.name = (char *)m->prog.g->name;
-  cg_types(&cg);
+static void cg_init(Codegen *cg, LlvmModule *m, Program *p) {
+  memset(cg, 0, sizeof *cg);
+  cg->L.ctx = m->ctx;
+  cg->L.mod = m->mod;
+  cg->L.b = LLVMCreateBuilderInContext(m->ctx);
+  cg->L.p = p;
+  cg->L.avx512 = m->avx512;
+  cg->name = (char *)p->g->name;
+  cg_types(cg);
+}
+
+/* Only what some entry point runs. */
+static bool kernel_needed(const Program *p, int k) {
+  return p->runs[ENTRY_INFER][k] ||
+         (p->has_train && (p->runs[ENTRY_GRAD][k] || p->runs[ENTRY_TRAIN][k]));
+}
+
+void llvm_module_lower_kernels(LlvmModule *m, Program *p, const bool *mine, bool external) {
+  Codegen cg;
+  cg_init(&cg, m, p);
+  for (int k = 0; k < p->nkernels; k++) {
+    if (!kernel_needed(p, k) || (mine && !mine[k])) continue;
+    cg_kernel(&cg, &p->kernels[k]);
+    if (external) { /* called from the entry points' module; not exported from the .so */
+      LLVMSetLinkage(p->kernels[k].fn, LLVMExternalLinkage);
+      LLVMSetVisibility(p->kernels[k].fn, LLVMHiddenVisibility);
+    }
+  }
+  LLVMDisposeBuilder(cg.L.b);
+}
+
+void llvm_module_lower_entries(LlvmModule *m, const bool *mine) {
+  Codegen cg;
   Program *p = &m->prog;
-  for (int k = 0; k < p->nkernels; k++) /* only what some entry point runs */
-    if (p->runs[ENTRY_INFER][k] ||
-        (p->has_train && (p->runs[ENTRY_GRAD][k] || p->runs[ENTRY_TRAIN][k])))
-      cg_kernel(&cg, &p->kernels[k]);
+  cg_init(&cg, m, p);
+  for (int k = 0; k < p->nkernels; k++) /* the other modules' kernels */
+    if (kernel_needed(p, k) && mine && !mine[k])
+      p->kernels[k].fn = LLVMAddFunction(m->mod, p->kernels[k].name, cg.task_t);
   LLVMValueRef infer = cg_entry(&cg, ENTRY_INFER);
-  LLVMValueRef grad = m->prog.has_train ? cg_entry(&cg, ENTRY_GRAD) : NULL;
-  LLVMValueRef train = m->prog.has_train ? cg_entry(&cg, ENTRY_TRAIN) : NULL;
+  LLVMValueRef grad = p->has_train ? cg_entry(&cg, ENTRY_GRAD) : NULL;
+  LLVMValueRef train = p->has_train ? cg_entry(&cg, ENTRY_TRAIN) : NULL;
   cg_descriptor(&cg, infer, grad, train);
   LLVMDisposeBuilder(cg.L.b);
 }
 
-bool llvm_module_build(LlvmModule *m, const Graph *g, const LlvmOptions *o, bool pic, char *err,
-                       size_t len) {
+bool llvm_module_begin(LlvmModule *m, const Graph *g, const LlvmOptions *o, Program *shared,
+                       bool pic, char *err, size_t len) {
   if (!m->ctx) {
     m->ctx = LLVMContextCreate();
     m->owns_ctx = true;
   }
   m->mod = LLVMModuleCreateWithNameInContext(g->name, m->ctx);
   m->owns_module = true;
-  if (!llvm_program_build(&m->prog, g, o)) {
+  if (!shared && !llvm_program_build(&m->prog, g, o)) {
     snprintf(err, len, "out of memory lowering model '%s'", g->name);
     return false;
   }
-  if (!cg_target(m, pic, err, len)) return false;
-  double t0 = llvm_now_ms();
-  cg_lower_program(m);
+  return cg_target(m, pic, err, len);
+}
+
+bool llvm_module_finish(LlvmModule *m, const LlvmOptions *o, double lower_t0, char *err,
+                        size_t len) {
   if (!cg_verify(m, "after lowering", err, len)) return false;
   double t1 = llvm_now_ms();
   if (!cg_optimize(m, o->opt_level, err, len)) return false;
@@ -633,10 +659,19 @@ bool llvm_module_build(LlvmModule *m, const Graph *g, const LlvmOptions *o, bool
   if (!cg_verify(m, "after optimization", err, len)) return false;
 #endif
   if (o->times) {
-    o->times->lower_ms += t1 - t0;
+    o->times->lower_ms += t1 - lower_t0;
     o->times->optimize_ms += llvm_now_ms() - t1;
   }
   return true;
+}
+
+bool llvm_module_build(LlvmModule *m, const Graph *g, const LlvmOptions *o, bool pic, char *err,
+                       size_t len) {
+  if (!llvm_module_begin(m, g, o, NULL, pic, err, len)) return false;
+  double t0 = llvm_now_ms();
+  llvm_module_lower_kernels(m, &m->prog, NULL, false);
+  llvm_module_lower_entries(m, NULL);
+  return llvm_module_finish(m, o, t0, err, len);
 }
 
 double llvm_now_ms(void) {

@@ -1,5 +1,6 @@
 /* llvm_emit.c - ahead-of-time output: object files, assembly and LLVM IR text, to a file or a
  * stream. */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -86,5 +87,144 @@ bool llvm_emit(const Graph *g, const LlvmOptions *o, LlvmEmitKind kind, const ch
   }
   free(tmp);
   free_data(kind, data);
+  return ok;
+}
+
+/* ---- Objects built in parallel -------------------------------------------
+ * The kernels are split among nparts modules (by a rough cost, greedily), each
+ * in its own LLVM context: lowered on its own thread, then optimized and
+ * compiled on its own thread. Module 0 also holds the entry points and the
+ * descriptor; the others' kernels are hidden external symbols it calls. */
+
+typedef struct Part {
+  LlvmModule m;
+  const LlvmOptions *o;
+  Program *prog;
+  bool *mine; /* by kernel index */
+  bool main;
+  double lower_t0, optimize_ms, codegen_ms;
+  char *data;
+  size_t size;
+  bool ok;
+  char err[512];
+} Part;
+
+static int64_t kernel_cost(const Kernel *k) {
+  switch ((int)k->out->op) {
+  case OP_MATMUL:
+  case OP_CONV2D:
+  case OP_CONV2D_GRAD_INPUT:
+  case OP_CONV2D_GRAD_WEIGHT:
+  case OP_LSTM:
+  case OP_LSTM_GRAD:
+    return 8 + k->nnodes;
+  default:
+    return 1 + k->nnodes;
+  }
+}
+
+static void *part_lower(void *arg) {
+  Part *pt = arg;
+  llvm_module_lower_kernels(&pt->m, pt->prog, pt->mine, !pt->main);
+  return NULL;
+}
+
+static void *part_compile(void *arg) {
+  Part *pt = arg;
+  LlvmTimes t = {0};
+  LlvmOptions o = *pt->o;
+  o.times = &t;
+  pt->ok = llvm_module_finish(&pt->m, &o, pt->lower_t0, pt->err, sizeof pt->err);
+  double t0 = llvm_now_ms();
+  pt->ok = pt->ok &&
+           emit_to_memory(&pt->m, LLVM_EMIT_OBJ, &pt->data, &pt->size, pt->err, sizeof pt->err);
+  pt->optimize_ms = t.optimize_ms;
+  pt->codegen_ms = llvm_now_ms() - t0;
+  return NULL;
+}
+
+/* Runs fn on every part, parts 1.. on threads of their own (on this thread
+ * when a thread cannot start). */
+static void run_parts(Part *parts, int nparts, void *(*fn)(void *)) {
+  pthread_t tid[LLVM_MAX_PARTS];
+  bool started[LLVM_MAX_PARTS] = {false};
+  for (int i = 1; i < nparts; i++) started[i] = pthread_create(&tid[i], NULL, fn, &parts[i]) == 0;
+  fn(&parts[0]);
+  for (int i = 1; i < nparts; i++) {
+    if (started[i])
+      pthread_join(tid[i], NULL);
+    else
+      fn(&parts[i]);
+  }
+}
+
+static bool write_file(const char *path, const char *data, size_t size) {
+  FILE *f = fopen(path, "wb");
+  if (!f) return false;
+  bool ok = fwrite(data, 1, size, f) == size;
+  return fclose(f) == 0 && ok;
+}
+
+int llvm_emit_parts_default(void) {
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n < 1 ? 1 : n > LLVM_MAX_PARTS ? LLVM_MAX_PARTS : (int)n;
+}
+
+bool llvm_emit_objects(const Graph *g, const LlvmOptions *o, const char *const *paths, int nparts,
+                       char *err, size_t len) {
+  if (nparts < 1) nparts = 1;
+  if (nparts > LLVM_MAX_PARTS) nparts = LLVM_MAX_PARTS;
+  Part parts[LLVM_MAX_PARTS];
+  memset(parts, 0, sizeof parts);
+  double t0 = llvm_now_ms();
+  bool ok = llvm_module_begin(&parts[0].m, g, o, NULL, true, err, len);
+  Program *prog = &parts[0].m.prog;
+  for (int i = 1; ok && i < nparts; i++)
+    ok = llvm_module_begin(&parts[i].m, g, o, prog, true, err, len);
+  int64_t load[LLVM_MAX_PARTS] = {0};
+  for (int i = 0; ok && i < nparts; i++) {
+    parts[i].o = o;
+    parts[i].prog = prog;
+    parts[i].main = i == 0;
+    parts[i].lower_t0 = t0;
+    parts[i].mine = calloc((size_t)prog->nkernels + 1, sizeof *parts[i].mine);
+    ok = parts[i].mine != NULL;
+  }
+  for (int k = 0; ok && k < prog->nkernels; k++) { /* the least loaded part takes it */
+    int best = 0;
+    for (int i = 1; i < nparts; i++)
+      if (load[i] < load[best]) best = i;
+    parts[best].mine[k] = true;
+    load[best] += kernel_cost(&prog->kernels[k]);
+  }
+  if (ok) {
+    run_parts(parts, nparts, part_lower);
+    llvm_module_lower_entries(&parts[0].m, parts[0].mine);
+    run_parts(parts, nparts, part_compile);
+    double opt = 0, cg = 0;
+    for (int i = 0; i < nparts; i++) {
+      if (ok && !parts[i].ok) {
+        snprintf(err, len, "%s", parts[i].err);
+        ok = false;
+      }
+      opt = parts[i].optimize_ms > opt ? parts[i].optimize_ms : opt;
+      cg = parts[i].codegen_ms > cg ? parts[i].codegen_ms : cg;
+    }
+    if (o->times) { /* wall clock: the slowest module's */
+      o->times->optimize_ms += opt;
+      o->times->codegen_ms += cg;
+      o->times->lower_ms += llvm_now_ms() - t0 - opt - cg;
+    }
+  }
+  for (int i = 0; ok && i < nparts; i++)
+    if (!write_file(paths[i], parts[i].data, parts[i].size)) {
+      snprintf(err, len, "cannot write %s", paths[i]);
+      ok = false;
+    }
+  for (int i = nparts - 1; i >= 0; i--) {
+    free(parts[i].data);
+    free(parts[i].mine);
+    llvm_module_dispose(&parts[i].m);
+  }
   return ok;
 }

@@ -257,6 +257,18 @@ typedef struct LlvmModule {
  * o->opt_level; false with a message on an error. pic: position independent (objects for .so). */
 bool llvm_module_build(LlvmModule *m, const Graph *g, const LlvmOptions *o, bool pic, char *err,
                        size_t len);
+/* llvm_module_build in steps, for code generation split across modules
+ * (llvm_emit.c): begin (a context, module and target machine; the program
+ * built unless shared, another module's), lower kernels (those with mine[k],
+ * or all; external: hidden symbols other modules call), lower entries (the
+ * entry points and descriptor, declaring the kernels not mine), finish
+ * (verify, optimize; lower_t0 the lowering's start for o->times). */
+bool llvm_module_begin(LlvmModule *m, const Graph *g, const LlvmOptions *o, Program *shared,
+                       bool pic, char *err, size_t len);
+void llvm_module_lower_kernels(LlvmModule *m, Program *p, const bool *mine, bool external);
+void llvm_module_lower_entries(LlvmModule *m, const bool *mine);
+bool llvm_module_finish(LlvmModule *m, const LlvmOptions *o, double lower_t0, char *err,
+                        size_t len);
 void llvm_module_dispose(LlvmModule *m);
 /* A monotonic clock in milliseconds (phase times). */
 double llvm_now_ms(void);

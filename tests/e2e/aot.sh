@@ -107,6 +107,12 @@ if $cc -std=c11 -O1 -Wall -Wextra -Werror -I "$d" -I runtime -o "$d/app" tests/e
   "$d/mlp.so" -Wl,-rpath,"$d" -lm; then
   "$d/app" "$d/w1.safetensors" "$d/w.safetensors" "$d/x.npy" "$d/y.npy" "$d/ref1/logits.npy" \
     "$d/interp/logits.npy" "$d/saved.safetensors" && ok || bad "app_mlp failed"
+  # Code generation kept in one module (--threads 1) or split over three: the same program.
+  for n in 1 3; do
+    expect 0 '' "$kiln" compile models/mlp.kl -D batch=2 --threads "$n" -o "$d/mlp.so"
+    "$d/app" "$d/w1.safetensors" "$d/w.safetensors" "$d/x.npy" "$d/y.npy" "$d/ref1/logits.npy" \
+      "$d/interp/logits.npy" "$d/saved.safetensors" && ok || bad "app_mlp: .so of --threads $n"
+  done
 else
   bad "app_mlp does not compile against mlp.h"
 fi
