@@ -2,10 +2,13 @@
 # run.sh - issue 7's benchmarks in one command: build Kiln and the drivers, measure Kiln beside
 # PyTorch (tuned and as installed) and OpenBLAS at 1 and 2 threads, write bench/RESULTS.md.
 #
-#   bash bench/run.sh [--build DIR] [--quick] [run_all.py options...]
+#   bash bench/run.sh [--build DIR] [--head] [--quick] [run_all.py options...]
 #
-# --build DIR  Kiln build directory (default build-bench; a Release build of the kiln target
-#              only, KILN_VERIFY_PASSES=OFF, so nothing races other builds in build/).
+# --build DIR  build directory (default build-bench): a Release build of the kiln target only,
+#              KILN_VERIFY_PASSES=OFF, so nothing races other builds in build/.
+# --head       build and measure the committed HEAD (exported with `git archive` into
+#              DIR/head-src, built in DIR/head) instead of the working tree, whose
+#              uncommitted changes may be half-done work of others.
 # --quick      few repeats and a few GEMM shapes: checks the harness.
 # Other options go to run_all.py (e.g. --quiet-busy 0.5 --quiet-wait 60: wait before each
 # section until other processes leave the CPUs mostly idle).
@@ -16,22 +19,36 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=build-bench
+head=0
 args=()
 while [ $# -gt 0 ]; do
   case $1 in
   --build) build=$2; shift 2 ;;
+  --head) head=1; shift ;;
   *) args+=("$1"); shift ;;
   esac
 done
 jobs=$(nproc)
+mkdir -p "$build/bench"
 
-echo "== building Kiln into $build (load: $(cut -d' ' -f1-3 /proc/loadavg))" >&2
-cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DKILN_VERIFY_PASSES=OFF -DKILN_WERROR=OFF \
+src=.
+obj=$build
+commit=$(git rev-parse --short HEAD)
+if [ $head = 1 ]; then
+  src=$build/head-src
+  obj=$build/head
+  rm -rf "$src"
+  mkdir -p "$src"
+  git archive "$commit" | tar -x -C "$src"
+  args+=(--src "$src" --commit "$commit")
+fi
+echo "== building Kiln ($([ $head = 1 ] && echo "HEAD $commit" || echo "working tree")) into $obj" \
+  "(load: $(cut -d' ' -f1-3 /proc/loadavg))" >&2
+cmake -S "$src" -B "$obj" -DCMAKE_BUILD_TYPE=Release -DKILN_VERIFY_PASSES=OFF -DKILN_WERROR=OFF \
   >/dev/null
-cmake --build "$build" --target kiln -j"$jobs" >/dev/null
+cmake --build "$obj" --target kiln -j"$jobs" >/dev/null
 
 echo "== building the drivers" >&2
-mkdir -p "$build/bench"
 cc -O2 -std=c11 -Wall -Wextra -I runtime bench/kiln_bench.c -o "$build/bench/kiln_bench" -ldl
 cc -O2 -std=c11 -Wall -Wextra bench/gemm_openblas.c -o "$build/bench/gemm_openblas" -lopenblas
 
@@ -54,5 +71,6 @@ if [ ! -e "$omp_lib/libopenblas.so.0" ]; then
 fi
 [ -e "$omp_lib/libopenblas.so.0" ] || omp_lib=""
 
-/usr/bin/python3 bench/run_all.py --build "$build" --tools "$build/bench" \
-  --openmp-blas "$omp_lib" --openmp-note "$omp_note" "${args[@]+"${args[@]}"}"
+/usr/bin/python3 bench/run_all.py --build "$build" --kiln "$obj/tools/kiln" \
+  --tools "$build/bench" --openmp-blas "$omp_lib" --openmp-note "$omp_note" \
+  "${args[@]+"${args[@]}"}"

@@ -167,7 +167,8 @@ def gemm_key_name(key):
 class Runner:
     def __init__(self, args):
         self.args = args
-        self.kiln = os.path.join(os.path.abspath(args.build), "tools", "kiln")
+        self.kiln = os.path.abspath(args.kiln or os.path.join(args.build, "tools", "kiln"))
+        self.src = os.path.abspath(args.src or ROOT)  # the sources Kiln was built from
         self.tools = os.path.abspath(args.tools)
         self.out = os.path.join(os.path.abspath(args.build), "bench")
         self.sodir = os.path.join(self.out, "so")
@@ -274,18 +275,19 @@ class Runner:
             return subprocess.run(["git", *a], capture_output=True, text=True,
                                   cwd=ROOT).stdout
 
-        info["commit"] = git("rev-parse", "--short", "HEAD").strip()
+        info["commit"] = self.args.commit or git("rev-parse", "--short", "HEAD").strip()
         dirty = [l[3:] for l in git("status", "--porcelain", "--untracked-files=no").splitlines()
                  if len(l) > 3]
         info["dirty"] = len(dirty)
         info["dirty_files"] = dirty[:40]
-        cache = os.path.join(self.args.build, "CMakeCache.txt")
+        cache = os.path.join(os.path.dirname(os.path.dirname(self.kiln)), "CMakeCache.txt")
         if os.path.exists(cache):
             txt = open(cache).read()
             for var in ("CMAKE_BUILD_TYPE", "KILN_VERIFY_PASSES", "CMAKE_C_COMPILER"):
                 m = re.search(rf"^{var}:\w+=(.*)$", txt, re.M)
                 info[var] = m.group(1) if m else "?"
-        info["build"] = self.args.build
+        info["build"] = os.path.relpath(os.path.dirname(os.path.dirname(self.kiln)), ROOT)
+        info["head_export"] = self.src != ROOT
         info["openmp_blas"] = self.omp or None
         info["openmp_blas_note"] = self.args.openmp_note
         ver = subprocess.run([PY, "-c", "import torch; print(torch.__version__)"],
@@ -310,7 +312,7 @@ class Runner:
     def compile_times(self):
         self.section("compile")
         for model in MODELS:
-            src = os.path.join(ROOT, "models", f"{model}.kl")
+            src = os.path.join(self.src, "models", f"{model}.kl")
             for variant, flags in (("train", []), ("no-train", ["--no-train"])):
                 d = os.path.join(self.sodir, variant)
                 os.makedirs(d, exist_ok=True)
@@ -329,7 +331,7 @@ class Runner:
                     self.save(rec)
                     self.log(f"   compile {model} {variant} run {run}: {dt:.3f} s rc {p.returncode}")
         for model in ("mlp", "transformer"):
-            src = os.path.join(ROOT, "models", f"{model}.kl")
+            src = os.path.join(self.src, "models", f"{model}.kl")
             out = os.path.join(self.sodir, f"tp_{model}.so")
             p = subprocess.run([self.kiln, "compile", src, "-o", out, "--time-passes"],
                                capture_output=True, text=True)
@@ -339,7 +341,7 @@ class Runner:
         d = os.path.join(self.sodir, "b1")
         os.makedirs(d, exist_ok=True)
         for model in MODELS:
-            src = os.path.join(ROOT, "models", f"{model}.kl")
+            src = os.path.join(self.src, "models", f"{model}.kl")
             p = subprocess.run([self.kiln, "compile", src, "-o", os.path.join(d, f"{model}.so"),
                                 "-D", "batch=1", "--no-train"], capture_output=True, text=True)
             if p.returncode:
@@ -578,10 +580,16 @@ def report(results_path, out_path):
       "each section gives the load averages (1 / 5 / 15 min) before it and the CPUs other "
       "processes kept busy during the second before it.")
     dirty = machine.get("dirty", 0)
-    w(f"- Kiln: commit `{machine.get('commit', '?')}`"
-      + (f" + dirty working tree ({dirty} modified tracked files: "
-         + ", ".join(f"`{f}`" for f in machine.get("dirty_files", [])[:12])
-         + (" …" if dirty > 12 else "") + ")" if dirty else " (clean)")
+    if machine.get("head_export"):
+        tree = (" exactly (built from `git archive HEAD`, without the working tree's "
+                f"{dirty} uncommitted modified files)")
+    elif dirty:
+        tree = (f" + dirty working tree ({dirty} modified tracked files: "
+                + ", ".join(f"`{f}`" for f in machine.get("dirty_files", [])[:12])
+                + (" …" if dirty > 12 else "") + ")")
+    else:
+        tree = " (clean working tree)"
+    w(f"- Kiln: commit `{machine.get('commit', '?')}`{tree}"
       + f"; `{machine.get('build', '?')}` built with CMAKE_BUILD_TYPE="
       f"{machine.get('CMAKE_BUILD_TYPE', '?')}, KILN_VERIFY_PASSES="
       f"{machine.get('KILN_VERIFY_PASSES', '?')}; `kiln compile` at its default -O2.")
@@ -881,6 +889,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--build", default=os.path.join(ROOT, "build-bench"))
     ap.add_argument("--tools")
+    ap.add_argument("--kiln", help="the kiln binary to time (default BUILD/tools/kiln)")
+    ap.add_argument("--commit", help="the commit measured (default: HEAD now)")
+    ap.add_argument("--src", help="the source tree Kiln was built from, for models/*.kl "
+                    "(default: this checkout); run.sh --head passes its export of HEAD")
     ap.add_argument("--openmp-blas", default="")
     ap.add_argument("--openmp-note", default="")
     ap.add_argument("--quick", action="store_true")
