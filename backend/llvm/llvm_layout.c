@@ -15,15 +15,10 @@ static uint64_t value_bytes(const Node *n) {
   return (uint64_t)ir_type_numel(&n->type) * ir_dtype_size(n->type.dtype);
 }
 
-/* lstm keeps per sequence z[4H], h[H], c[H]; lstm_grad a tape per sequence:
- * gates [T][4H], c and h [T+1][H], dz [4H], dh, dc [H]. Both in the value's
- * float type. */
+/* lstm and lstm_grad keep packed weights and a tape (llvm_lower_lstm.c). */
 int64_t llvm_scratch_bytes(const Node *n) {
   if (n->op != OP_LSTM && n->op != OP_LSTM_GRAD) return 0;
-  const Type *xt = &n->in[0]->type;
-  int64_t b = xt->dims[0], t = xt->dims[1], h = n->in[2]->type.dims[1];
-  int64_t per = n->op == OP_LSTM ? 6 * h : t * 4 * h + 2 * (t + 1) * h + 6 * h;
-  return b * per * (int64_t)ir_dtype_size(n->type.dtype);
+  return llvm_lstm_scratch_bytes(n);
 }
 
 /* ---- Kernels ------------------------------------------------------------ */

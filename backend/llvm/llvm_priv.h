@@ -88,6 +88,7 @@ bool llvm_program_build(Program *p, const Graph *g, const LlvmOptions *o);
 void llvm_program_free(Program *p);
 /* Scratch bytes a kernel of this op needs (lstm, lstm_grad), given its node. */
 int64_t llvm_scratch_bytes(const Node *n);
+int64_t llvm_lstm_scratch_bytes(const Node *n); /* llvm_lower_lstm.c */
 
 /* ---- Lowering ----------------------------------------------------------- */
 
