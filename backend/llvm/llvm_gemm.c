@@ -126,6 +126,7 @@ static int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 typedef struct Tiles {
   int vl, nv, nr, mr;
   int64_t kc, mc, nc, nkb, nib, njb;
+  bool direct; /* B read in place (rows contiguous), not packed: one row tile in all */
 } Tiles;
 
 static Tiles choose_tiles(Lower *L, const GemmOps *g) {
@@ -134,6 +135,10 @@ static Tiles choose_tiles(Lower *L, const GemmOps *g) {
   t.nv = g->n <= t.vl ? 1 : 2;
   t.nr = t.nv * t.vl;
   t.mr = L->avx512 ? (t.nv == 2 ? 12 : 16) : (t.nv == 2 ? 6 : 8);
+  /* Few rows (batch-1 inference): tiles of exactly m rows, no FMAs on
+   * padding rows, and B streamed from memory once instead of packed. */
+  if (g->m < t.mr) t.mr = (int)g->m;
+  t.direct = g->b_row && g->m <= t.mr;
   t.nkb = ceil_div(g->k, GEMM_KC);
   t.kc = ceil_div(g->k, t.nkb);
   t.mc = round_up(g->m, t.mr);
@@ -281,14 +286,22 @@ static void micro_tile(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef
                        LLVMValueRef bp, LLVMValueRef kc, LLVMValueRef t, LLVMValueRef row0,
                        LLVMValueRef col0, LLVMValueRef first, LLVMValueRef last) {
   LLVMTypeRef vt = LLVMVectorType(L->f32, (unsigned)tl->vl);
-  LLVMValueRef acc[32][2];
+  LLVMValueRef acc[32][2], bmask[2] = {NULL, NULL};
   for (int r = 0; r < tl->mr; r++)
     for (int v = 0; v < tl->nv; v++) acc[r][v] = lw_var(L, vt, LLVMConstNull(vt));
+  for (int v = 0; tl->direct && v < tl->nv; v++)
+    bmask[v] = col_mask(L, tl->vl, lw_addc(L, col0, v * tl->vl), g->n);
   LwLoop lp;
   LLVMValueRef p = lw_for(L, &lp, lw_i64(L, 0), kc);
   LLVMValueRef bv[2];
-  for (int v = 0; v < tl->nv; v++)
-    bv[v] = vload(L, vt, bp, lw_addc(L, lw_mulc(L, p, tl->nr), v * tl->vl), 64);
+  if (tl->direct) { /* bp: the slice's first row index pc (an i64), B read in place */
+    LLVMValueRef row = lw_gep(L, L->f32, g->b_row(L, g, t, lw_add(L, bp, p)), col0);
+    for (int v = 0; v < tl->nv; v++)
+      bv[v] = masked_load(L, vt, lw_gep(L, L->f32, row, lw_i64(L, v * tl->vl)), bmask[v]);
+  } else {
+    for (int v = 0; v < tl->nv; v++)
+      bv[v] = vload(L, vt, bp, lw_addc(L, lw_mulc(L, p, tl->nr), v * tl->vl), 64);
+  }
   LLVMValueRef abase = lw_mulc(L, p, tl->mr);
   for (int r = 0; r < tl->mr; r++) {
     LLVMValueRef a = lw_gemm_splat(L, vt, lw_load(L, L->f32, ap, lw_addc(L, abase, r)));
@@ -349,10 +362,10 @@ static void block_product(Lower *L, const GemmOps *g, const Tiles *tl, const Blo
   LLVMValueRef last = LLVMBuildICmp(L->b, LLVMIntEQ, kb, lw_i64(L, tl->nkb - 1), "");
   LLVMValueRef poff = ashared ? pc : lw_i64(L, 0);
   if (!ashared) pack_a(L, g, tl, apack, gstride, poff, t, b->i0, b->ngi, pc, kc);
-  pack_b(L, g, tl, bpack, t, b->j0, b->ngj, pc, kc);
+  if (!tl->direct) pack_b(L, g, tl, bpack, t, b->j0, b->ngj, pc, kc);
   LLVMValueRef gj = lw_for(L, &lgj, lw_i64(L, 0), b->ngj);
-  LLVMValueRef bp = lw_gep(L, L->f32, bpack, lw_mulc(L, gj, tl->kc * tl->nr));
   LLVMValueRef col0 = lw_add(L, b->j0, lw_mulc(L, gj, tl->nr));
+  LLVMValueRef bp = tl->direct ? pc : lw_gep(L, L->f32, bpack, lw_mulc(L, gj, tl->kc * tl->nr));
   LLVMValueRef gi = lw_for(L, &lgi, lw_i64(L, 0), b->ngi);
   LLVMValueRef ap =
       lw_gep(L, L->f32, apack, lw_add(L, lw_mulc(L, gi, gstride), lw_mulc(L, poff, tl->mr)));
@@ -384,7 +397,7 @@ void lw_gemm(Lower *L, Kernel *k, const GemmOps *g) {
   k->min_chunk = work >= 65536.0 ? 1 : (int64_t)(65536.0 / (work > 1 ? work : 1)) + 1;
   int64_t gstride = ashared ? g->k * tl.mr : tl.kc * tl.mr;
   LLVMValueRef apack = stack_buffer(L, ashared ? tl.mc * g->k : tl.mc * tl.kc);
-  LLVMValueRef bpack = stack_buffer(L, tl.kc * tl.nc);
+  LLVMValueRef bpack = tl.direct ? NULL : stack_buffer(L, tl.kc * tl.nc);
   LwLoop outer, lt;
   LLVMValueRef r = lw_outer(L, &outer);
   LLVMValueRef tc = lw_divc(L, r, blocks);
