@@ -28,8 +28,129 @@ void lower_copy(Lower *L, Kernel *k) {
   lw_next(L, &lp);
 }
 
+/* ---- Transposing permutes: tiles through registers ---------------------- */
+
+/* Elements of et in one vector register. */
+static unsigned vec_width(Lower *L, LLVMTypeRef et) {
+  return (L->avx512 ? 64u : 32u) / (et == L->f64 ? 8u : 4u);
+}
+
+static LLVMValueRef vload(Lower *L, LLVMTypeRef et, LLVMValueRef base, LLVMValueRef i, unsigned w) {
+  LLVMValueRef v = LLVMBuildLoad2(L->b, LLVMVectorType(et, w), lw_gep(L, et, base, i), "");
+  LLVMSetAlignment(v, et == L->f64 ? 8u : 4u);
+  return v;
+}
+
+static void vstore(Lower *L, LLVMTypeRef et, LLVMValueRef base, LLVMValueRef i, LLVMValueRef v) {
+  LLVMValueRef st = LLVMBuildStore(L->b, v, lw_gep(L, et, base, i));
+  LLVMSetAlignment(st, et == L->f64 ? 8u : 4u);
+}
+
+/* v[r][c] becomes v[c][r] for w vectors of w lanes: one stage per bit k of
+ * the index swaps that bit between r and c, a two-source shuffle of each
+ * pair of vectors r, r + 2^k. */
+static void transpose_tile(Lower *L, LLVMValueRef *v, unsigned w) {
+  LLVMValueRef m0[64], m1[64];
+  for (unsigned s = 1; s < w; s *= 2) {
+    for (unsigned c = 0; c < w; c++) {
+      m0[c] = lw_i32(L, (int32_t)(c & s ? w + c - s : c));
+      m1[c] = lw_i32(L, (int32_t)(c & s ? w + c : c + s));
+    }
+    LLVMValueRef k0 = LLVMConstVector(m0, w), k1 = LLVMConstVector(m1, w);
+    for (unsigned r = 0; r < w; r++)
+      if (!(r & s)) {
+        LLVMValueRef a = v[r], b = v[r + s];
+        v[r] = LLVMBuildShuffleVector(L->b, a, b, k0, "");
+        v[r + s] = LLVMBuildShuffleVector(L->b, a, b, k1, "");
+      }
+  }
+}
+
+/* A permute whose output rows (dim a, the last) run across x's rows and
+ * whose dim b runs along them (stride 1 in x). */
+typedef struct Transpose {
+  LLVMTypeRef et;
+  int64_t da, db, sa, ob; /* sizes of a and b; a's stride in x; b's stride in out */
+  LLVMValueRef xbase, obase;
+} Transpose;
+
+/* out[ib, ia] = x[ib, ia] one element at a time over [b0, b1) x [a0, a1). */
+static void transpose_scalar(Lower *L, const Transpose *t, LLVMValueRef b0, int64_t nb, int64_t a0,
+                             int64_t a1) {
+  LwLoop lb, la;
+  LLVMValueRef ib = lw_add(L, b0, lw_for(L, &lb, lw_i64(L, 0), lw_i64(L, nb)));
+  LLVMValueRef ia = lw_for(L, &la, lw_i64(L, a0), lw_i64(L, a1));
+  LLVMValueRef v =
+      lw_load(L, t->et, lw_in(L, 0), lw_add(L, t->xbase, lw_add(L, ib, lw_mulc(L, ia, t->sa))));
+  lw_store(L, t->et, lw_out(L), lw_add(L, t->obase, lw_add(L, lw_mulc(L, ib, t->ob), ia)), v);
+  lw_next(L, &la);
+  lw_next(L, &lb);
+}
+
+/* The w x w tiles of a full block of w rows of b starting at b0: w vector
+ * loads along b, a transpose in registers, w vector stores along a; the
+ * columns of a past the last whole tile one by one. */
+static void transpose_block(Lower *L, const Transpose *t, LLVMValueRef b0, unsigned w) {
+  LLVMValueRef v[64];
+  LwLoop lp;
+  LLVMValueRef a0 = lw_mulc(L, lw_for(L, &lp, lw_i64(L, 0), lw_i64(L, t->da / w)), w);
+  for (unsigned r = 0; r < w; r++) {
+    LLVMValueRef ia = lw_addc(L, a0, r);
+    v[r] =
+        vload(L, t->et, lw_in(L, 0), lw_add(L, t->xbase, lw_add(L, b0, lw_mulc(L, ia, t->sa))), w);
+  }
+  transpose_tile(L, v, w);
+  for (unsigned r = 0; r < w; r++) {
+    LLVMValueRef ib = lw_addc(L, b0, r);
+    vstore(L, t->et, lw_out(L), lw_add(L, t->obase, lw_add(L, lw_mulc(L, ib, t->ob), a0)), v[r]);
+  }
+  lw_next(L, &lp);
+  if (t->da % w) transpose_scalar(L, t, b0, w, t->da / w * w, t->da);
+}
+
+/* permute with x's innermost dim moved to output dim b (not the last, a):
+ * each iteration takes a block of w rows of b (one index of the other dims)
+ * through w x w register tiles, so loads and stores are whole vectors; a
+ * last partial block goes one element at a time. */
+static bool lower_transpose(Lower *L, Kernel *k, const int64_t *st) {
+  const Type *ot = &k->out->type;
+  LLVMTypeRef et = lw_elt(L, ot->dtype);
+  unsigned w = vec_width(L, et);
+  int r = ot->rank, a = r - 1, b = -1;
+  for (int d = 0; d < a; d++)
+    if (st[d] == 1 && ot->dims[d] > 1) b = d;
+  if (r < 2 || st[a] == 1 || b < 0 || ot->dims[a] < w || ot->dims[b] < w) return false;
+  int64_t os[IR_MAX_RANK], odims[IR_MAX_RANK], xst[IR_MAX_RANK], ost[IR_MAX_RANK];
+  strides_of(ot, os);
+  int no = 0;
+  for (int d = 0; d < a; d++)
+    if (d != b) odims[no] = ot->dims[d], xst[no] = st[d], ost[no++] = os[d];
+  Transpose t = {.et = et, .da = ot->dims[a], .db = ot->dims[b], .sa = st[a], .ob = os[b]};
+  int64_t nbb = (t.db + w - 1) / w;
+  k->range = ir_type_numel(ot) / (t.da * t.db) * nbb;
+  k->min_chunk = chunk_for(t.da * w);
+  LwLoop outer;
+  LwIf last;
+  LLVMValueRef it = lw_outer(L, &outer);
+  LLVMValueRef o = lw_divc(L, it, nbb), b0 = lw_mulc(L, lw_remc(L, it, nbb), w);
+  t.xbase = lw_offset(L, o, no, odims, xst);
+  t.obase = lw_offset(L, o, no, odims, ost);
+  if (t.db % w == 0) {
+    transpose_block(L, &t, b0, w);
+  } else {
+    lw_if(L, &last, LLVMBuildICmp(L->b, LLVMIntEQ, b0, lw_i64(L, (nbb - 1) * w), ""));
+    transpose_scalar(L, &t, b0, t.db % w, 0, t.da);
+    lw_else(L, &last);
+    transpose_block(L, &t, b0, w);
+    lw_endif(L, &last);
+  }
+  lw_next(L, &outer);
+  return true;
+}
+
 /* permute, slice, broadcast: out[idx] = x[base + sum_d idx_d stride[d]],
- * rows of the output's last dim in parallel. */
+ * rows of the output's last dim in parallel (a permute that moves x's
+ * innermost dim: register tiles, lower_transpose). */
 void lower_gather(Lower *L, Kernel *k) {
   const Node *n = k->out;
   const Type *xt = &n->in[0]->type, *ot = &n->type;
@@ -47,6 +168,7 @@ void lower_gather(Lower *L, Kernel *k) {
       st[d] = kd >= 0 && xt->dims[kd] != 1 ? xs[kd] : 0;
     }
   }
+  if (n->op == OP_PERMUTE && lower_transpose(L, k, st)) return;
   int r = ot->rank;
   int64_t len = r ? ot->dims[r - 1] : 1, sl = r ? st[r - 1] : 0;
   k->range = ir_type_numel(ot) / len;
