@@ -168,7 +168,7 @@ int llvm_emit_parts_default(void) {
   return n < 1 ? 1 : n > LLVM_MAX_PARTS ? LLVM_MAX_PARTS : (int)n;
 }
 
-bool llvm_emit_objects(const Graph *g, const LlvmOptions *o, const char *const *paths, int nparts,
+int llvm_build_objects(const Graph *g, const LlvmOptions *o, int nparts, LlvmObject *objs,
                        char *err, size_t len) {
   if (nparts < 1) nparts = 1;
   if (nparts > LLVM_MAX_PARTS) nparts = LLVM_MAX_PARTS;
@@ -214,15 +214,29 @@ bool llvm_emit_objects(const Graph *g, const LlvmOptions *o, const char *const *
       o->times->codegen_ms += t2 - t1 - opt;
     }
   }
-  for (int i = 0; ok && i < nparts; i++)
-    if (!write_file(paths[i], parts[i].data, parts[i].size)) {
+  for (int i = 0; i < nparts; i++) {
+    objs[i].data = ok ? parts[i].data : NULL;
+    objs[i].size = ok ? parts[i].size : 0;
+    if (!ok) free(parts[i].data);
+  }
+  for (int i = nparts - 1; i >= 0; i--) {
+    free(parts[i].mine);
+    llvm_module_dispose(&parts[i].m);
+  }
+  return ok ? nparts : 0;
+}
+
+bool llvm_emit_objects(const Graph *g, const LlvmOptions *o, const char *const *paths, int nparts,
+                       char *err, size_t len) {
+  LlvmObject objs[LLVM_MAX_PARTS];
+  int n = llvm_build_objects(g, o, nparts, objs, err, len);
+  bool ok = n > 0;
+  for (int i = 0; i < n; i++) {
+    if (ok && !write_file(paths[i], objs[i].data, objs[i].size)) {
       snprintf(err, len, "cannot write %s", paths[i]);
       ok = false;
     }
-  for (int i = nparts - 1; i >= 0; i--) {
-    free(parts[i].data);
-    free(parts[i].mine);
-    llvm_module_dispose(&parts[i].m);
+    free(objs[i].data);
   }
   return ok;
 }

@@ -1,5 +1,5 @@
-/* llvm_jit.c - the JIT: ORC LLJIT over one lowered module, its runtime calls bound to this
- * process's runtime. */
+/* llvm_jit.c - the JIT: ORC LLJIT over the model's objects (compiled in parallel, one module per
+ * core), its runtime calls bound to this process's runtime. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -66,18 +66,19 @@ LlvmJit *llvm_jit_compile(const Graph *g, const LlvmOptions *o, char *err, size_
     snprintf(err, len, "out of memory");
     return NULL;
   }
-  LLVMOrcThreadSafeContextRef tsc = LLVMOrcCreateNewThreadSafeContext();
-  LlvmModule m = {.ctx = LLVMOrcThreadSafeContextGetContext(tsc)};
-  bool ok = llvm_module_build(&m, g, o, false, err, len) && jit_create(j, err, len) &&
-            jit_bind_runtime(j, err, len);
-  if (ok) {
-    LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(m.mod, tsc);
-    m.owns_module = false;
-    ok = jit_error(LLVMOrcLLJITAddLLVMIRModule(j->jit, LLVMOrcLLJITGetMainJITDylib(j->jit), tsm),
-                   "adding the module", err, len);
+  /* Objects compiled on one thread per core (llvm_emit.c), linked by the JIT. */
+  LlvmObject objs[LLVM_MAX_PARTS];
+  int n = llvm_build_objects(g, o, llvm_emit_parts_default(), objs, err, len);
+  bool ok = n > 0 && jit_create(j, err, len) && jit_bind_runtime(j, err, len);
+  for (int i = 0; i < n; i++) {
+    if (ok) {
+      LLVMMemoryBufferRef buf =
+          LLVMCreateMemoryBufferWithMemoryRangeCopy(objs[i].data, objs[i].size, "kiln");
+      ok = jit_error(LLVMOrcLLJITAddObjectFile(j->jit, LLVMOrcLLJITGetMainJITDylib(j->jit), buf),
+                     "adding an object", err, len);
+    }
+    free(objs[i].data);
   }
-  llvm_module_dispose(&m);
-  LLVMOrcDisposeThreadSafeContext(tsc);
   char sym[256];
   snprintf(sym, sizeof sym, "%s_desc", g->name);
   if (ok) ok = (j->desc = llvm_jit_lookup(j, sym)) != NULL;

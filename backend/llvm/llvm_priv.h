@@ -270,6 +270,15 @@ void llvm_module_lower_kernels(LlvmModule *m, Program *p, const bool *mine, bool
 void llvm_module_lower_entries(LlvmModule *m, const bool *mine);
 bool llvm_module_finish(LlvmModule *m, const LlvmOptions *o, double lower_t0, char *err,
                         size_t len);
+/* Position-independent objects of g in nparts modules built in parallel
+ * (llvm_emit.c): objs[0..n) (data freed by the caller), n the count used
+ * (nparts clamped to [1, LLVM_MAX_PARTS]); 0 with a message on an error. */
+typedef struct LlvmObject {
+  char *data;
+  size_t size;
+} LlvmObject;
+int llvm_build_objects(const Graph *g, const LlvmOptions *o, int nparts, LlvmObject *objs,
+                       char *err, size_t len);
 void llvm_module_dispose(LlvmModule *m);
 /* A monotonic clock in milliseconds (phase times). */
 double llvm_now_ms(void);
