@@ -19,8 +19,10 @@
 #define REDUCE_WIDTHS 7
 /* Whole vectors of a row emitted as straight-line code rather than a loop. */
 #define REDUCE_UNROLL 8
-/* Most rows one iteration of a row kernel works on side by side. */
-#define REDUCE_GROUP 4
+/* Most rows one iteration of a row kernel works on side by side, and the
+ * most vectors live at once (three quarters of the AVX-512 registers). */
+#define REDUCE_GROUP     4
+#define REDUCE_LIVE_VECS 24
 
 static int64_t chunk_for(int64_t work_per_iter) {
   return REDUCE_CHUNK_WORK / (work_per_iter > 0 ? work_per_iter : 1) + 1;
@@ -169,6 +171,8 @@ typedef struct RowAcc {
   RowTerm *term;
   void *cx;
   LLVMValueRef var[REDUCE_WIDTHS];
+  LLVMValueRef alt; /* a second whole-vector accumulator, taking every other vector */
+  int nsteps;       /* whole vectors taken so far (straight-line code alternates) */
 } RowAcc;
 
 static unsigned log2u(unsigned w) {
@@ -178,20 +182,25 @@ static unsigned log2u(unsigned w) {
 }
 
 /* Fresh accumulators (0, or -inf for a max) for rows of d, created where the
- * reduction starts. */
+ * reduction starts; two for whole vectors when a row has several (half the
+ * dependency chain). */
 static void acc_init(Lower *L, RowAcc *a, LLVMTypeRef ft, RowOp op, int64_t d, RowTerm *term,
                      void *cx) {
-  a->ft = ft, a->op = op, a->term = term, a->cx = cx, a->vw = vec_width(L, ft);
+  a->ft = ft, a->op = op, a->term = term, a->cx = cx, a->vw = vec_width(L, ft), a->nsteps = 0;
+  double init = op == ROW_SUM ? 0.0 : -INFINITY;
   for (unsigned w = 1, k = 0; k < REDUCE_WIDTHS; w *= 2, k++)
     a->var[k] = w <= a->vw && row_has(d, a->vw, w)
-                    ? lw_var(L, vec_type(ft, w), vconst(L, ft, op == ROW_SUM ? 0.0 : -INFINITY, w))
+                    ? lw_var(L, vec_type(ft, w), vconst(L, ft, init, w))
                     : NULL;
+  a->alt =
+      d >= 2 * (int64_t)a->vw ? lw_var(L, vec_type(ft, a->vw), vconst(L, ft, init, a->vw)) : NULL;
 }
 
 /* acc_w = acc_w (op) term(i). */
 static void acc_step(Lower *L, LLVMValueRef i, unsigned w, void *p) {
   RowAcc *a = p;
   LLVMValueRef var = a->var[log2u(w)], t = a->term(L, i, w, a->cx);
+  if (w == a->vw && a->alt && a->nsteps++ % 2) var = a->alt;
   lw_set(L, var, accumulate(L, a->op, lw_get(L, vec_type(a->ft, w), var), t));
 }
 
@@ -200,7 +209,10 @@ static LLVMValueRef acc_result(Lower *L, RowAcc *a) {
   LLVMValueRef r = NULL;
   for (int k = REDUCE_WIDTHS - 1; k >= 0; k--) {
     if (!a->var[k]) continue;
-    LLVMValueRef v = vfold(L, lw_get(L, vec_type(a->ft, 1u << k), a->var[k]), a->op);
+    LLVMTypeRef vt = vec_type(a->ft, 1u << k);
+    LLVMValueRef v = lw_get(L, vt, a->var[k]);
+    if (1u << k == a->vw && a->alt) v = combine(L, a->op, v, lw_get(L, vt, a->alt));
+    v = vfold(L, v, a->op);
     r = r ? combine(L, a->op, r, v) : v;
   }
   return r ? r : lw_fc(L, a->ft, a->op == ROW_SUM ? 0.0 : -INFINITY);
@@ -217,12 +229,15 @@ static void rows_reduce(Lower *L, LLVMTypeRef ft, int64_t d, RowOp op, RowTerm *
 }
 
 /* Rows one iteration of a row kernel works on: up to REDUCE_GROUP rows of
- * straight-line code (at most REDUCE_UNROLL vectors each), as many as divide
- * the row count. */
-static int row_group(Lower *L, LLVMTypeRef ft, int64_t rows, int64_t d) {
-  if (d > REDUCE_UNROLL * (int64_t)vec_width(L, ft)) return 1;
+ * straight-line code (at most REDUCE_UNROLL vectors each) while their
+ * vectors, and `shared` rows of them (gamma, beta) loaded once, fit in
+ * REDUCE_LIVE_VECS registers (a row's loads stay live across its passes),
+ * as many as divide the row count. */
+static int row_group(Lower *L, LLVMTypeRef ft, int64_t rows, int64_t d, int shared) {
+  int64_t vw = vec_width(L, ft), nv = (d + vw - 1) / vw;
+  if (nv > REDUCE_UNROLL) return 1;
   int g = REDUCE_GROUP;
-  while (g > 1 && rows % g) g /= 2;
+  while (g > 1 && (rows % g || (g + shared) * nv > REDUCE_LIVE_VECS)) g /= 2;
   return g;
 }
 
@@ -364,13 +379,15 @@ static void reduce_columns(Lower *L, Reduce *r, LLVMValueRef xbase, LLVMValueRef
 }
 
 /* Innermost dim kept: C contiguous output columns per row of the other kept
- * dims, in blocks of REDUCE_BLOCK_VECS vectors (the last block narrower);
- * one iteration per (row, block). */
+ * dims, in blocks of REDUCE_BLOCK_VECS vectors (the last block narrower, and
+ * at least two blocks for threads to share); one iteration per (row, block). */
 static void reduce_outer(Lower *L, Kernel *k, Reduce *r, int64_t count, int64_t per, bool mean) {
   const ReduceDims *rd = r->rd;
   int64_t c = rd->nk ? rd->klen[rd->nk - 1] : 1;
-  int64_t cb = REDUCE_BLOCK_VECS * (int64_t)vec_width(L, r->ft);
+  int64_t vw = vec_width(L, r->ft), cb = REDUCE_BLOCK_VECS * vw;
   if (cb > c) cb = c;
+  /* A single output row (a bias gradient) still splits in two for threads. */
+  if (count == c && cb == c && c >= 2 * vw) cb = (c / 2 + vw - 1) / vw * vw;
   int64_t nfull = c / cb, rem = c % cb, nblk = nfull + (rem > 0);
   k->range = count / c * nblk;
   k->min_chunk = chunk_for(per * cb);
@@ -412,7 +429,7 @@ void lower_reduce(Lower *L, Kernel *k) {
     reduce_outer(L, k, &r, count, per, n->op == OP_MEAN);
     return;
   }
-  int g = rd.nr == 1 ? row_group(L, r.ft, count, per) : 1;
+  int g = rd.nr == 1 ? row_group(L, r.ft, count, per, 0) : 1;
   k->range = count / g;
   k->min_chunk = chunk_for(per * g);
   LwLoop outer;
@@ -520,7 +537,7 @@ void lower_softmax(Lower *L, Kernel *k) {
   }
   bool soft = n->op == OP_SOFTMAX;
   LLVMTypeRef ft = lw_elt(L, t->dtype);
-  int g = row_group(L, ft, outer_n, len);
+  int g = row_group(L, ft, outer_n, len, 0);
   k->range = outer_n / g;
   k->min_chunk = chunk_for(len * g * 20);
   SoftRow r[REDUCE_GROUP];
@@ -617,7 +634,7 @@ void lower_layer_norm(Lower *L, Kernel *k) {
   NormRow r[REDUCE_GROUP] = {
       {.ft = lw_elt(L, t->dtype), .gamma = lw_in(L, 1), .beta = lw_in(L, 2)}};
   void *cx[REDUCE_GROUP];
-  int g = row_group(L, r[0].ft, rows, d);
+  int g = row_group(L, r[0].ft, rows, d, 2);
   k->range = rows / g;
   k->min_chunk = chunk_for(d * g * 4);
   LwLoop outer;
@@ -643,7 +660,7 @@ void lower_layer_norm_grad(Lower *L, Kernel *k) {
   NormRow r[REDUCE_GROUP] = {{.ft = lw_elt(L, t->dtype), .gamma = lw_in(L, 1)}};
   void *cx[REDUCE_GROUP];
   LLVMTypeRef ft = r[0].ft;
-  int g = row_group(L, ft, rows, d);
+  int g = row_group(L, ft, rows, d, 1);
   k->range = rows / g;
   k->min_chunk = chunk_for(d * g * 8);
   LwLoop outer;
