@@ -525,13 +525,16 @@ def choose_coretype(recs, model, threads):
     return best
 
 
-def fmt_ms(p, digits=None):
+def num(x):
+    """Three significant digits (four above 1000)."""
+    return f"{x:.0f}" if x >= 100 else f"{x:#.3g}" if x < 1 else f"{x:.{3 - len(str(int(x)))}f}"
+
+
+def fmt_ms(p):
     if not p:
         return "—"
     med, lo, hi, _ = p
-    if digits is None:
-        digits = 3 if med < 1 else 2 if med < 10 else 1
-    return f"{med:.{digits}f} [{lo:.{digits}f}–{hi:.{digits}f}]"
+    return f"{num(med)} [{num(lo)}–{num(hi)}]"
 
 
 def ratio(a, b):
@@ -755,7 +758,7 @@ def report(results_path, out_path):
                 gemm_ok[threads].append(ok)
             shape = f"{m}×{k}×{n}" + (f" ×{b}" if b > 1 else "")
             gemm_tab.append(
-                f"| {shape} | {form} | {threads} | {fl / 1e6:.1f} | {fmt_ms(kg)} | {g(kg)} "
+                f"| {shape} | {form} | {threads} | {num(fl / 1e6)} | {fmt_ms(kg)} | {g(kg)} "
                 f"({pct(kg)}) | {g(og['SkylakeX'])} | {g(og['default'])} | **{fmt_ratio(r)}** | "
                 f"≥ {tgt:.1f} | {met(ok)} | {'; '.join(srcs)} |")
     for threads in THREADS:
@@ -767,6 +770,15 @@ def report(results_path, out_path):
 
     w("## Targets (issue 7)")
     w("")
+    busy = [r for r in loads if (r.get("busy") or 0) >= 0.5 or r["load"][0] >= 2.5]
+    if busy:
+        w(f"**Caution: {len(busy)} of {len(loads)} sections started while other processes kept "
+          f"up to {max(r.get('busy') or 0 for r in loads):.1f} of {os.cpu_count()} CPUs busy "
+          f"(1-minute load up to {max(r['load'][0] for r in loads):.1f}).** Every figure is "
+          "then slower and noisier than on an idle machine, 2-thread figures most (a 2-thread "
+          "process cannot get both cores), and OpenMP PyTorch at 2 threads collapses worst, "
+          "which flatters Kiln's 2-thread ratios. The [min–max] ranges show the spread.")
+        w("")
     w("| figure | target | measured | |")
     w("| --- | --- | --- | --- |")
     for name, tgt, val, ok in rows:
