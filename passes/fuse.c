@@ -18,7 +18,8 @@
  *     each entry runs its own subset of kernels, so outputs, the loss and gradients end kernels.
  *   - merging two groups must keep them convex: no path leaves the group and comes back.
  * Recompute policy: a value is computed once and stored unless recomputing it is no dearer than
- * the round trip through memory: consts and causal_mask, injective ops (each output element reads
+ * the round trip through memory: consts and causal_mask, reshapes (the same bytes as their input:
+ * readers read through them), injective ops (each output element reads
  * one input element, so a reader evaluating it by index reads no more than it would read from
  * the stored copy) and cheap elementwise ops left alone in a kernel whose arena inputs are no
  * larger than their result (relu of a stored value read by two matmuls). Those are inline. */
@@ -148,7 +149,9 @@ static void fuse_mark_inline(Fuse *F) {
   for (int i = 0; i < F->nn; i++) {
     Pattern p = fuse_pattern(node_at(F, i)->op);
     bool named = ir_op_is_named_source(node_at(F, i)->op);
-    F->inl[i] = !named && !F->root[i] && (p == PAT_SOURCE || p == PAT_INJECTIVE);
+    /* A reshape is a view of its input's bytes: its readers read through it. */
+    bool view = node_at(F, i)->op == OP_RESHAPE;
+    F->inl[i] = !named && !F->root[i] && (p == PAT_SOURCE || p == PAT_INJECTIVE || view);
   }
 }
 

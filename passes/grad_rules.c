@@ -91,10 +91,11 @@ void grad_neg(GradCtx *cx, Node *n, Node *dy) {
   grad_accumulate(cx, n->in[0], ad_op1(cx, OP_NEG, dy));
 }
 
-/* y = max(x, 0);  dx = dy [x > 0]  (0 at x == 0, as PyTorch) */
+/* y = max(x, 0);  dx = dy [y > 0]  (0 at x == 0; y > 0 exactly when x > 0,
+ * NaN included). From the result, as PyTorch's threshold_backward: x need
+ * not stay alive until the backward pass. */
 void grad_relu(GradCtx *cx, Node *n, Node *dy) {
-  Node *x = n->in[0];
-  grad_accumulate(cx, x, ad_op2(cx, OP_MUL, dy, ad_op2(cx, OP_GREATER, x, num(cx, x, 0))));
+  grad_accumulate(cx, n->in[0], ad_op2(cx, OP_MUL, dy, ad_op2(cx, OP_GREATER, n, num(cx, n, 0))));
 }
 
 /* y = 1 / (1 + e^-x);  dx = dy y (1 - y) */

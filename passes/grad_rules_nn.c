@@ -16,12 +16,27 @@ static Node *swap_last2(GradCtx *cx, Node *x) {
   return ad_permute(cx, x, perm);
 }
 
+/* x as a matrix: its leading dims flattened into rows. */
+static Node *as_rows(GradCtx *cx, Node *x) {
+  Type t = x->type;
+  int64_t rows = ir_type_numel(&t) / t.dims[t.rank - 1];
+  t.dims[0] = rows, t.dims[1] = x->type.dims[x->type.rank - 1], t.rank = 2;
+  return ad_reshape(cx, x, &t);
+}
+
 /* Y = A B (batch dims broadcast);  dA = dY B^T, dB = A^T dY, each summed
- * back over the batch dims its operand was broadcast along */
+ * back over the batch dims its operand was broadcast along. A matrix B under
+ * a batch of A (a linear layer on [batch, seq, features]): dB as one product
+ * over all rows, A^T dY with A and dY flattened to rows, never a batch of
+ * products summed afterwards. */
 void grad_matmul(GradCtx *cx, Node *n, Node *dy) {
   Node *a = n->in[0], *b = n->in[1];
   if (grad_needed(cx, a)) grad_accumulate(cx, a, ad_op2(cx, OP_MATMUL, dy, swap_last2(cx, b)));
-  if (grad_needed(cx, b)) grad_accumulate(cx, b, ad_op2(cx, OP_MATMUL, swap_last2(cx, a), dy));
+  if (!grad_needed(cx, b)) return;
+  if (b->type.rank == 2 && a->type.rank > 2)
+    grad_accumulate(cx, b, ad_op2(cx, OP_MATMUL, swap_last2(cx, as_rows(cx, a)), as_rows(cx, dy)));
+  else
+    grad_accumulate(cx, b, ad_op2(cx, OP_MATMUL, swap_last2(cx, a), dy));
 }
 
 /* y = conv2d(x, w) + b;  dx = conv2d_grad_input(dy, w), dw = conv2d_grad_weight(x, dy),

@@ -202,8 +202,13 @@ static bool plan_views(Plan *pl, Node *n, Node ***args, Node ***view) {
       memcpy(copy, n->in, (size_t)n->nin * sizeof *copy);
       *args = copy;
     }
+    /* An inline reshape under the permute is the same bytes as its input. */
+    Node *src = a->in[0];
+    while (src->kernel == IR_KERNEL_INLINE && src->op == OP_RESHAPE &&
+           src->in[0]->type.dtype == src->type.dtype)
+      src = src->in[0];
     (*view)[i] = a;
-    (*args)[i] = a->in[0];
+    (*args)[i] = src;
   }
   return true;
 }
