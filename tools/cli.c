@@ -137,8 +137,11 @@ static bool is_grad(const Graph *g, const Node *n) {
   return false;
 }
 
+/* Unplanned: every value its own buffer. Planned: the arena the plan found
+ * (values sharing bytes counted once), plus the inputs. */
 KilnMemory cli_memory_estimate(const Graph *g) {
   KilnMemory m = {0};
+  bool planned = g->annot == IR_ANNOT_PLANNED;
   for (int i = 0; i < g->nnodes; i++) {
     const Node *n = g->nodes[i];
     uint64_t b = node_bytes(n);
@@ -146,8 +149,9 @@ KilnMemory cli_memory_estimate(const Graph *g) {
                      : n->op == OP_STATE ? &m.state
                      : is_grad(g, n)     ? &m.grads
                                          : &m.activations;
-    *part = add_sat(*part, b);
+    if (!planned || part != &m.activations || n->op == OP_INPUT) *part = add_sat(*part, b);
   }
+  if (planned) m.activations = add_sat(m.activations, (uint64_t)g->arena_bytes);
   m.total = add_sat(add_sat(m.params, m.grads), add_sat(m.state, m.activations));
   return m;
 }

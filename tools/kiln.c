@@ -414,7 +414,8 @@ static void print_command_help(const Command *c) {
            "  --threads N     threads (default: all cores)\n"
            "  --max-memory B  refuse a model needing more than B bytes (K, M, G, T suffixes;\n"
            "                  default: physical memory); params, grads, optimizer state and\n"
-           "                  every intermediate value counted unplanned\n"
+           "                  intermediate values: each its own buffer, or the planned\n"
+           "                  arena once the command has planned the graph\n"
            "  --time-passes   print a table of pass times and node counts to stderr\n"
            "  -v              verbose\n");
   }

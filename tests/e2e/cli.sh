@@ -29,6 +29,11 @@ expect() {
 # Parameter counts of ../shared/BENCH_MODELS.md.
 expect 0 '^parameters: 535818$' check models/mlp.kl
 expect 0 '^parameters: 421642$' check models/cnn.kl
+# --max-memory counts a planned graph's arena, not every value's own buffer: the cnn's train
+# step fits in 30 MiB once planned (about 24 MiB), not unplanned (66 MiB).
+expect 0 '' dump models/cnn.kl --stage=planned --max-memory 30M
+expect 1 "model 'cnn' needs .* more than --max-memory 30.0 MiB" dump models/cnn.kl --stage=opt \
+  --max-memory 30M
 expect 0 '^parameters: 419586$' check models/textcls.kl
 expect 0 '^parameters: 470784$' check models/transformer.kl
 expect 0 '^parameters: 961$' check models/regression.kl
