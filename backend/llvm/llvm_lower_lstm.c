@@ -423,29 +423,43 @@ static LLVMValueRef packed_row(Lower *L, const Lstm *s, LLVMValueRef g, LLVMValu
   return lw_smin(L, lw_add(L, lw_mulc(L, q, s->h), j), lw_i64(L, 4 * s->h - 1));
 }
 
-/* dst[g' dstride + k dcol] = w[row(g')][k] for k < n (of w's ncol columns), 0 for k < npad and
- * for padded g'. */
-static void pack_rows(Lower *L, const Lstm *s, LLVMValueRef dst, int64_t dstride, int64_t dcol,
-                      LLVMValueRef w, int64_t ncol, int64_t npad) {
+/* dst[g' stride + k] = w[row(g')][k] for k < ncol (w's columns), 0 up to npad and for padded g'. */
+static void pack_rows(Lower *L, const Lstm *s, LLVMValueRef dst, int64_t stride, LLVMValueRef w,
+                      int64_t ncol, int64_t npad) {
   LwLoop lg, lk;
   LLVMValueRef zero = lw_fc(L, s->ft, 0.0), valid;
   LLVMValueRef g = lw_for(L, &lg, lw_i64(L, 0), lw_i64(L, s->g4));
   LLVMValueRef src = lw_gep(L, s->ft, w, lw_mulc(L, packed_row(L, s, g, &valid), ncol));
-  LLVMValueRef d = lw_gep(L, s->ft, dst, lw_mulc(L, g, dstride));
+  LLVMValueRef d = lw_gep(L, s->ft, dst, lw_mulc(L, g, stride));
   LLVMValueRef k = lw_for(L, &lk, lw_i64(L, 0), lw_i64(L, npad));
   LLVMValueRef in =
       LLVMBuildAnd(L->b, valid, LLVMBuildICmp(L->b, LLVMIntSLT, k, lw_i64(L, ncol), ""), "");
   LLVMValueRef x = lw_load(L, s->ft, src, lw_smin(L, k, lw_i64(L, ncol - 1)));
-  lw_store(L, s->ft, d, lw_mulc(L, k, dcol), lw_select(L, in, x, zero));
+  lw_store(L, s->ft, d, k, lw_select(L, in, x, zero));
   lw_next(L, &lk);
   lw_next(L, &lg);
 }
 
+/* The transpose: dst[k stride + g'] = w[row(g')][k], the same zeros; stores run along a row. */
+static void pack_cols(Lower *L, const Lstm *s, LLVMValueRef dst, int64_t stride, LLVMValueRef w,
+                      int64_t ncol, int64_t npad) {
+  LwLoop lg, lk;
+  LLVMValueRef zero = lw_fc(L, s->ft, 0.0), valid;
+  LLVMValueRef k = lw_for(L, &lk, lw_i64(L, 0), lw_i64(L, npad));
+  LLVMValueRef kin = LLVMBuildICmp(L->b, LLVMIntSLT, k, lw_i64(L, ncol), "");
+  LLVMValueRef src = lw_gep(L, s->ft, w, lw_smin(L, k, lw_i64(L, ncol - 1)));
+  LLVMValueRef d = lw_gep(L, s->ft, dst, lw_mulc(L, k, stride));
+  LLVMValueRef g = lw_for(L, &lg, lw_i64(L, 0), lw_i64(L, s->g4));
+  LLVMValueRef x = lw_load(L, s->ft, src, lw_mulc(L, packed_row(L, s, g, &valid), ncol));
+  lw_store(L, s->ft, d, g, lw_select(L, LLVMBuildAnd(L->b, kin, valid, ""), x, zero));
+  lw_next(L, &lg);
+  lw_next(L, &lk);
+}
+
 /* Wf = [W_ih^T (Ip rows); W_hh^T (Hp rows)] in packed gate order, and the summed biases. */
 static void pack_forward(Lower *L, const Lstm *s, LLVMValueRef wf, LLVMValueRef bias) {
-  pack_rows(L, s, wf, 1, s->sg, lw_in(L, 1), s->in, s->ip);
-  pack_rows(L, s, lw_gep(L, s->ft, wf, lw_i64(L, s->ip * s->sg)), 1, s->sg, lw_in(L, 2), s->h,
-            s->hp);
+  pack_cols(L, s, wf, s->sg, lw_in(L, 1), s->in, s->ip);
+  pack_cols(L, s, lw_gep(L, s->ft, wf, lw_i64(L, s->ip * s->sg)), s->sg, lw_in(L, 2), s->h, s->hp);
   LwLoop lg;
   LLVMValueRef valid, g = lw_for(L, &lg, lw_i64(L, 0), lw_i64(L, s->g4));
   LLVMValueRef row = packed_row(L, s, g, &valid);
@@ -638,8 +652,8 @@ static void epi_dx(Lower *L, const Lstm *s, const Product *p, LLVMValueRef row, 
  * gradient accumulators. */
 static void grad_prepare(Lower *L, const Lstm *s, const Bwd *w) {
   pack_forward(L, s, w->wf, w->bias);
-  pack_rows(L, s, w->wbh, s->sh, 1, lw_in(L, 2), s->h, s->hp);
-  pack_rows(L, s, w->wbi, s->si, 1, lw_in(L, 1), s->in, s->ip);
+  pack_rows(L, s, w->wbh, s->sh, lw_in(L, 2), s->h, s->hp);
+  pack_rows(L, s, w->wbi, s->si, lw_in(L, 1), s->in, s->ip);
   LwLoop lr, lk;
   LLVMValueRef r = lw_for(L, &lr, lw_i64(L, 0), lw_i64(L, s->b * s->t));
   LLVMValueRef k = lw_for(L, &lk, lw_i64(L, 0), lw_i64(L, s->ip));
