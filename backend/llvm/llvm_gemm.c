@@ -212,6 +212,27 @@ static void pack_b(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef bpa
   lw_next(L, &lg);
 }
 
+/* Row i of C[t]: its flat row index t*m + i, its address, and its first
+ * slice's starting value (the bias, or zero). */
+typedef struct CRow {
+  LLVMValueRef flat, row, init;
+} CRow;
+
+static CRow c_row(Lower *L, const GemmOps *g, LLVMTypeRef vt, LLVMValueRef t, LLVMValueRef i) {
+  CRow c;
+  c.flat = lw_add(L, lw_mulc(L, t, g->m), i);
+  c.row = lw_gep(L, L->f32, lw_out(L), lw_mulc(L, c.flat, g->n));
+  c.init = g->bias ? lw_gemm_splat(L, vt, lw_load(L, L->f32, g->bias, i)) : LLVMConstNull(vt);
+  return c;
+}
+
+/* The lanes of each vector of a tile's row that are columns of C. */
+static void tile_masks(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef col0,
+                       LLVMValueRef *masks) {
+  for (int v = 0; v < tl->nv; v++)
+    masks[v] = col_mask(L, tl->vl, lw_addc(L, col0, v * tl->vl), g->n);
+}
+
 /* The tile's stores: C (+)= acc, row by row (rows past m skipped, columns
  * past n masked). With epi, C's final value goes to the epilogue instead,
  * which stores it and what the fused chain computes from it. */
@@ -220,27 +241,23 @@ static void store_tile(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef
                        bool epi) {
   LLVMTypeRef vt = LLVMVectorType(L->f32, (unsigned)tl->vl);
   LLVMValueRef masks[2];
-  for (int v = 0; v < tl->nv; v++)
-    masks[v] = col_mask(L, tl->vl, lw_addc(L, col0, v * tl->vl), g->n);
+  tile_masks(L, g, tl, col0, masks);
   for (int r = 0; r < tl->mr; r++) {
     LLVMValueRef i = lw_addc(L, row0, r);
     LwIf in;
     lw_if(L, &in, LLVMBuildICmp(L->b, LLVMIntSLT, i, lw_i64(L, g->m), ""));
-    LLVMValueRef rowflat = lw_add(L, lw_mulc(L, t, g->m), i);
-    LLVMValueRef crow = lw_gep(L, L->f32, lw_out(L), lw_mulc(L, rowflat, g->n));
-    LLVMValueRef init =
-        g->bias ? lw_gemm_splat(L, vt, lw_load(L, L->f32, g->bias, i)) : LLVMConstNull(vt);
+    CRow c = c_row(L, g, vt, t, i);
     for (int v = 0; v < tl->nv; v++) {
       LLVMValueRef col = lw_addc(L, col0, v * tl->vl);
-      LLVMValueRef cp = lw_gep(L, L->f32, crow, col);
-      LLVMValueRef base = init;
+      LLVMValueRef cp = lw_gep(L, L->f32, c.row, col);
+      LLVMValueRef base = c.init;
       if (!epi || tl->nkb > 1) { /* with epi only the last slice, never the first of several */
         LLVMValueRef old = masked_load(L, vt, cp, masks[v]);
-        base = epi ? old : LLVMBuildSelect(L->b, first, init, old, "");
+        base = epi ? old : LLVMBuildSelect(L->b, first, c.init, old, "");
       }
       LLVMValueRef val = LLVMBuildFAdd(L->b, base, lw_get(L, vt, acc[r][v]), "");
       if (epi)
-        lw_epilogue_store(g->epi, rowflat, col, masks[v], val);
+        lw_epilogue_store(g->epi, c.flat, col, masks[v], val);
       else
         masked_store(L, vt, val, cp, masks[v]);
     }
@@ -259,23 +276,18 @@ static void store_tile_looped(Lower *L, const GemmOps *g, const Tiles *tl, LLVMV
     for (int v = 0; v < tl->nv; v++)
       vstore(L, lw_get(L, vt, acc[r][v]), tile, lw_i64(L, r * tl->nr + v * tl->vl), 64);
   LLVMValueRef masks[2];
-  for (int v = 0; v < tl->nv; v++)
-    masks[v] = col_mask(L, tl->vl, lw_addc(L, col0, v * tl->vl), g->n);
+  tile_masks(L, g, tl, col0, masks);
   LwLoop lr;
   LLVMValueRef rows = lw_smin(L, lw_i64(L, tl->mr), LLVMBuildSub(L->b, lw_i64(L, g->m), row0, ""));
   LLVMValueRef r = lw_for(L, &lr, lw_i64(L, 0), rows);
-  LLVMValueRef i = lw_add(L, row0, r);
-  LLVMValueRef rowflat = lw_add(L, lw_mulc(L, t, g->m), i);
-  LLVMValueRef crow = lw_gep(L, L->f32, lw_out(L), lw_mulc(L, rowflat, g->n));
-  LLVMValueRef init =
-      g->bias ? lw_gemm_splat(L, vt, lw_load(L, L->f32, g->bias, i)) : LLVMConstNull(vt);
+  CRow c = c_row(L, g, vt, t, lw_add(L, row0, r));
   for (int v = 0; v < tl->nv; v++) {
     LLVMValueRef col = lw_addc(L, col0, v * tl->vl);
     LLVMValueRef base =
-        tl->nkb > 1 ? masked_load(L, vt, lw_gep(L, L->f32, crow, col), masks[v]) : init;
+        tl->nkb > 1 ? masked_load(L, vt, lw_gep(L, L->f32, c.row, col), masks[v]) : c.init;
     LLVMValueRef x =
         vload(L, vt, tile, lw_add(L, lw_mulc(L, r, tl->nr), lw_i64(L, v * tl->vl)), 64);
-    lw_epilogue_store(g->epi, rowflat, col, masks[v], LLVMBuildFAdd(L->b, base, x, ""));
+    lw_epilogue_store(g->epi, c.flat, col, masks[v], LLVMBuildFAdd(L->b, base, x, ""));
   }
   lw_next(L, &lr);
 }
@@ -289,8 +301,7 @@ static void micro_tile(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef
   LLVMValueRef acc[32][2], bmask[2] = {NULL, NULL};
   for (int r = 0; r < tl->mr; r++)
     for (int v = 0; v < tl->nv; v++) acc[r][v] = lw_var(L, vt, LLVMConstNull(vt));
-  for (int v = 0; tl->direct && v < tl->nv; v++)
-    bmask[v] = col_mask(L, tl->vl, lw_addc(L, col0, v * tl->vl), g->n);
+  if (tl->direct) tile_masks(L, g, tl, col0, bmask);
   LwLoop lp;
   LLVMValueRef p = lw_for(L, &lp, lw_i64(L, 0), kc);
   LLVMValueRef bv[2];

@@ -277,27 +277,58 @@ static bool read_later(const Plan *pl, const Node *n) {
   return false;
 }
 
+static bool epilogue_reads(Plan *pl, const Node *anchor, Node *n, bool *seen, Node **reads,
+                           int *nreads);
+
+/* What a fused launch reads from memory and which of its nodes it stores
+ * (those with a home, and those a later launch reads: given scratch), with
+ * seg (and the anchor, when there is one) marked as the launch's own. */
+typedef struct Scan {
+  bool *seen;
+  Node **reads, **outs;
+  int nreads, nouts;
+  bool anchor_store; /* the anchor's value is needed after the launch */
+} Scan;
+
+static bool scan_launch(Plan *pl, Node *anchor, Node **seg, int nseg, Scan *sc) {
+  size_t ids = (size_t)pl->p->g->next_id + 1;
+  memset(sc, 0, sizeof *sc);
+  sc->seen = calloc(ids, sizeof *sc->seen);
+  sc->reads = calloc(ids, sizeof *sc->reads);
+  sc->outs = calloc((size_t)nseg + 1, sizeof *sc->outs);
+  bool ok = sc->seen && sc->reads && sc->outs;
+  for (int i = 0; i < nseg; i++) pl->inseg[seg[i]->id] = true;
+  if (anchor && ok) pl->inseg[anchor->id] = sc->seen[anchor->id] = true;
+  for (int i = 0; ok && i < nseg; i++) {
+    Node *n = seg[i];
+    ok = anchor ? epilogue_reads(pl, anchor, n, sc->seen, sc->reads, &sc->nreads)
+                : fused_reads(pl, n, sc->seen, sc->reads, &sc->nreads);
+    if (resident(pl, n)) {
+      sc->outs[sc->nouts++] = n;
+    } else if (read_later(pl, n)) {
+      tmp_of(pl, n, (int64_t)value_bytes(n));
+      sc->outs[sc->nouts++] = n;
+    }
+  }
+  if (anchor) sc->anchor_store = resident(pl, anchor) || read_later(pl, anchor);
+  for (int i = 0; i < nseg; i++) pl->inseg[seg[i]->id] = false;
+  if (anchor) pl->inseg[anchor->id] = false;
+  return ok;
+}
+
+static void scan_free(Scan *sc) {
+  free(sc->seen);
+  free(sc->reads);
+  free(sc->outs);
+}
+
 /* Segment seg[0..nseg) of the group: one loop. */
 static bool plan_fused(Plan *pl, Node **seg, int nseg) {
   Program *p = pl->p;
-  size_t ids = (size_t)p->g->next_id + 1;
-  bool *seen = calloc(ids, sizeof *seen);
-  Node **reads = calloc(ids, sizeof *reads);
-  Node **outs = calloc((size_t)nseg + 1, sizeof *outs);
-  bool ok = seen && reads && outs;
-  int nreads = 0, nouts = 0;
-  for (int i = 0; i < nseg; i++) pl->inseg[seg[i]->id] = true;
-  for (int i = 0; ok && i < nseg; i++) {
-    Node *n = seg[i];
-    ok = fused_reads(pl, n, seen, reads, &nreads);
-    if (resident(pl, n)) {
-      outs[nouts++] = n;
-    } else if (read_later(pl, n)) {
-      tmp_of(pl, n, (int64_t)value_bytes(n));
-      outs[nouts++] = n;
-    }
-  }
-  for (int i = 0; i < nseg; i++) pl->inseg[seg[i]->id] = false;
+  Scan sc;
+  bool ok = scan_launch(pl, NULL, seg, nseg, &sc);
+  Node **reads = sc.reads, **outs = sc.outs;
+  int nreads = sc.nreads, nouts = sc.nouts;
   Kernel *k = ok && nouts > 0 ? new_launch(p) : NULL;
   if (k) {
     k->fused = true;
@@ -329,9 +360,7 @@ static bool plan_fused(Plan *pl, Node **seg, int nseg) {
   } else if (ok && nouts > 0) {
     ok = false; /* out of memory; no outputs: only gradients no entry point computes */
   }
-  free(seen);
-  free(reads);
-  free(outs);
+  scan_free(&sc);
   return ok;
 }
 
@@ -360,22 +389,10 @@ static bool plan_epilogue(Plan *pl, Node *anchor, Node **seg, int nseg) {
   if (!plan_views(pl, anchor, &aargs, &view)) return false;
   for (int i = 0; i < anchor->nin; i++)
     if (aargs[i]->kernel == IR_KERNEL_INLINE && !plan_materialize(pl, aargs[i])) return false;
-  size_t ids = (size_t)p->g->next_id + 1;
-  bool *seen = calloc(ids, sizeof *seen);
-  Node **reads = calloc(ids, sizeof *reads);
-  Node **outs = calloc((size_t)nseg + 1, sizeof *outs);
-  bool ok = seen && reads && outs;
-  int nreads = 0, nouts = 0;
-  for (int i = 0; i < nseg; i++) pl->inseg[seg[i]->id] = true;
-  pl->inseg[anchor->id] = true;
-  seen[anchor->id] = true;
-  for (int i = 0; ok && i < nseg; i++) {
-    ok = epilogue_reads(pl, anchor, seg[i], seen, reads, &nreads);
-    if (resident(pl, seg[i]) || read_later(pl, seg[i])) outs[nouts++] = seg[i];
-  }
-  bool anchor_store = resident(pl, anchor) || read_later(pl, anchor);
-  for (int i = 0; i < nseg; i++) pl->inseg[seg[i]->id] = false;
-  pl->inseg[anchor->id] = false;
+  Scan sc;
+  bool ok = scan_launch(pl, anchor, seg, nseg, &sc);
+  Node **reads = sc.reads, **outs = sc.outs;
+  int nreads = sc.nreads, nouts = sc.nouts;
   Kernel *k = ok ? new_launch(p) : NULL;
   int nargs = anchor->nin + nreads + nouts;
   if (k) {
@@ -397,7 +414,7 @@ static bool plan_epilogue(Plan *pl, Node *anchor, Node **seg, int nseg) {
     k->nreads = nreads;
     k->nargs = nargs;
     k->out = anchor;
-    k->anchor_store = anchor_store;
+    k->anchor_store = sc.anchor_store;
     for (int i = 0; i < nargs - nouts; i++)
       k->at[i] = resident(pl, k->args[i]) ? -1 : pl->base + pl->tmp[k->args[i]->id];
     for (int i = nargs - nouts; i < nargs; i++)
@@ -413,9 +430,7 @@ static bool plan_epilogue(Plan *pl, Node *anchor, Node **seg, int nseg) {
   } else {
     ok = false;
   }
-  free(seen);
-  free(reads);
-  free(outs);
+  scan_free(&sc);
   return ok;
 }
 
