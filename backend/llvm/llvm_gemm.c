@@ -161,7 +161,8 @@ static Tiles choose_tiles(Lower *L, const GemmOps *g) {
   return t;
 }
 
-/* apack[gi*gstride + poff*MR + p*MR + r] = A[t][min(i0 + gi*MR + r, m-1)][pc + p] */
+/* apack[gi*gstride + poff*MR + p*MR + r] = A[t][min(i0 + gi*MR + r, m-1)][pc + p]
+ * (with a_col: 0 for rows past m, each p's MR rows one masked vector load). */
 static void pack_a(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef apack, int64_t gstride,
                    LLVMValueRef poff, LLVMValueRef t, LLVMValueRef i0, LLVMValueRef ngi,
                    LLVMValueRef pc, LLVMValueRef kc) {
@@ -170,6 +171,23 @@ static void pack_a(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef apa
   LLVMValueRef dst =
       lw_gep(L, L->f32, apack, lw_add(L, lw_mulc(L, gi, gstride), lw_mulc(L, poff, tl->mr)));
   LLVMValueRef row0 = lw_add(L, i0, lw_mulc(L, gi, tl->mr));
+  if (g->a_col) { /* A's rows adjacent (A read transposed): one vector per p */
+    LLVMTypeRef vt = LLVMVectorType(L->f32, (unsigned)tl->vl);
+    LLVMValueRef lanes = lw_gemm_lanes(L, lw_i64(L, 0), tl->vl);
+    LLVMTypeRef it = LLVMVectorType(L->i32, (unsigned)tl->vl);
+    LLVMValueRef left = LLVMBuildTrunc(
+        L->b, lw_smin(L, lw_i64(L, tl->mr), LLVMBuildSub(L->b, lw_i64(L, g->m), row0, "")), L->i32,
+        "");
+    LLVMValueRef in = LLVMBuildICmp(L->b, LLVMIntSLT, lanes, lw_gemm_splat(L, it, left), "");
+    LLVMValueRef panel =
+        LLVMBuildICmp(L->b, LLVMIntSLT, lanes, lw_gemm_splat(L, it, lw_i32(L, tl->mr)), "");
+    LLVMValueRef p = lw_for(L, &lp, lw_i64(L, 0), kc);
+    LLVMValueRef v = masked_load(L, vt, g->a_col(L, g, t, row0, lw_add(L, pc, p)), in);
+    masked_store(L, vt, v, lw_gep(L, L->f32, dst, lw_mulc(L, p, tl->mr)), panel);
+    lw_next(L, &lp);
+    lw_next(L, &lg);
+    return;
+  }
   LLVMValueRef rows[32];
   for (int r = 0; r < tl->mr; r++) rows[r] = lw_smin(L, lw_addc(L, row0, r), lw_i64(L, g->m - 1));
   LLVMValueRef p = lw_for(L, &lp, lw_i64(L, 0), kc);

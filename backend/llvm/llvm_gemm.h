@@ -9,6 +9,9 @@ typedef struct GemmOps GemmOps;
 /* A scalar operand element (f32), indices in range: A[t][i][p] or B[t][p][j]. */
 typedef LLVMValueRef GemmLoad(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMValueRef x,
                               LLVMValueRef y);
+/* &A[t][i][p] (indices in range). */
+typedef LLVMValueRef GemmAddr(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMValueRef i,
+                              LLVMValueRef p);
 /* &B[t][p][0] when B's rows are contiguous in j. */
 typedef LLVMValueRef GemmRow(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMValueRef p);
 /* B[t][p][j0 .. j0+VL) as a <VL x float> (any value for columns past n). */
@@ -22,6 +25,7 @@ typedef LLVMValueRef GemmVec(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMVal
 struct GemmOps {
   int64_t batch, m, n, k;
   GemmLoad *load_a, *load_b;
+  GemmAddr *a_col;   /* optional: &A[t][i][p] when A[t][i+1][p] is the next float */
   GemmRow *b_row;    /* optional fast paths for packing B: rows, */
   GemmVec *b_vec;    /* or vectors of a row */
   LLVMValueRef bias; /* f32 [m] or NULL */

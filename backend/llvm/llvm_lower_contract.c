@@ -272,6 +272,13 @@ static LLVMValueRef matmul_a(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMVal
   return lw_load(L, L->f32, lw_in(L, 0), strided_at(L, mo, &mo->a, t, i, p));
 }
 
+/* &A[t][i][p]: with a.row == 1, a transposed operand's rows are adjacent floats. */
+static LLVMValueRef matmul_acol(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMValueRef i,
+                                LLVMValueRef p) {
+  const MatmulOps *mo = g->user;
+  return lw_gep(L, L->f32, lw_in(L, 0), strided_at(L, mo, &mo->a, t, i, p));
+}
+
 /* &B[t][p][0]: rows of b contiguous (b.col == 1). */
 static LLVMValueRef matmul_brow(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMValueRef p) {
   const MatmulOps *mo = g->user;
@@ -320,6 +327,7 @@ void lower_matmul(Lower *L, Kernel *k) {
                .k = kk,
                .load_a = matmul_a,
                .load_b = matmul_b,
+               .a_col = mo.a.row == 1 ? matmul_acol : NULL,
                .b_row = mo.b.col == 1 ? matmul_brow : NULL,
                .user = &mo};
   gemm_with_epilogue(L, k, &g);
