@@ -28,6 +28,7 @@
  * NaN; NaN in, NaN out.
  */
 #include <math.h>
+#include <string.h>
 
 #include "llvm_priv.h"
 
@@ -108,6 +109,26 @@ static LLVMValueRef pow2i(Lower *L, LLVMValueRef n, LLVMValueRef like) {
 
 /* ---- exp ---------------------------------------------------------------- */
 
+/* y 2^n for an f32 y near 1 and an integral nf in [-150, 129], rounded once
+ * even into the subnormals: one vscalefps for 16 lanes with AVX-512, else
+ * 2^n applied in two halves (each a normal number built from its bits). */
+static LLVMValueRef scale_pow2(Lower *L, LLVMValueRef y, LLVMValueRef nf) {
+  LLVMTypeRef t = LLVMTypeOf(y);
+  if (L->avx512 && LLVMGetTypeKind(t) == LLVMVectorTypeKind && LLVMGetVectorSize(t) == 16) {
+    const char *name = "llvm.x86.avx512.mask.scalef.ps.512";
+    unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
+    IR_ASSERT(id != 0, "llvm: no intrinsic %s", name);
+    LLVMValueRef args[5] = {y, nf, y, LLVMConstInt(LLVMInt16TypeInContext(L->ctx), 0xffff, 0),
+                            lw_i32(L, 4) /* the current rounding mode */};
+    return LLVMBuildCall2(L->b, LLVMIntrinsicGetType(L->ctx, id, NULL, 0),
+                          LLVMGetIntrinsicDeclaration(L->mod, id, NULL, 0), args, 5, "");
+  }
+  LLVMValueRef n = LLVMBuildFPToSI(L->b, nf, int_like(L, y), "");
+  LLVMValueRef n1 = LLVMBuildAShr(L->b, n, KI(L, y, 1), "");
+  LLVMValueRef n2 = LLVMBuildSub(L->b, n, n1, "");
+  return lw_fmul(L, lw_fmul(L, y, pow2i(L, n1, y)), pow2i(L, n2, y));
+}
+
 /* e^(hi + lo), the argument given unevaluated as hi + lo (lo NULL: 0), for
  * f32: hi may be large (an exact a^2), |lo| small. The Cody-Waite reduction
  * takes n ln2 off hi before lo joins, so hi's size costs no accuracy. No NaN
@@ -135,11 +156,7 @@ static LLVMValueRef exp_core(Lower *L, LLVMValueRef hi, LLVMValueRef lo) {
   LLVMValueRef r = lw_fsub(L, xc, lw_fmul(L, nf, K(L, hi, 0.693359375)));
   if (lo) r = lw_fadd(L, r, lo);
   r = lw_fsub(L, r, lw_fmul(L, nf, K(L, hi, -2.12194440e-4)));
-  LLVMValueRef y = horner(L, r, p, 8);
-  LLVMValueRef n = LLVMBuildFPToSI(L->b, nf, int_like(L, hi), "");
-  LLVMValueRef n1 = LLVMBuildAShr(L->b, n, KI(L, hi, 1), "");
-  LLVMValueRef n2 = LLVMBuildSub(L->b, n, n1, "");
-  y = lw_fmul(L, lw_fmul(L, y, pow2i(L, n1, hi)), pow2i(L, n2, hi));
+  LLVMValueRef y = scale_pow2(L, horner(L, r, p, 8), nf);
   return lw_select(L, under, K(L, hi, 0.0), y);
 }
 
