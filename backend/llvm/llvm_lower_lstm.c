@@ -295,6 +295,7 @@ struct Product {
   LLVMValueRef z; /* partial sums, when more than one block */
   int64_t zrow;
   ProductEpi *epi;
+  bool costly; /* epi is long (the gates): one copy in a loop over a tile's rows */
   const void *user;
   LLVMValueRef t; /* the time step, for the gate epilogues */
 };
@@ -332,6 +333,49 @@ typedef struct Block {
 
 static bool always(Lower *L, LLVMValueRef cond) { return cond == LLVMConstInt(L->i1, 1, 0); }
 
+/* An array of n vectors on the stack, allocated in the entry block. */
+static LLVMValueRef stack_vectors(Lower *L, const Lstm *s, int n) {
+  LLVMBasicBlockRef here = LLVMGetInsertBlock(L->b);
+  LLVMValueRef first = LLVMGetFirstInstruction(L->entry_bb);
+  if (first)
+    LLVMPositionBuilderBefore(L->b, first);
+  else
+    LLVMPositionBuilderAtEnd(L->b, L->entry_bb);
+  LLVMValueRef v = LLVMBuildAlloca(L->b, LLVMArrayType2(s->vt, (uint64_t)n), "tile");
+  LLVMSetAlignment(v, 64);
+  LLVMPositionBuilderAtEnd(L->b, here);
+  return v;
+}
+
+/* Hands the tile's rows below r1 to the epilogue: unrolled, or, for a costly one, through a
+ * buffer and a loop over the rows (one copy of its code instead of mr). */
+static void tile_hand_on(Lower *L, const Lstm *s, const Product *p, LLVMValueRef acc[][LSTM_MAX_NV],
+                         LLVMValueRef cv, int nv, LLVMValueRef row0, LLVMValueRef r1) {
+  LLVMValueRef vals[LSTM_MAX_NV];
+  if (!p->costly) {
+    for (int r = 0; r < p->mr; r++) {
+      LLVMValueRef row = lw_addc(L, row0, r);
+      LwIf in;
+      lw_if(L, &in, LLVMBuildICmp(L->b, LLVMIntSLT, row, r1, ""));
+      for (int v = 0; v < nv; v++) vals[v] = lw_get(L, s->vt, acc[r][v]);
+      p->epi(L, s, p, row, cv, vals, nv);
+      lw_endif(L, &in);
+    }
+    return;
+  }
+  LLVMValueRef buf = stack_vectors(L, s, LSTM_MAX_MR * LSTM_MAX_NV);
+  for (int r = 0; r < p->mr; r++)
+    for (int v = 0; v < nv; v++)
+      lw_store(L, s->vt, buf, lw_i64(L, r * LSTM_MAX_NV + v), lw_get(L, s->vt, acc[r][v]));
+  LwLoop lr;
+  LLVMValueRef n = lw_smin(L, lw_i64(L, p->mr), LLVMBuildSub(L->b, r1, row0, ""));
+  LLVMValueRef r = lw_for(L, &lr, lw_i64(L, 0), n);
+  for (int v = 0; v < nv; v++)
+    vals[v] = lw_load(L, s->vt, buf, lw_addc(L, lw_mulc(L, r, LSTM_MAX_NV), v));
+  p->epi(L, s, p, lw_add(L, row0, r), cv, vals, nv);
+  lw_next(L, &lr);
+}
+
 /* Every tile of rows [r0, r1) against column vectors [cv, cv + nv) over one block. A tile past
  * r1 reads row r1 - 1 again (this chunk's: another thread may be writing the rows after it). */
 static void product_tiles(Lower *L, const Lstm *s, const Product *p, const Block *bk,
@@ -358,20 +402,19 @@ static void product_tiles(Lower *L, const Lstm *s, const Product *p, const Block
   }
   LLVMValueRef b = lw_gep(L, s->ft, bk->g->b, lw_add(L, lw_mulc(L, bk->k0, bk->g->bstep), col));
   tile_madd(L, s, arow, bk->g->astep, p->mr, b, bk->g->bstep, bk->k, nv, acc);
-  for (int r = 0; r < p->mr; r++) {
-    LLVMValueRef row = lw_addc(L, row0, r), vals[LSTM_MAX_NV];
-    LwIf in, last;
-    lw_if(L, &in, LLVMBuildICmp(L->b, LLVMIntSLT, row, r1, ""));
-    for (int v = 0; v < nv; v++) vals[v] = lw_get(L, s->vt, acc[r][v]);
-    bool maybe_last = bk->last != NULL, maybe_not = !bk->last || !always(L, bk->last);
-    if (maybe_last && maybe_not) lw_if(L, &last, bk->last);
-    if (maybe_last) p->epi(L, s, p, row, cv, vals, nv);
-    if (maybe_last && maybe_not) lw_else(L, &last);
-    if (maybe_not)
-      for (int v = 0; v < nv; v++) vstore(L, s, p->z, lw_addc(L, zat[r], v * s->vl), vals[v]);
-    if (maybe_last && maybe_not) lw_endif(L, &last);
+  bool maybe_last = bk->last != NULL, maybe_not = !bk->last || !always(L, bk->last);
+  LwIf last;
+  if (maybe_last && maybe_not) lw_if(L, &last, bk->last);
+  if (maybe_last) tile_hand_on(L, s, p, acc, cv, nv, row0, r1);
+  if (maybe_last && maybe_not) lw_else(L, &last);
+  for (int r = 0; maybe_not && r < p->mr; r++) {
+    LwIf in;
+    lw_if(L, &in, LLVMBuildICmp(L->b, LLVMIntSLT, lw_addc(L, row0, r), r1, ""));
+    for (int v = 0; v < nv; v++)
+      vstore(L, s, p->z, lw_addc(L, zat[r], v * s->vl), lw_get(L, s->vt, acc[r][v]));
     lw_endif(L, &in);
   }
+  if (maybe_last && maybe_not) lw_endif(L, &last);
   lw_next(L, &lt);
 }
 
@@ -563,6 +606,7 @@ void lower_lstm(Lower *L, Kernel *k) {
       .z = z,
       .zrow = s.sg,
       .epi = epi_forward,
+      .costly = true,
       .user = &f,
       .t = t};
   product(L, &s, &p, r0, r1);
@@ -688,6 +732,7 @@ static void grad_forward(Lower *L, const Lstm *s, Bwd *w) {
       .z = w->z,
       .zrow = s->sg,
       .epi = epi_tape,
+      .costly = true,
       .user = w,
       .t = t};
   product(L, s, &p, lw_i64(L, 0), lw_i64(L, s->b));
@@ -714,6 +759,7 @@ static void grad_through_time(Lower *L, const Lstm *s, Bwd *w) {
                .z = w->z,
                .zrow = s->sh,
                .epi = epi_backward,
+               .costly = true,
                .user = w,
                .t = t};
   product(L, s, &p, lw_i64(L, 0), lw_i64(L, s->b));
