@@ -307,6 +307,16 @@ static int tile_rows(Lower *L, int nv) {
   return mr > LSTM_MAX_MR ? LSTM_MAX_MR : mr;
 }
 
+/* Rows of a gate tile (four vectors) for a product over `rows` batch rows: the fewest tiles
+ * times (rows + 1), the one standing for a tile's fixed cost, so 4 (no padding) beats 6 on 32
+ * rows but not on 12. */
+static int gate_tile_rows(Lower *L, int64_t rows) {
+  int best = 1;
+  for (int mr = 1; mr <= tile_rows(L, 4); mr++)
+    if (ceil_div(rows, mr) * (mr + 1) <= ceil_div(rows, best) * (best + 1)) best = mr;
+  return best;
+}
+
 /* acc[r][v] += A[row0 + r][p] B[p][cv + v], p < k, a tile's rows at arow[r], B's rows at b. */
 static void tile_madd(Lower *L, const Lstm *s, LLVMValueRef *arow, int64_t astep, int mr,
                       LLVMValueRef b, int64_t bstep, LLVMValueRef k, int nv,
@@ -601,7 +611,7 @@ void lower_lstm(Lower *L, Kernel *k) {
       .nseg = 2,
       .ncv = s.g4 / s.vl,
       .nv = 4,
-      .mr = tile_rows(L, 4),
+      .mr = gate_tile_rows(L, s.rows),
       .kb = LSTM_KB,
       .z = z,
       .zrow = s.sg,
@@ -727,7 +737,7 @@ static void grad_forward(Lower *L, const Lstm *s, Bwd *w) {
       .nseg = 1,
       .ncv = s->g4 / s->vl,
       .nv = 4,
-      .mr = tile_rows(L, 4),
+      .mr = gate_tile_rows(L, s->b),
       .kb = LSTM_KB,
       .z = w->z,
       .zrow = s->sg,
