@@ -211,7 +211,7 @@ static LLVMValueRef acc_result(Lower *L, RowAcc *a) {
     if (!a->var[k]) continue;
     LLVMTypeRef vt = vec_type(a->ft, 1u << k);
     LLVMValueRef v = lw_get(L, vt, a->var[k]);
-    if (1u << k == a->vw && a->alt) v = combine(L, a->op, v, lw_get(L, vt, a->alt));
+    if ((1u << k) == a->vw && a->alt) v = combine(L, a->op, v, lw_get(L, vt, a->alt));
     v = vfold(L, v, a->op);
     r = r ? combine(L, a->op, r, v) : v;
   }
