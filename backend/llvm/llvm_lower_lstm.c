@@ -307,12 +307,12 @@ static int tile_rows(Lower *L, int nv) {
   return mr > LSTM_MAX_MR ? LSTM_MAX_MR : mr;
 }
 
-/* Rows of a gate tile (four vectors) for a product over `rows` batch rows: the fewest tiles
- * times (rows + 1), the one standing for a tile's fixed cost, so 4 (no padding) beats 6 on 32
+/* Rows of a tile of nv vectors for a product over `rows` rows: the fewest tiles times (mr + 1),
+ * the one standing for a tile's fixed cost, so with four vectors 4 (no padding) beats 6 on 32
  * rows but not on 12. */
-static int gate_tile_rows(Lower *L, int64_t rows) {
+static int fit_tile_rows(Lower *L, int nv, int64_t rows) {
   int best = 1;
-  for (int mr = 1; mr <= tile_rows(L, 4); mr++)
+  for (int mr = 1; mr <= tile_rows(L, nv); mr++)
     if (ceil_div(rows, mr) * (mr + 1) <= ceil_div(rows, best) * (best + 1)) best = mr;
   return best;
 }
@@ -611,7 +611,7 @@ void lower_lstm(Lower *L, Kernel *k) {
       .nseg = 2,
       .ncv = s.g4 / s.vl,
       .nv = 4,
-      .mr = gate_tile_rows(L, s.rows),
+      .mr = fit_tile_rows(L, 4, s.rows),
       .kb = LSTM_KB,
       .z = z,
       .zrow = s.sg,
@@ -737,7 +737,7 @@ static void grad_forward(Lower *L, const Lstm *s, Bwd *w) {
       .nseg = 1,
       .ncv = s->g4 / s->vl,
       .nv = 4,
-      .mr = gate_tile_rows(L, s->b),
+      .mr = fit_tile_rows(L, 4, s->b),
       .kb = LSTM_KB,
       .z = w->z,
       .zrow = s->sg,
@@ -764,7 +764,7 @@ static void grad_through_time(Lower *L, const Lstm *s, Bwd *w) {
                .nseg = 1,
                .ncv = ncv,
                .nv = nv,
-               .mr = tile_rows(L, nv),
+               .mr = fit_tile_rows(L, nv, s->b),
                .kb = LSTM_KB,
                .z = w->z,
                .zrow = s->sh,
@@ -786,7 +786,7 @@ static void grad_weights(Lower *L, const Lstm *s, Bwd *w) {
                .nseg = 1,
                .ncv = ncv,
                .nv = nv,
-               .mr = tile_rows(L, nv),
+               .mr = fit_tile_rows(L, nv, s->kx),
                .kb = LSTM_KB,
                .z = w->dw,
                .zrow = s->sg,
@@ -830,7 +830,7 @@ static void grad_input(Lower *L, const Lstm *s, Bwd *w) {
                .nseg = 1,
                .ncv = ncv,
                .nv = nv,
-               .mr = tile_rows(L, nv),
+               .mr = fit_tile_rows(L, nv, s->b * s->t),
                .kb = LSTM_KB,
                .z = w->z,
                .zrow = s->si,
