@@ -4,21 +4,22 @@ import numpy as np
 
 def shapes(path):
     out = []
-    for m in re.finditer(r"^\s*(?:input|param)\s+(\w+):\s*f32\[([\d, ]+)\]", open(path).read(), re.M):
-        out.append((m.group(1), [int(d) for d in m.group(2).split(",")]))
+    for m in re.finditer(r"^\s*(?:input|param)\s+(\w+):\s*(f32|f64)\[([\d, ]+)\]", open(path).read(), re.M):
+        out.append((m.group(1), m.group(2), [int(d) for d in m.group(3).split(",")]))
     return out
 
 def write(path, tensors):
     header, data, off = {}, b"", 0
     for name, arr in tensors:
-        raw = arr.astype("<f4").tobytes()
-        header[name] = {"dtype": "F32", "shape": list(arr.shape), "data_offsets": [off, off + len(raw)]}
+        raw = arr.astype("<f8" if arr.dtype == np.float64 else "<f4").tobytes()
+        header[name] = {"dtype": "F64" if arr.dtype == np.float64 else "F32", "shape": list(arr.shape), "data_offsets": [off, off + len(raw)]}
         data += raw
         off += len(raw)
     h = json.dumps(header, separators=(",", ":")).encode()
     h += b" " * (-len(h) % 8)
     open(path, "wb").write(struct.pack("<Q", len(h)) + h + data)
 
-for name in ["gemm_edges", "conv_edges"]:
+for name in ["gemm_edges", "conv_edges", "f64_linear"]:
     rng = np.random.default_rng(zlib.crc32(name.encode()))
-    write(name + ".safetensors", [(n, rng.standard_normal(s).astype(np.float32) * 0.5) for n, s in shapes(name + ".kl")])
+    dt = {"f32": np.float32, "f64": np.float64}
+    write(name + ".safetensors", [(n, (rng.standard_normal(s) * 0.5).astype(dt[t])) for n, t, s in shapes(name + ".kl")])
