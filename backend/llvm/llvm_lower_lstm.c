@@ -18,8 +18,13 @@
  * (dZ_t overwrites the gates of step t), then three products over all steps:
  *   [dW_ih | dW_hh] = dZ^T [X | H_prev],   dX = dZ W_ih,   db = sum dZ.
  *
+ * Every product is one template (product): tiles of mr rows x nv vectors of accumulators (24 of
+ * the 32 zmm registers), A broadcast, B rows in scratch at strides that spread over the L1 sets,
+ * the depth in blocks whose slice of B stays in L1 while every tile passes over it.
+ *
  * Threads: the forward splits the batch in blocks of rows, each block packing its own copy of
- * the weights; the backward's weight gradients sum over the batch, so it runs on one thread. */
+ * the weights. The backward's weight gradients sum over the batch and a kernel has no barrier,
+ * so lstm_grad runs on one thread. */
 #include <string.h>
 
 #include "llvm_priv.h"
@@ -702,8 +707,8 @@ static void epi_dx(Lower *L, const Lstm *s, const Product *p, LLVMValueRef row, 
   }
 }
 
-/* Packed weights; the tape's x columns (zero padded) and its zero initial h and c; zero
- * gradient accumulators. */
+/* Packed weights; the tape's x columns (zero padded) and its zero initial h and c; zero db and
+ * carried dc. */
 static void grad_prepare(Lower *L, const Lstm *s, const Bwd *w) {
   pack_forward(L, s, w->wf, w->bias);
   pack_rows(L, s, w->wbh, s->sh, lw_in(L, 2), s->h, s->hp);
