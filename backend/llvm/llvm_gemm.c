@@ -29,6 +29,8 @@
  * a loop over the tile's rows instead of unrolled for each of them. */
 #define GEMM_EPI_UNROLL_COST 8
 
+bool lw_gemm_one_slice(int64_t k) { return k <= GEMM_KC; }
+
 bool lw_gemm_ok(DType dt, int64_t batch, int64_t m, int64_t n, int64_t k) {
   return dt == DT_F32 && batch > 0 && m > 0 && n > 0 && k > 0;
 }

@@ -34,6 +34,8 @@ struct GemmOps {
   const void *user;
 };
 
+/* A contraction of depth k takes a single K slice: C is written once, never accumulated. */
+bool lw_gemm_one_slice(int64_t k);
 /* True when lw_gemm handles this element type and shape. */
 bool lw_gemm_ok(DType dt, int64_t batch, int64_t m, int64_t n, int64_t k);
 /* Emits the whole kernel body: sets k->range and k->min_chunk, opens and

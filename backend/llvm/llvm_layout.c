@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "llvm_priv.h"
+#include "llvm_gemm.h"
 
 #define LAYOUT_ALIGN 64
 
@@ -420,7 +420,12 @@ static bool plan_epilogue(Plan *pl, Node *anchor, Node **seg, int nseg) {
     for (int i = nargs - nouts; i < nargs; i++)
       k->at[i] =
           resident(pl, k->args[i]) ? -1 : tmp_of(pl, k->args[i], (int64_t)value_bytes(k->args[i]));
-    k->at[nargs] = resident(pl, anchor) ? -1 : tmp_of(pl, anchor, (int64_t)value_bytes(anchor));
+    /* A non-resident anchor needs scratch only to accumulate K slices or for a
+     * later reader; else it is never stored and its pointer never read. */
+    bool buffer = sc.anchor_store || !lw_gemm_one_slice(llvm_gemm_depth(anchor));
+    k->at[nargs] = resident(pl, anchor) ? -1
+                   : buffer             ? tmp_of(pl, anchor, (int64_t)value_bytes(anchor))
+                                        : pl->base;
     k->writes_update = anchor->offset == IR_BUF_UPDATE;
     for (int i = 0; i < nouts; i++) k->writes_update |= outs[i]->offset == IR_BUF_UPDATE;
     char what[64];

@@ -476,6 +476,12 @@ static bool conv_is_1x1(const ConvDims *c) {
   return c->kh == 1 && c->kw == 1 && c->s == 1 && c->p == 0;
 }
 
+int64_t llvm_gemm_depth(const Node *n) {
+  if (n->op == OP_MATMUL) return n->in[0]->type.dims[n->in[0]->type.rank - 1];
+  const Type *w = &n->in[1]->type; /* conv2d: ci * kh * kw */
+  return w->dims[1] * w->dims[2] * w->dims[3];
+}
+
 bool llvm_conv2d_gemm(const Node *n) {
   ConvDims c = conv_dims(n, &n->in[0]->type, &n->in[1]->type, &n->type);
   for (int i = 0; i < n->nin; i++)

@@ -141,6 +141,8 @@ int64_t lw_epilogue_cost(const Epilogue *e);
 /* Matmul node n lowers to the GEMM template (so it can read operands through permutes). */
 bool llvm_matmul_gemm(const Node *n);
 bool llvm_conv2d_gemm(const Node *n);
+/* The contraction depth K of a GEMM anchor (matmul, conv2d). */
+int64_t llvm_gemm_depth(const Node *n);
 /* Elementwise ops lower_fused evaluates in registers (lw_map_value's, and reshape). */
 bool llvm_fusable_op(OpKind op);
 
