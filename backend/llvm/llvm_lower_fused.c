@@ -186,6 +186,10 @@ void lower_fused(Lower *L, Kernel *k) {
 int llvm_epilogue_trail(const Node *anchor) {
   if (anchor->op == OP_MATMUL) return llvm_matmul_gemm(anchor) ? 1 : 0;
   if (anchor->op == OP_CONV2D) return llvm_conv2d_gemm(anchor) ? 2 : 0;
+  /* Row kernels (llvm_lower_reduce.c) hand each output vector of a row over. */
+  if ((anchor->op == OP_LAYER_NORM || anchor->op == OP_LAYER_NORM_GRAD) &&
+      anchor->type.dtype == DT_F32)
+    return 1;
   return 0;
 }
 

@@ -8,7 +8,9 @@
  * at the end: sums are reassociated, as the vectorizer would; maxima keep
  * NaN (a row's +0 and -0 may come out either way). */
 #include <math.h>
+#include <string.h>
 
+#include "llvm_gemm.h"
 #include "llvm_priv.h"
 
 #define REDUCE_CHUNK_WORK 32768
@@ -567,7 +569,33 @@ typedef struct NormRow {
   LLVMTypeRef ft;
   LLVMValueRef x, dy, out, gamma, beta; /* row pointers (gamma, beta: the whole vectors) */
   LLVMValueRef mean, rstd, mg, mgx;
+  LLVMValueRef row; /* the row's index */
+  Epilogue *epi;    /* the kernel's fused epilogue, or NULL */
 } NormRow;
+
+/* Stores a row's output vector v (w lanes at i): with an epilogue, v widened
+ * to its vectors (the lanes past w masked off) goes through the chain. */
+static void norm_store(Lower *L, NormRow *r, LLVMValueRef i, unsigned w, LLVMValueRef v) {
+  if (!r->epi) {
+    vstore(L, r->ft, r->out, i, v);
+    return;
+  }
+  unsigned vl = vec_width(L, r->ft);
+  LLVMValueRef lanes[64], bits[64];
+  for (unsigned l = 0; l < vl; l++) {
+    lanes[l] = lw_i32(L, (int32_t)(l < w ? l : w));
+    bits[l] = LLVMConstInt(LLVMInt1TypeInContext(L->ctx), l < w, false);
+  }
+  if (w == 1) v = vsplat(L, v, 2);
+  if (w < vl) v = LLVMBuildShuffleVector(L->b, v, v, LLVMConstVector(lanes, vl), "");
+  /* Rounded as if stored: no multiply-add contracted across into the chain. */
+  LLVMTypeRef vt = LLVMTypeOf(v);
+  const char *fence = "llvm.arithmetic.fence";
+  unsigned id = LLVMLookupIntrinsicID(fence, strlen(fence));
+  LLVMValueRef f = LLVMGetIntrinsicDeclaration(L->mod, id, &vt, 1);
+  v = LLVMBuildCall2(L->b, LLVMIntrinsicGetType(L->ctx, id, &vt, 1), f, &v, 1, "");
+  lw_epilogue_store(r->epi, r->row, i, LLVMConstVector(bits, vl), v);
+}
 
 static LLVMValueRef term_x(Lower *L, LLVMValueRef i, unsigned w, void *cx) {
   NormRow *r = cx;
@@ -610,15 +638,16 @@ static void norm_out(Lower *L, LLVMValueRef i, unsigned w, void *cx) {
   NormRow *r = cx;
   LLVMValueRef y = lw_fadd(L, lw_fmul(L, xhat_at(L, r, i, w), vload(L, r->ft, r->gamma, i, w)),
                            vload(L, r->ft, r->beta, i, w));
-  vstore(L, r->ft, r->out, i, y);
+  norm_store(L, r, i, w, y);
 }
 
 /* The kernel's rows row0 .. row0 + n - 1 of d: x, dy and out row pointers. */
 static void norm_rows(Lower *L, NormRow *r, void **cx, int n, LLVMValueRef row0, int64_t d,
                       bool grad) {
   for (int j = 0; j < n; j++) {
-    LLVMValueRef off = lw_mulc(L, lw_addc(L, row0, j), d);
     r[j] = r[0];
+    r[j].row = lw_addc(L, row0, j);
+    LLVMValueRef off = lw_mulc(L, r[j].row, d);
     r[j].x = lw_gep(L, r[0].ft, lw_in(L, 0), off);
     r[j].dy = grad ? lw_gep(L, r[0].ft, lw_in(L, 2), off) : NULL;
     r[j].out = lw_gep(L, r[0].ft, lw_out(L), off);
@@ -633,6 +662,7 @@ void lower_layer_norm(Lower *L, Kernel *k) {
   int64_t d = t->dims[t->rank - 1], rows = ir_type_numel(t) / d;
   NormRow r[REDUCE_GROUP] = {
       {.ft = lw_elt(L, t->dtype), .gamma = lw_in(L, 1), .beta = lw_in(L, 2)}};
+  r[0].epi = k->nepi ? lw_epilogue_new(L, k, (int)vec_width(L, r[0].ft)) : NULL;
   void *cx[REDUCE_GROUP];
   int g = row_group(L, r[0].ft, rows, d, 2);
   k->range = rows / g;
@@ -642,6 +672,7 @@ void lower_layer_norm(Lower *L, Kernel *k) {
   norm_stats(L, r, cx, g, d, ir_attr_float(k->out, "eps"));
   rows_loop(L, vec_width(L, r[0].ft), d, norm_out, cx, g);
   lw_next(L, &outer);
+  lw_epilogue_free(r[0].epi);
 }
 
 /* dx = rstd (g - mean(g) - xhat mean(g xhat)) */
@@ -649,7 +680,7 @@ static void norm_grad_out(Lower *L, LLVMValueRef i, unsigned w, void *cx) {
   NormRow *r = cx;
   LLVMValueRef v = lw_fsub(L, term_g(L, i, w, r), vsplat(L, r->mg, w));
   v = lw_fsub(L, v, lw_fmul(L, xhat_at(L, r, i, w), vsplat(L, r->mgx, w)));
-  vstore(L, r->ft, r->out, i, lw_fmul(L, vsplat(L, r->rstd, w), v));
+  norm_store(L, r, i, w, lw_fmul(L, vsplat(L, r->rstd, w), v));
 }
 
 /* layer_norm_grad(x, gamma, dy), g = dy gamma:
@@ -658,6 +689,7 @@ void lower_layer_norm_grad(Lower *L, Kernel *k) {
   const Type *t = &k->out->type;
   int64_t d = t->dims[t->rank - 1], rows = ir_type_numel(t) / d;
   NormRow r[REDUCE_GROUP] = {{.ft = lw_elt(L, t->dtype), .gamma = lw_in(L, 1)}};
+  r[0].epi = k->nepi ? lw_epilogue_new(L, k, (int)vec_width(L, r[0].ft)) : NULL;
   void *cx[REDUCE_GROUP];
   LLVMTypeRef ft = r[0].ft;
   int g = row_group(L, ft, rows, d, 1);
@@ -673,6 +705,7 @@ void lower_layer_norm_grad(Lower *L, Kernel *k) {
   for (int j = 0; j < g; j++) r[j].mgx = lw_fdiv(L, v[j], dn);
   rows_loop(L, vec_width(L, ft), d, norm_grad_out, cx, g);
   lw_next(L, &outer);
+  lw_epilogue_free(r[0].epi);
 }
 
 /* ---- cross_entropy and its gradient ------------------------------------- */
