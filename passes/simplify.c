@@ -22,6 +22,8 @@
  *   slice selecting everything, pad by nothing, concat of one input, broadcast to x's own
  *   type -> x;  broadcast(broadcast(x)) -> one broadcast
  *   sum, mean, max over no axes or only axes of size 1 -> x, or a reshape of x
+ *   sum of a permute or of a reshape (when the summed axes map onto whole dims of its
+ *   input) -> a sum of the input (reassociates: the order of a sum is its kernel's anyway)
  * Left alone on purpose: x*0 (NaN*0 and inf*0 are NaN), x-x (the same), 0-x (signed zero),
  * exp(log_softmax(x)) (softmax's rounding differs), anything reassociating floats.
  */
@@ -282,14 +284,65 @@ static Node *rule_broadcast(Simp *s, Node *n) {
   return simp_finish(r);
 }
 
+/* A sum of y over axes (no kept dims), placed before the node being rewritten. */
+static Node *simp_sum(Simp *s, Node *y, const int64_t *axes, int naxes) {
+  Node *r = simp_new(s, OP_SUM, &y, 1);
+  ir_set_attr_ints(r, "axes", axes, naxes);
+  ir_set_attr_int(r, "keepdim", 0);
+  return simp_finish(r);
+}
+
+/* A sum (keepdim 0) of a data movement reduces the moved tensor directly, so no kernel
+ * copies it first (the bias gradients of attention's projections):
+ *   sum(permute(y, p), A) -> sum(y, p[A]) when the kept dims keep their order;
+ *   sum(reshape(y), [0, a)) -> reshape(sum(y, [0, a))) when y's first a dims are the
+ *   reshape's.
+ * The same elements are added, in another order: like every Kiln reduction, whose order is
+ * its kernel's (docs/DECISIONS.md). */
+static Node *rule_sum_view(Simp *s, Node *n) {
+  Node *x = n->in[0];
+  const AttrVal *axes = ir_attr_c(n, "axes");
+  if (ir_attr_int(n, "keepdim") != 0 || axes->n == 0) return NULL;
+  int r = x->type.rank;
+  bool summed[IR_MAX_RANK] = {false};
+  for (int k = 0; k < axes->n; k++) summed[axes->i[k]] = true;
+  if (x->op == OP_PERMUTE) {
+    const AttrVal *p = ir_attr_c(x, "perm");
+    int64_t last = -1, mapped[IR_MAX_RANK];
+    int nm = 0;
+    for (int d = 0; d < r; d++) {
+      if (summed[d]) continue;
+      if (p->i[d] < last) return NULL; /* the kept dims would come out in another order */
+      last = p->i[d];
+    }
+    bool in[IR_MAX_RANK] = {false};
+    for (int k = 0; k < axes->n; k++) in[p->i[axes->i[k]]] = true;
+    for (int d = 0; d < r; d++)
+      if (in[d]) mapped[nm++] = d;
+    return simp_sum(s, x->in[0], mapped, nm);
+  }
+  if (x->op == OP_RESHAPE) {
+    const Type *yt = &x->in[0]->type;
+    int a = axes->n;
+    for (int k = 0; k < a; k++)
+      if (!summed[k] || k >= yt->rank || yt->dims[k] != x->type.dims[k]) return NULL;
+    if (a >= yt->rank) return NULL;
+    int64_t prefix[IR_MAX_RANK];
+    for (int k = 0; k < a; k++) prefix[k] = k;
+    return simp_reshape(s, simp_sum(s, x->in[0], prefix, a), &n->type);
+  }
+  return NULL;
+}
+
 /* A sum, mean or max of one element per output is that element: x, reshaped if a reduced
- * axis of size 1 is dropped. */
+ * axis of size 1 is dropped. A sum of a permute or reshape: rule_sum_view. */
 static Node *rule_reduce(Simp *s, Node *n) {
   Node *x = n->in[0];
   const AttrVal *axes = ir_attr_c(n, "axes");
-  for (int k = 0; k < axes->n; k++)
-    if (x->type.dims[axes->i[k]] != 1) return NULL;
-  return simp_reshape(s, x, &n->type);
+  bool ones = true;
+  for (int k = 0; k < axes->n; k++) ones &= x->type.dims[axes->i[k]] == 1;
+  if (ones) return simp_reshape(s, x, &n->type);
+  return n->op == OP_SUM ? rule_sum_view(s, n) : NULL;
 }
 
 /* ---- The driver ----------------------------------------------------------- */

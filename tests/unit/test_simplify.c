@@ -214,6 +214,41 @@ static Node *folded(Graph *g, double *v) {
   return out;
 }
 
+/* A sum of a permute or a reshape sums the moved tensor itself. */
+static void test_sum_of_view(void **state) {
+  (void)state;
+  /* sum(permute(x, [0,2,1,3]), [0,1]) = sum(x, [0,2]): the kept dims stay in order. */
+  Graph *g = parse("  %x = input : f32[2,3,4,5]\n"
+                   "  %p = permute %x {perm=[0, 2, 1, 3]} : f32[2,4,3,5]\n"
+                   "  %s = sum %p {axes=[0, 1], keepdim=0} : f32[3,5]\n  output y = %s\n");
+  Node *out = simplify(g);
+  assert_int_equal(out->op, OP_SUM);
+  assert_string_equal(out->in[0]->name, "x");
+  const AttrVal *axes = ir_attr_c(out, "axes");
+  assert_int_equal(axes->n, 2);
+  assert_int_equal(axes->i[0], 0);
+  assert_int_equal(axes->i[1], 2);
+  ir_graph_free(g);
+  /* sum(reshape(x), [0,1]) with x's first two dims kept: reshape(sum(x, [0,1])). */
+  g = parse("  %x = input : f32[2,3,4,5]\n  %r = reshape %x : f32[2,3,20]\n"
+            "  %s = sum %r {axes=[0, 1], keepdim=0} : f32[20]\n  output y = %s\n");
+  out = simplify(g);
+  assert_int_equal(out->op, OP_RESHAPE);
+  assert_int_equal(out->in[0]->op, OP_SUM);
+  assert_string_equal(out->in[0]->in[0]->name, "x");
+  ir_graph_free(g);
+  /* The kept dims would come out transposed, keepdim, or axes that split a merged dim: left. */
+  expect_stays("  %x = input : f32[2,3,4]\n  %p = permute %x {perm=[0, 2, 1]} : f32[2,4,3]\n"
+               "  %s = sum %p {axes=[0], keepdim=0} : f32[4,3]\n  output y = %s\n",
+               OP_SUM);
+  expect_stays("  %x = input : f32[2,3,4]\n  %p = permute %x {perm=[1, 0, 2]} : f32[3,2,4]\n"
+               "  %s = sum %p {axes=[0], keepdim=1} : f32[1,2,4]\n  output y = %s\n",
+               OP_SUM);
+  expect_stays("  %x = input : f32[6,4]\n  %r = reshape %x : f32[2,3,4]\n"
+               "  %s = sum %r {axes=[0], keepdim=0} : f32[3,4]\n  output y = %s\n",
+               OP_SUM);
+}
+
 static void test_fold(void **state) {
   double v;
   Graph *g = parse("  %a = const {value=3} : f32[]\n  %b = const {value=0.5} : f32[2,3]\n"
@@ -327,6 +362,7 @@ int main(void) {
       cmocka_unit_test(test_slice_pad_concat_broadcast),
       cmocka_unit_test(test_log_softmax),
       cmocka_unit_test(test_reduce_of_one_element),
+      cmocka_unit_test(test_sum_of_view),
       cmocka_unit_test(test_fold),
       cmocka_unit_test(test_no_fold),
       cmocka_unit_test(test_fixed_point),
