@@ -44,20 +44,6 @@ static LLVMValueRef call_intrinsic(Lower *L, const char *name, LLVMTypeRef *over
   return LLVMBuildCall2(L->b, ft, f, args, (unsigned)nargs, "");
 }
 
-/* A stack buffer of count floats, 64-byte aligned, allocated in the entry block. */
-static LLVMValueRef stack_buffer(Lower *L, int64_t count) {
-  LLVMBasicBlockRef here = LLVMGetInsertBlock(L->b);
-  LLVMValueRef first = LLVMGetFirstInstruction(L->entry_bb);
-  if (first)
-    LLVMPositionBuilderBefore(L->b, first);
-  else
-    LLVMPositionBuilderAtEnd(L->b, L->entry_bb);
-  LLVMValueRef v = LLVMBuildAlloca(L->b, LLVMArrayType2(L->f32, (uint64_t)count), "pack");
-  LLVMSetAlignment(v, 64);
-  LLVMPositionBuilderAtEnd(L->b, here);
-  return v;
-}
-
 LLVMValueRef lw_gemm_splat(Lower *L, LLVMTypeRef vt, LLVMValueRef x) {
   unsigned n = LLVMGetVectorSize(vt);
   LLVMValueRef v = LLVMBuildInsertElement(L->b, LLVMGetPoison(vt), x, lw_i32(L, 0), "");
@@ -291,7 +277,7 @@ static void store_tile(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef
 static void store_tile_looped(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef acc[][2],
                               LLVMValueRef t, LLVMValueRef row0, LLVMValueRef col0) {
   LLVMTypeRef vt = LLVMVectorType(L->f32, (unsigned)tl->vl);
-  LLVMValueRef tile = stack_buffer(L, (int64_t)tl->mr * tl->nr);
+  LLVMValueRef tile = lw_stack(L, L->f32, (int64_t)tl->mr * tl->nr);
   for (int r = 0; r < tl->mr; r++)
     for (int v = 0; v < tl->nv; v++)
       vstore(L, lw_get(L, vt, acc[r][v]), tile, lw_i64(L, r * tl->nr + v * tl->vl), 64);
@@ -427,8 +413,8 @@ void lw_gemm(Lower *L, Kernel *k, const GemmOps *g) {
   work *= (double)tb;
   k->min_chunk = work >= 65536.0 ? 1 : (int64_t)(65536.0 / (work > 1 ? work : 1)) + 1;
   int64_t gstride = ashared ? g->k * tl.mr : tl.kc * tl.mr;
-  LLVMValueRef apack = stack_buffer(L, ashared ? tl.mc * g->k : tl.mc * tl.kc);
-  LLVMValueRef bpack = tl.direct ? NULL : stack_buffer(L, tl.kc * tl.nc);
+  LLVMValueRef apack = lw_stack(L, L->f32, ashared ? tl.mc * g->k : tl.mc * tl.kc);
+  LLVMValueRef bpack = tl.direct ? NULL : lw_stack(L, L->f32, tl.kc * tl.nc);
   LwLoop outer, lt;
   LLVMValueRef r = lw_outer(L, &outer);
   LLVMValueRef tc = lw_divc(L, r, blocks);

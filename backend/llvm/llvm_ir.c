@@ -102,6 +102,19 @@ void lw_endif(Lower *L, LwIf *c) {
   LLVMPositionBuilderAtEnd(L->b, c->done);
 }
 
+LLVMValueRef lw_stack(Lower *L, LLVMTypeRef elt, int64_t count) {
+  LLVMBasicBlockRef here = LLVMGetInsertBlock(L->b);
+  LLVMValueRef first = LLVMGetFirstInstruction(L->entry_bb);
+  if (first)
+    LLVMPositionBuilderBefore(L->b, first);
+  else
+    LLVMPositionBuilderAtEnd(L->b, L->entry_bb);
+  LLVMValueRef v = LLVMBuildAlloca(L->b, LLVMArrayType2(elt, (uint64_t)count), "stack");
+  LLVMSetAlignment(v, 64);
+  LLVMPositionBuilderAtEnd(L->b, here);
+  return v;
+}
+
 LLVMValueRef lw_var(Lower *L, LLVMTypeRef ty, LLVMValueRef init) {
   LLVMBasicBlockRef here = LLVMGetInsertBlock(L->b);
   LLVMValueRef first = LLVMGetFirstInstruction(L->entry_bb);

@@ -48,23 +48,6 @@ bool llvm_fusable_op(OpKind op) {
   }
 }
 
-static int64_t fused_cost(OpKind op) {
-  switch ((int)op) {
-  case OP_SIGMOID:
-  case OP_TANH:
-  case OP_EXP:
-  case OP_LOG:
-  case OP_SILU:
-  case OP_POW:
-    return 16;
-  case OP_GELU:
-  case OP_GELU_GRAD:
-    return 40;
-  default:
-    return 1;
-  }
-}
-
 typedef struct Fz {
   Lower *L;
   Kernel *k;
@@ -141,7 +124,7 @@ static LLVMValueRef fz_eval(Fz *f, const Node *n, LLVMValueRef idx) {
 void lower_fused(Lower *L, Kernel *k) {
   const Graph *g = L->p->g;
   int64_t numel = ir_type_numel(&k->out->type), cost = 0;
-  for (int i = 0; i < k->nnodes; i++) cost += fused_cost(k->nodes[i]->op);
+  for (int i = 0; i < k->nnodes; i++) cost += llvm_map_cost(k->nodes[i]->op);
   Fz f = {.L = L, .k = k};
   f.cidx = calloc((size_t)g->next_id + 1, sizeof *f.cidx);
   f.cval = calloc((size_t)g->next_id + 1, sizeof *f.cval);
@@ -290,7 +273,7 @@ Epilogue *lw_epilogue_new(Lower *L, Kernel *k, int vl) {
 
 int64_t lw_epilogue_cost(const Epilogue *e) {
   int64_t cost = 0;
-  for (int i = 1; i < e->k->nnodes; i++) cost += fused_cost(e->k->nodes[i]->op);
+  for (int i = 1; i < e->k->nnodes; i++) cost += llvm_map_cost(e->k->nodes[i]->op);
   return cost;
 }
 

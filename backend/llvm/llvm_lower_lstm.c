@@ -348,20 +348,6 @@ typedef struct Block {
 
 static bool always(Lower *L, LLVMValueRef cond) { return cond == LLVMConstInt(L->i1, 1, 0); }
 
-/* An array of n vectors on the stack, allocated in the entry block. */
-static LLVMValueRef stack_vectors(Lower *L, const Lstm *s, int n) {
-  LLVMBasicBlockRef here = LLVMGetInsertBlock(L->b);
-  LLVMValueRef first = LLVMGetFirstInstruction(L->entry_bb);
-  if (first)
-    LLVMPositionBuilderBefore(L->b, first);
-  else
-    LLVMPositionBuilderAtEnd(L->b, L->entry_bb);
-  LLVMValueRef v = LLVMBuildAlloca(L->b, LLVMArrayType2(s->vt, (uint64_t)n), "tile");
-  LLVMSetAlignment(v, 64);
-  LLVMPositionBuilderAtEnd(L->b, here);
-  return v;
-}
-
 /* Hands the tile's rows below r1 to the epilogue: unrolled, or, for a costly one, through a
  * buffer and a loop over the rows (one copy of its code instead of mr). */
 static void tile_hand_on(Lower *L, const Lstm *s, const Product *p, LLVMValueRef acc[][LSTM_MAX_NV],
@@ -378,7 +364,7 @@ static void tile_hand_on(Lower *L, const Lstm *s, const Product *p, LLVMValueRef
     }
     return;
   }
-  LLVMValueRef buf = stack_vectors(L, s, LSTM_MAX_MR * LSTM_MAX_NV);
+  LLVMValueRef buf = lw_stack(L, s->vt, LSTM_MAX_MR * LSTM_MAX_NV);
   for (int r = 0; r < p->mr; r++)
     for (int v = 0; v < nv; v++)
       lw_store(L, s->vt, buf, lw_i64(L, r * LSTM_MAX_NV + v), lw_get(L, s->vt, acc[r][v]));

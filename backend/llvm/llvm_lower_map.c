@@ -63,8 +63,7 @@ LLVMValueRef lw_map_value(Lower *L, const Node *n, LLVMValueRef *x) {
   }
 }
 
-/* Rough cost of one element, for chunk sizes. */
-static int64_t map_cost(OpKind op) {
+int64_t llvm_map_cost(OpKind op) {
   switch ((int)op) {
   case OP_SIGMOID:
   case OP_TANH:
@@ -113,7 +112,7 @@ void lower_map(Lower *L, Kernel *k) {
   if (flat || ot->rank == 0) {
     /* Same shapes (up to leading 1s): one flat loop, what the vectorizer likes best. */
     k->range = numel;
-    k->min_chunk = MAP_CHUNK_WORK / map_cost(n->op);
+    k->min_chunk = MAP_CHUNK_WORK / llvm_map_cost(n->op);
     LLVMValueRef i = lw_outer(L, &outer);
     for (int a = 0; a < n->nin; a++) x[a] = operand(L, n, a, i, ft);
     lw_store(L, ft, lw_out(L), i, lw_map_value(L, n, x));
@@ -126,7 +125,7 @@ void lower_map(Lower *L, Kernel *k) {
   int64_t len = ot->dims[r - 1], stride[2][IR_MAX_RANK];
   for (int a = 0; a < n->nin; a++) broadcast_strides(&n->in[a]->type, ot, stride[a]);
   k->range = numel / len;
-  k->min_chunk = MAP_CHUNK_WORK / (map_cost(n->op) * len) + 1;
+  k->min_chunk = MAP_CHUNK_WORK / (llvm_map_cost(n->op) * len) + 1;
   LLVMValueRef row = lw_outer(L, &outer);
   LLVMValueRef base[2];
   for (int a = 0; a < n->nin; a++) base[a] = lw_offset(L, row, r - 1, ot->dims, stride[a]);

@@ -181,6 +181,9 @@ void lw_if(Lower *L, LwIf *c, LLVMValueRef cond);
 void lw_else(Lower *L, LwIf *c);
 void lw_endif(Lower *L, LwIf *c);
 
+/* An array of count elements of type elt on the stack, 64-byte aligned, allocated in the
+ * kernel's entry block (packing buffers, tiles). */
+LLVMValueRef lw_stack(Lower *L, LLVMTypeRef elt, int64_t count);
 /* A mutable local (an alloca in the entry block; SROA makes it a register). */
 LLVMValueRef lw_var(Lower *L, LLVMTypeRef ty, LLVMValueRef init);
 LLVMValueRef lw_get(Lower *L, LLVMTypeRef ty, LLVMValueRef var);
@@ -241,6 +244,9 @@ LLVMValueRef lw_gelu_grad(Lower *L, LLVMValueRef x, LLVMValueRef dy); /* dy (Phi
 
 /* The value of elementwise op n on operand values x[] (in n's float type). */
 LLVMValueRef lw_map_value(Lower *L, const Node *n, LLVMValueRef *x);
+/* Rough cost of one element of an elementwise op (1 per arithmetic op, more for exp, gelu),
+ * for chunk sizes and for how GEMM epilogues are laid out. */
+int64_t llvm_map_cost(OpKind op);
 
 /* ---- Modules (llvm_codegen.c) ------------------------------------------- */
 
