@@ -835,44 +835,59 @@ void lower_pool2d(Lower *L, Kernel *k) {
   lw_next(L, &outer);
 }
 
+/* The windows of a pooling gradient: one dx plane per iteration (so overlapping windows of
+ * a plane accumulate in one thread), zeroed first; then every output position, with start
+ * its window's first dx element and dyat its dy element. pool_windows_end closes the loops. */
+typedef struct PoolWindows {
+  LwLoop outer, loh, low;
+  LLVMValueRef start, dyat;
+} PoolWindows;
+
+static void pool_windows_begin(Lower *L, Kernel *k, const PoolDims *pd, PoolWindows *pw) {
+  const Node *n = k->out;
+  k->range = pd->planes;
+  k->min_chunk = chunk_for(pd->ho * pd->wo * pd->k * pd->k);
+  LLVMValueRef p = lw_outer(L, &pw->outer);
+  LLVMValueRef plane = lw_mulc(L, p, pd->h * pd->w);
+  lw_zero(L, lw_gep(L, lw_elt(L, n->type.dtype), lw_out(L), plane),
+          lw_i64(L, pd->h * pd->w * (int64_t)ir_dtype_size(n->type.dtype)));
+  LLVMValueRef oh = lw_for(L, &pw->loh, lw_i64(L, 0), lw_i64(L, pd->ho));
+  LLVMValueRef ow = lw_for(L, &pw->low, lw_i64(L, 0), lw_i64(L, pd->wo));
+  pw->start = lw_add(L, plane, lw_add(L, lw_mulc(L, oh, pd->s * pd->w), lw_mulc(L, ow, pd->s)));
+  pw->dyat = lw_add(L, lw_mulc(L, p, pd->ho * pd->wo), lw_add(L, lw_mulc(L, oh, pd->wo), ow));
+}
+
+static void pool_windows_end(Lower *L, PoolWindows *pw) {
+  lw_next(L, &pw->low);
+  lw_next(L, &pw->loh);
+  lw_next(L, &pw->outer);
+}
+
 /* max_pool2d_grad(x, dy): dx = 0, then each dy goes to its window's first
- * maximum (the last NaN, if any). Planes in parallel: overlapping windows
- * of one plane accumulate in one thread. */
+ * maximum (the last NaN, if any). */
 void lower_max_pool2d_grad(Lower *L, Kernel *k) {
   const Node *n = k->out;
   PoolDims pd = pool_dims(n, &n->in[0]->type, &n->in[1]->type);
   LLVMTypeRef ft = lw_elt(L, n->type.dtype);
-  k->range = pd.planes;
-  k->min_chunk = chunk_for(pd.ho * pd.wo * pd.k * pd.k);
-  LwLoop outer, loh, low, li, lj;
-  LLVMValueRef p = lw_outer(L, &outer);
-  LLVMValueRef plane = lw_mulc(L, p, pd.h * pd.w);
-  lw_zero(L, lw_gep(L, ft, lw_out(L), plane),
-          lw_i64(L, pd.h * pd.w * (int64_t)ir_dtype_size(n->type.dtype)));
-  LLVMValueRef oh = lw_for(L, &loh, lw_i64(L, 0), lw_i64(L, pd.ho));
-  LLVMValueRef ow = lw_for(L, &low, lw_i64(L, 0), lw_i64(L, pd.wo));
-  LLVMValueRef start =
-      lw_add(L, plane, lw_add(L, lw_mulc(L, oh, pd.s * pd.w), lw_mulc(L, ow, pd.s)));
-  LLVMValueRef m = lw_var(L, ft, lw_load(L, ft, lw_in(L, 0), start));
+  PoolWindows pw;
+  pool_windows_begin(L, k, &pd, &pw);
+  LwLoop li, lj;
+  LLVMValueRef m = lw_var(L, ft, lw_load(L, ft, lw_in(L, 0), pw.start));
   LLVMValueRef at = lw_var(L, L->i64, lw_i64(L, 0));
   LLVMValueRef i = lw_for(L, &li, lw_i64(L, 0), lw_i64(L, pd.k));
   LLVMValueRef j = lw_for(L, &lj, lw_i64(L, 0), lw_i64(L, pd.k));
   LLVMValueRef off = lw_add(L, lw_mulc(L, i, pd.w), j);
-  LLVMValueRef v = lw_load(L, ft, lw_in(L, 0), lw_add(L, start, off));
+  LLVMValueRef v = lw_load(L, ft, lw_in(L, 0), lw_add(L, pw.start, off));
   LLVMValueRef mv = lw_get(L, ft, m);
   LLVMValueRef take = LLVMBuildOr(L->b, lw_fcmp(L, LLVMRealOGT, v, mv), lw_isnan(L, v), "");
   lw_set(L, m, lw_select(L, take, v, mv));
   lw_set(L, at, lw_select(L, take, off, lw_get(L, L->i64, at)));
   lw_next(L, &lj);
   lw_next(L, &li);
-  LLVMValueRef dst = lw_add(L, start, lw_get(L, L->i64, at));
-  LLVMValueRef g =
-      lw_load(L, ft, lw_in(L, 1),
-              lw_add(L, lw_mulc(L, p, pd.ho * pd.wo), lw_add(L, lw_mulc(L, oh, pd.wo), ow)));
+  LLVMValueRef dst = lw_add(L, pw.start, lw_get(L, L->i64, at));
+  LLVMValueRef g = lw_load(L, ft, lw_in(L, 1), pw.dyat);
   lw_store(L, ft, lw_out(L), dst, lw_fadd(L, lw_load(L, ft, lw_out(L), dst), g));
-  lw_next(L, &low);
-  lw_next(L, &loh);
-  lw_next(L, &outer);
+  pool_windows_end(L, &pw);
 }
 
 /* avg_pool2d_grad(dy): dx = 0, then dx[window] += dy / k^2. */
@@ -880,27 +895,16 @@ void lower_avg_pool2d_grad(Lower *L, Kernel *k) {
   const Node *n = k->out;
   PoolDims pd = pool_dims(n, &n->type, &n->in[0]->type);
   LLVMTypeRef ft = lw_elt(L, n->type.dtype);
-  k->range = pd.planes;
-  k->min_chunk = chunk_for(pd.ho * pd.wo * pd.k * pd.k);
-  LwLoop outer, loh, low, li, lj;
-  LLVMValueRef p = lw_outer(L, &outer);
-  LLVMValueRef plane = lw_mulc(L, p, pd.h * pd.w);
-  lw_zero(L, lw_gep(L, ft, lw_out(L), plane),
-          lw_i64(L, pd.h * pd.w * (int64_t)ir_dtype_size(n->type.dtype)));
-  LLVMValueRef oh = lw_for(L, &loh, lw_i64(L, 0), lw_i64(L, pd.ho));
-  LLVMValueRef ow = lw_for(L, &low, lw_i64(L, 0), lw_i64(L, pd.wo));
-  LLVMValueRef start =
-      lw_add(L, plane, lw_add(L, lw_mulc(L, oh, pd.s * pd.w), lw_mulc(L, ow, pd.s)));
-  LLVMValueRef dyat = lw_add(L, lw_mulc(L, p, pd.ho * pd.wo), lw_add(L, lw_mulc(L, oh, pd.wo), ow));
+  PoolWindows pw;
+  pool_windows_begin(L, k, &pd, &pw);
+  LwLoop li, lj;
   LLVMValueRef g =
-      lw_fdiv(L, lw_load(L, ft, lw_in(L, 0), dyat), lw_fc(L, ft, (double)(pd.k * pd.k)));
+      lw_fdiv(L, lw_load(L, ft, lw_in(L, 0), pw.dyat), lw_fc(L, ft, (double)(pd.k * pd.k)));
   LLVMValueRef i = lw_for(L, &li, lw_i64(L, 0), lw_i64(L, pd.k));
   LLVMValueRef j = lw_for(L, &lj, lw_i64(L, 0), lw_i64(L, pd.k));
-  LLVMValueRef dst = lw_add(L, start, lw_add(L, lw_mulc(L, i, pd.w), j));
+  LLVMValueRef dst = lw_add(L, pw.start, lw_add(L, lw_mulc(L, i, pd.w), j));
   lw_store(L, ft, lw_out(L), dst, lw_fadd(L, lw_load(L, ft, lw_out(L), dst), g));
   lw_next(L, &lj);
   lw_next(L, &li);
-  lw_next(L, &low);
-  lw_next(L, &loh);
-  lw_next(L, &outer);
+  pool_windows_end(L, &pw);
 }
