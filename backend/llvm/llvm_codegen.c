@@ -88,9 +88,11 @@ static void add_str_attr(Lower *L, LLVMValueRef fn, const char *k, const char *v
  * it lives elsewhere (an input, caller memory). */
 static bool buf_range(const Program *p, const Kernel *k, int i, int64_t *lo, int64_t *hi) {
   const Node *n = i < k->nargs ? k->args[i] : k->out;
+  const Node *src = i < k->nargs && k->via && k->via[i] ? k->via[i] : n;
   int64_t at = k->at ? k->at[i] : -1;
-  if (at < 0 && n->op != OP_INPUT) at = p->layout.offset[n->id];
+  if (at < 0 && src->op != OP_INPUT && !llvm_const_global(src)) at = p->layout.offset[src->id];
   if (at < 0) return false;
+  if (src != n) at += k->shift[i];
   *lo = at;
   *hi = at + ir_type_numel(&n->type) * (int64_t)ir_dtype_size(n->type.dtype);
   return true;
@@ -208,8 +210,13 @@ static void entry_copy(Codegen *cg, LLVMValueRef dst, LLVMValueRef src, const No
 
 /* Buffer i of kernel k (args..., out) during this entry. */
 static LLVMValueRef kernel_ptr(Codegen *cg, Entry *e, const Kernel *k, int i) {
-  if (k->at && k->at[i] >= 0) return lw_gep(&cg->L, cg->L.i8, e->mem, lw_i64(&cg->L, k->at[i]));
-  return entry_ptr(cg, e, i < k->nargs ? k->args[i] : k->out);
+  Lower *L = &cg->L;
+  const Node *n = i < k->nargs ? k->args[i] : k->out;
+  const Node *src = i < k->nargs && k->via && k->via[i] ? k->via[i] : n;
+  LLVMValueRef ptr = k->at && k->at[i] >= 0   ? lw_gep(L, L->i8, e->mem, lw_i64(L, k->at[i]))
+                     : llvm_const_global(src) ? lw_const_global(L, src)
+                                              : entry_ptr(cg, e, src);
+  return src != n && k->shift[i] ? lw_gep(L, L->i8, ptr, lw_i64(L, k->shift[i])) : ptr;
 }
 
 static void entry_run_kernel(Codegen *cg, Entry *e, Kernel *k) {

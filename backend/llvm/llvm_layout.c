@@ -149,7 +149,8 @@ typedef struct Plan {
   Program *p;
   Node **group;
   int ngroup, gi;
-  int64_t *tmp; /* by node id: scratch offset (from the scratch base) in this group; -1 */
+  int64_t *tmp; /* by node id: its place in mem in this group (kernel scratch, or the
+                   home of the reshape it is computed into); -1 */
   int *touched; /* ids with tmp set */
   int ntouched;
   int64_t sat;  /* the group's scratch in use */
@@ -164,11 +165,11 @@ static bool resident(const Plan *pl, const Node *n) {
 
 static int64_t tmp_of(Plan *pl, const Node *n, int64_t bytes) {
   if (pl->tmp[n->id] < 0) {
-    pl->tmp[n->id] = pl->sat;
+    pl->tmp[n->id] = pl->base + pl->sat;
     pl->touched[pl->ntouched++] = n->id;
     pl->sat = (int64_t)align_up((uint64_t)(pl->sat + bytes));
   }
-  return pl->base + pl->tmp[n->id];
+  return pl->tmp[n->id];
 }
 
 static bool launch_common(Plan *pl, Kernel *k, const char *what) {
@@ -186,15 +187,56 @@ static bool plan_materialize(Plan *pl, Node *n) {
   return plan_single(pl, n);
 }
 
-/* A GEMM matmul reads an inline permute's input with the permuted strides
- * instead of a transposed copy in scratch (the backward pass's A^T B, A B^T). */
+/* A contiguous inline view (reshape, slice) read at its source's place. */
+static bool in_place_view(const Plan *pl, const Node *a, View *v) {
+  return a->kernel == IR_KERNEL_INLINE && pl->tmp[a->id] < 0 && llvm_view_of(a, v) &&
+         llvm_view_contiguous(v);
+}
+
+/* Before a launch reads a: computes it into scratch unless it has a place
+ * (a home, a constant of the module) or is a contiguous view of a value
+ * that has one. */
+static bool plan_read(Plan *pl, Node *a) {
+  View v;
+  if (a->kernel != IR_KERNEL_INLINE || llvm_const_global(a)) return true;
+  if (in_place_view(pl, a, &v)) return plan_read(pl, (Node *)v.src);
+  return plan_materialize(pl, a);
+}
+
+static int64_t place_of(const Plan *pl, const Node *a) {
+  return resident(pl, a) || llvm_const_global(a) ? -1 : pl->tmp[a->id];
+}
+
+/* k->at[i] for the value the launch reads as args[i] (after plan_read). */
+static bool place_read(Plan *pl, Kernel *k, int i) {
+  const Node *a = k->args[i];
+  View v;
+  if (!in_place_view(pl, a, &v)) {
+    k->at[i] = place_of(pl, a);
+    return true;
+  }
+  if (!k->via) {
+    k->via = own(pl->p, (size_t)k->nargs * sizeof *k->via);
+    k->shift = own(pl->p, (size_t)k->nargs * sizeof *k->shift);
+    if (!k->via || !k->shift) return false;
+  }
+  k->via[i] = (Node *)v.src;
+  k->shift[i] = v.offset * (int64_t)ir_dtype_size(a->type.dtype);
+  k->at[i] = place_of(pl, v.src);
+  return true;
+}
+
+/* A GEMM matmul reads an inline view of an operand (permutes, reshapes,
+ * slices: the backward pass's A^T B and A B^T, attention's heads) in place,
+ * through the view's strides, instead of a copy in scratch. */
 static bool plan_views(Plan *pl, Node *n, Node ***args, Node ***view) {
   *args = n->in;
   *view = NULL;
   if (n->op != OP_MATMUL || !llvm_matmul_gemm(n)) return true;
   for (int i = 0; i < n->nin; i++) {
     Node *a = n->in[i];
-    if (a->kernel != IR_KERNEL_INLINE || a->op != OP_PERMUTE) continue;
+    View v;
+    if (!llvm_view_node(a) || !llvm_view_of(a, &v) || !llvm_matmul_view_ok(n, i)) continue;
     if (!*view) {
       *view = own(pl->p, (size_t)n->nin * sizeof **view);
       Node **copy = own(pl->p, (size_t)n->nin * sizeof *copy);
@@ -202,13 +244,8 @@ static bool plan_views(Plan *pl, Node *n, Node ***args, Node ***view) {
       memcpy(copy, n->in, (size_t)n->nin * sizeof *copy);
       *args = copy;
     }
-    /* An inline reshape under the permute is the same bytes as its input. */
-    Node *src = a->in[0];
-    while (src->kernel == IR_KERNEL_INLINE && src->op == OP_RESHAPE &&
-           src->in[0]->type.dtype == src->type.dtype)
-      src = src->in[0];
     (*view)[i] = a;
-    (*args)[i] = src;
+    (*args)[i] = (Node *)v.src;
   }
   return true;
 }
@@ -219,13 +256,9 @@ static bool plan_single(Plan *pl, Node *n) {
   Node **args, **view;
   if (!plan_views(pl, n, &args, &view)) return false;
   for (int i = 0; i < n->nin; i++)
-    if (args[i]->kernel == IR_KERNEL_INLINE && !plan_materialize(pl, args[i])) return false;
+    if (!plan_read(pl, args[i])) return false;
   int64_t *at = own(p, ((size_t)n->nin + 1) * sizeof *at);
   if (!at) return false;
-  for (int i = 0; i < n->nin; i++) {
-    const Node *a = args[i];
-    at[i] = resident(pl, a) ? -1 : pl->base + pl->tmp[a->id];
-  }
   at[n->nin] = resident(pl, n) ? -1 : tmp_of(pl, n, (int64_t)value_bytes(n));
   Kernel *k = new_launch(p);
   if (!k) return false;
@@ -238,6 +271,8 @@ static bool plan_single(Plan *pl, Node *n) {
   k->view = view;
   k->nargs = n->nin;
   k->at = at;
+  for (int i = 0; i < n->nin; i++)
+    if (!place_read(pl, k, i)) return false;
   k->writes_update = n->offset == IR_BUF_UPDATE;
   k->scratch_bytes = llvm_scratch_bytes(n);
   if (k->scratch_bytes) {
@@ -258,7 +293,7 @@ static bool fused_reads(Plan *pl, Node *n, bool *seen, Node **reads, int *nreads
   seen[n->id] = true;
   bool loop = pl->inseg[n->id] || (n->kernel == IR_KERNEL_INLINE && fusable_value(n));
   if (!loop) {
-    if (n->kernel == IR_KERNEL_INLINE && !plan_materialize(pl, n)) return false;
+    if (!plan_read(pl, n)) return false;
     reads[(*nreads)++] = n;
     return true;
   }
@@ -345,13 +380,9 @@ static bool plan_fused(Plan *pl, Node **seg, int nseg) {
       k->out = outs[0];
       k->at = own(p, ((size_t)k->nargs + 1) * sizeof *k->at);
       ok = k->at != NULL;
-      for (int i = 0; ok && i < k->nargs; i++) {
-        const Node *a = k->args[i];
-        k->at[i] = resident(pl, a) ? -1 : pl->base + pl->tmp[a->id];
-      }
-      for (int i = 1; ok && i < nouts; i++)
-        if (!resident(pl, outs[i])) k->at[nreads + i - 1] = pl->base + pl->tmp[outs[i]->id];
-      if (ok) k->at[k->nargs] = resident(pl, outs[0]) ? -1 : pl->base + pl->tmp[outs[0]->id];
+      for (int i = 0; ok && i < nreads; i++) ok = place_read(pl, k, i);
+      for (int i = 1; ok && i < nouts; i++) k->at[nreads + i - 1] = place_of(pl, outs[i]);
+      if (ok) k->at[k->nargs] = place_of(pl, outs[0]);
       for (int i = 0; i < nouts; i++) k->writes_update |= outs[i]->offset == IR_BUF_UPDATE;
       char what[64];
       snprintf(what, sizeof what, "fused%d_%s", nseg, ir_op_name(seg[nseg - 1]->op));
@@ -371,7 +402,7 @@ static bool epilogue_reads(Plan *pl, const Node *anchor, Node *n, bool *seen, No
   if (seen[n->id]) return true;
   seen[n->id] = true;
   if (!pl->inseg[n->id] && !llvm_epilogue_loop_node(anchor, n)) {
-    if (n->kernel == IR_KERNEL_INLINE && !plan_materialize(pl, n)) return false;
+    if (!plan_read(pl, n)) return false;
     reads[(*nreads)++] = n;
     return true;
   }
@@ -388,7 +419,7 @@ static bool plan_epilogue(Plan *pl, Node *anchor, Node **seg, int nseg) {
   Node **aargs, **view;
   if (!plan_views(pl, anchor, &aargs, &view)) return false;
   for (int i = 0; i < anchor->nin; i++)
-    if (aargs[i]->kernel == IR_KERNEL_INLINE && !plan_materialize(pl, aargs[i])) return false;
+    if (!plan_read(pl, aargs[i])) return false;
   Scan sc;
   bool ok = scan_launch(pl, anchor, seg, nseg, &sc);
   Node **reads = sc.reads, **outs = sc.outs;
@@ -415,8 +446,7 @@ static bool plan_epilogue(Plan *pl, Node *anchor, Node **seg, int nseg) {
     k->nargs = nargs;
     k->out = anchor;
     k->anchor_store = sc.anchor_store;
-    for (int i = 0; i < nargs - nouts; i++)
-      k->at[i] = resident(pl, k->args[i]) ? -1 : pl->base + pl->tmp[k->args[i]->id];
+    for (int i = 0; ok && i < nargs - nouts; i++) ok = place_read(pl, k, i);
     for (int i = nargs - nouts; i < nargs; i++)
       k->at[i] =
           resident(pl, k->args[i]) ? -1 : tmp_of(pl, k->args[i], (int64_t)value_bytes(k->args[i]));
@@ -448,31 +478,57 @@ static bool node_fusable(const Node *n) {
   return true;
 }
 
+/* A reshape r of the group whose input x is computed in the group only for
+ * it: x is computed into r's home (the same bytes), and r needs no launch
+ * (a sum reshaped to a bias's shape). Not for outputs: m_infer writes those
+ * to the caller. */
+static bool reshape_in_place(Plan *pl, const Node *r) {
+  const Program *p = pl->p;
+  const Node *x = r->nin == 1 ? r->in[0] : NULL;
+  if (r->op != OP_RESHAPE || x->type.dtype != r->type.dtype || x->kernel != pl->gi ||
+      x->nusers != 1 || resident(pl, x) || p->layout.offset[r->id] < 0)
+    return false;
+  for (int i = 0; i < p->g->noutputs; i++)
+    if (p->g->outputs[i].node == r) return false;
+  return true;
+}
+
 /* The group as segments: each maximal run of fusable elementwise nodes over
  * one element count is one loop, every other node a launch of its own. */
 static bool plan_group(Plan *pl) {
+  Node **group = malloc((size_t)pl->ngroup * sizeof *group);
+  if (!group) return false;
+  int ng = 0;
+  for (int j = 0; j < pl->ngroup; j++) {
+    Node *r = pl->group[j];
+    if (reshape_in_place(pl, r)) {
+      pl->tmp[r->in[0]->id] = pl->p->layout.offset[r->id];
+      pl->touched[pl->ntouched++] = r->in[0]->id;
+    } else {
+      group[ng++] = r;
+    }
+  }
   bool ok = true;
-  for (int j = 0; ok && j < pl->ngroup;) {
-    Node *n = pl->group[j];
+  for (int j = 0; ok && j < ng;) {
+    Node *n = group[j];
     if (!node_fusable(n)) {
       int e = j + 1;
       if (llvm_epilogue_trail(n))
-        while (e < pl->ngroup && node_fusable(pl->group[e]) &&
-               ir_type_numel(&pl->group[e]->type) == ir_type_numel(&n->type))
+        while (e < ng && node_fusable(group[e]) &&
+               ir_type_numel(&group[e]->type) == ir_type_numel(&n->type))
           e++;
-      while (e > j + 1 && !llvm_epilogue_ok(n, &pl->group[j + 1], e - j - 1)) e--;
-      ok = e > j + 1 ? plan_epilogue(pl, n, &pl->group[j + 1], e - j - 1) : plan_single(pl, n);
+      while (e > j + 1 && !llvm_epilogue_ok(n, &group[j + 1], e - j - 1)) e--;
+      ok = e > j + 1 ? plan_epilogue(pl, n, &group[j + 1], e - j - 1) : plan_single(pl, n);
       j = e;
       continue;
     }
     int e = j + 1;
     int64_t numel = ir_type_numel(&n->type);
-    while (e < pl->ngroup && node_fusable(pl->group[e]) &&
-           ir_type_numel(&pl->group[e]->type) == numel)
-      e++;
-    ok = plan_fused(pl, &pl->group[j], e - j);
+    while (e < ng && node_fusable(group[e]) && ir_type_numel(&group[e]->type) == numel) e++;
+    ok = plan_fused(pl, &group[j], e - j);
     j = e;
   }
+  free(group);
   return ok;
 }
 

@@ -1,6 +1,8 @@
 /* llvm_lower_contract.c - contraction kernels: batched matmul, conv2d and its gradients. */
 #include "llvm_gemm.h"
 
+#include <string.h>
+
 #define CONTRACT_CHUNK_WORK 65536
 
 static int64_t chunk_for(int64_t work_per_iter) {
@@ -228,9 +230,11 @@ static void gemm_with_epilogue(Lower *L, Kernel *k, GemmOps *g) {
 }
 
 /* An operand [..., r, c] as the GEMM reads it: element strides of the
- * output's batch dims (0 where broadcast), of its rows and of its columns. */
+ * output's batch dims (0 where broadcast), then its rows and columns through
+ * the operand's view (llvm_view.c; one atom each unless a reshape split them). */
 typedef struct Strided {
-  int64_t batch[IR_MAX_RANK], row, col;
+  int64_t batch[IR_MAX_RANK];
+  View v;
 } Strided;
 
 typedef struct MatmulOps {
@@ -238,32 +242,44 @@ typedef struct MatmulOps {
   Strided a, b;
 } MatmulOps;
 
-/* Operand t (type, read through view when it is a permute of its input) as
- * the output ot's batch broadcasts it. */
-static Strided strided_of(const Type *t, const Node *view, const Type *ot) {
-  int64_t own[IR_MAX_RANK], s = 1;
-  if (view) { /* element d of the permute is element perm[d] of its input */
-    const Type *src = &view->in[0]->type;
-    const AttrVal *perm = ir_attr_c(view, "perm");
-    int64_t sown[IR_MAX_RANK];
-    for (int d = src->rank - 1; d >= 0; d--) sown[d] = s, s *= src->dims[d];
-    for (int d = 0; d < t->rank; d++) own[d] = sown[perm->i[d]];
+/* Operand t (read through view when it is an inline view of args[i]) as the
+ * output ot's batch broadcasts it; false when a batch dim is split. */
+static bool strided_of(const Type *t, const Node *view, const Type *ot, Strided *st) {
+  memset(st, 0, sizeof *st);
+  if (view) {
+    if (!llvm_view_of(view, &st->v)) return false;
   } else {
-    for (int d = t->rank - 1; d >= 0; d--) own[d] = s, s *= t->dims[d];
+    llvm_view_plain(t, &st->v);
   }
-  Strided st = {.row = own[t->rank - 2], .col = own[t->rank - 1]};
   int ir = t->rank - 2, orank = ot->rank - 2;
   for (int d = 0; d < orank; d++) {
     int k = ir - orank + d;
-    st.batch[d] = k >= 0 && t->dims[k] != 1 ? own[k] : 0;
+    int64_t s = 0;
+    if (k >= 0 && !llvm_view_single(&st->v, k, &s)) return false;
+    st->batch[d] = k >= 0 && t->dims[k] != 1 ? s : 0;
   }
-  return st;
+  return true;
+}
+
+bool llvm_matmul_view_ok(const Node *n, int i) {
+  Strided st;
+  return strided_of(&n->in[i]->type, n->in[i], &n->type, &st);
+}
+
+/* One atom of stride 1: a transposed A's rows or B's columns are adjacent floats. */
+static bool unit_stride(const View *v, int d) {
+  int64_t s;
+  return llvm_view_single(v, d, &s) && s == 1;
 }
 
 static LLVMValueRef strided_at(Lower *L, const MatmulOps *mo, const Strided *st, LLVMValueRef t,
                                LLVMValueRef r, LLVMValueRef c) {
+  int rank = st->v.rank;
   LLVMValueRef off = lw_offset(L, t, mo->ot->rank - 2, mo->ot->dims, st->batch);
-  return lw_add(L, off, lw_add(L, lw_mulc(L, r, st->row), lw_mulc(L, c, st->col)));
+  off = lw_addc(L, off, st->v.offset);
+  return lw_add(
+      L, off,
+      lw_add(L, lw_view_digit(L, &st->v, rank - 2, r), lw_view_digit(L, &st->v, rank - 1, c)));
 }
 
 static LLVMValueRef matmul_a(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMValueRef i,
@@ -319,16 +335,17 @@ void lower_matmul(Lower *L, Kernel *k) {
   matmul_dims(n, &batch, &m, &nn, &kk);
   const Type *ot = &n->type;
   MatmulOps mo = {.ot = ot};
-  mo.a = strided_of(&n->in[0]->type, k->view ? k->view[0] : NULL, ot);
-  mo.b = strided_of(&n->in[1]->type, k->view ? k->view[1] : NULL, ot);
+  bool ok = strided_of(&n->in[0]->type, k->view ? k->view[0] : NULL, ot, &mo.a) &&
+            strided_of(&n->in[1]->type, k->view ? k->view[1] : NULL, ot, &mo.b);
+  IR_ASSERT(ok, "llvm: %s reads a view the GEMM cannot", k->name);
   GemmOps g = {.batch = batch,
                .m = m,
                .n = nn,
                .k = kk,
                .load_a = matmul_a,
                .load_b = matmul_b,
-               .a_col = mo.a.row == 1 ? matmul_acol : NULL,
-               .b_row = mo.b.col == 1 ? matmul_brow : NULL,
+               .a_col = unit_stride(&mo.a.v, mo.a.v.rank - 2) ? matmul_acol : NULL,
+               .b_row = unit_stride(&mo.b.v, mo.b.v.rank - 1) ? matmul_brow : NULL,
                .user = &mo};
   gemm_with_epilogue(L, k, &g);
 }

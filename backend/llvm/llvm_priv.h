@@ -43,10 +43,13 @@ typedef struct Kernel {
   int ngroup;
   int64_t *at; /* NULL, or by buffer (args..., out): a byte offset in mem (kernel scratch)
                   overriding the node's home; -1: its home */
-  Node **view; /* NULL, or by arg: the inline permute read through it (args[i] is the
-                  permute's input, read with the permuted strides; matmul only) */
-  bool fused;  /* an elementwise chain in one loop (lower_fused): nodes = the chain;
-                  args = the nreads values read from memory, then outputs after the first */
+  Node **view; /* NULL, or by arg: the top of an inline view chain the GEMM reads in
+                  place (args[i] is the chain's source; matmul only, llvm_view.c) */
+  Node **via;  /* NULL, or by arg: the source whose place args[i], a contiguous inline
+                  view of it, is read at (shift[i] bytes further) */
+  int64_t *shift;
+  bool fused; /* an elementwise chain in one loop (lower_fused): nodes = the chain;
+                 args = the nreads values read from memory, then outputs after the first */
   int nreads;
   int nepi; /* an anchor (nodes[0], the GEMM of a matmul or conv2d) with a fused
                epilogue: nodes[1..nnodes) evaluated on its output in registers before
@@ -140,6 +143,8 @@ void lw_epilogue_free(Epilogue *e);
 int64_t lw_epilogue_cost(const Epilogue *e);
 /* Matmul node n lowers to the GEMM template (so it can read operands through permutes). */
 bool llvm_matmul_gemm(const Node *n);
+/* The GEMM of matmul n can read its operand i, an inline view, in place (llvm_view.c). */
+bool llvm_matmul_view_ok(const Node *n, int i);
 bool llvm_conv2d_gemm(const Node *n);
 /* The contraction depth K of a GEMM anchor (matmul, conv2d). */
 int64_t llvm_gemm_depth(const Node *n);
@@ -225,6 +230,38 @@ LLVMValueRef lw_intrinsic2(Lower *L, const char *name, LLVMValueRef x, LLVMValue
 /* memset(dst, 0, bytes); memcpy(dst, src, bytes). */
 void lw_zero(Lower *L, LLVMValueRef dst, LLVMValueRef bytes);
 void lw_copy(Lower *L, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef bytes);
+
+/* ---- Views and constants (llvm_view.c) ------------------------------------ */
+
+#define VIEW_MAX_ATOMS 24
+/* An inline chain of reshapes, permutes and slices over src: top element
+ * (x_0, ..., x_rank-1) is src's element offset + sum_d digits of x_d, dim d
+ * owning atoms [first[d], first[d+1]) (sizes and strides in elements,
+ * innermost last). */
+typedef struct View {
+  const Node *src;
+  int64_t offset;
+  int rank, natoms;
+  int64_t size[VIEW_MAX_ATOMS], stride[VIEW_MAX_ATOMS];
+  int first[IR_MAX_RANK + 1];
+} View;
+/* n is an inline reshape, permute or slice (of the same element type). */
+bool llvm_view_node(const Node *n);
+/* The chain from top down to the first node that is not one; false when top
+ * is not a view node or no atoms describe the chain. */
+bool llvm_view_of(const Node *top, View *v);
+/* A value read as it is: one atom per dim, C order. */
+void llvm_view_plain(const Type *t, View *v);
+/* The top's elements are src's elements offset, offset+1, ... in order. */
+bool llvm_view_contiguous(const View *v);
+/* Dim d is one stride (0 when it has size 1): *stride; false when split. */
+bool llvm_view_single(const View *v, int d, int64_t *stride);
+/* The offset (elements) of digit x of dim d. */
+LLVMValueRef lw_view_digit(Lower *L, const View *v, int d, LLVMValueRef x);
+/* An inline const or causal_mask small enough to be a constant array of the
+ * module: kernels read it there, no launch computes it. */
+bool llvm_const_global(const Node *n);
+LLVMValueRef lw_const_global(Lower *L, const Node *n);
 
 /* ---- Vector math (llvm_math.c): f32 inline polynomials, f64 libm ---------- */
 
