@@ -63,6 +63,8 @@ typedef struct Kernel {
   int64_t min_chunk; /* fewest iterations worth a thread */
   int64_t scratch_offset, scratch_bytes;
   LLVMValueRef fn; /* the outlined function */
+  struct Kernel *twin; /* NULL, or an earlier kernel whose function is identical to this
+                          one's: the entry points call that one instead (llvm_emit.c) */
 } Kernel;
 
 /* Which entry point runs what. */
