@@ -12,8 +12,9 @@
  *   - a kernel is [prologue] anchor [epilogue], or an elementwise chain. A prologue is elementwise
  *     work over a reduction's input space; an anchor op's operands come from memory or from
  *     inline nodes (the GEMM packer or conv reads through them). An epilogue is elementwise work
- *     over the anchor's output space; it may also hold independent elementwise nodes of that
- *     space (greater(%fc2, 0) beside a matmul's gradient).
+ *     over the anchor's output space (a sum over the last axis with keepdim: over its input's
+ *     space instead, the row's sum broadcast); it may also hold independent elementwise nodes of
+ *     that space (greater(%fc2, 0) beside a matmul's gradient).
  *   - nodes of one kernel are needed by the same entry points (m_infer / m_grad / m_train_step):
  *     each entry runs its own subset of kernels, so outputs, the loss and gradients end kernels.
  *   - merging two groups must keep them convex: no path leaves the group and comes back.
@@ -221,6 +222,17 @@ static int64_t in_space(const Fuse *F, int anchor) {
   return s;
 }
 
+/* A sum over the last axis with keepdim: its epilogue may run over its input's rows, reading
+ * the row's sum as a broadcast (the gradients of softmax and log_softmax: one kernel for the
+ * sum and the elementwise work after it). */
+static bool row_reduction(const Node *a) {
+  if (a->op != OP_SUM || a->nin != 1) return false;
+  const AttrVal *axes = ir_attr_c(a, "axes");
+  int r = a->in[0]->type.rank;
+  return r >= 1 && a->in[0]->type.dims[r - 1] > 1 && axes->n == 1 && axes->i[0] == r - 1 &&
+         ir_attr_int(a, "keepdim") == 1;
+}
+
 /* Every member of F->tmp[0..n) runs in its side's iteration space. */
 static Reason check_spaces(Fuse *F, int n, int anchor) {
   if (anchor < 0) {
@@ -230,14 +242,21 @@ static Reason check_spaces(Fuse *F, int n, int anchor) {
   }
   Pattern ap = fuse_pattern(node_at(F, anchor)->op);
   int64_t out = numel(F, anchor), pro = ap == PAT_REDUCTION ? in_space(F, anchor) : -1;
+  bool row = ap == PAT_REDUCTION && row_reduction(node_at(F, anchor));
+  int at_out = 0, at_in = 0; /* epilogue members in the output's and in the input's space */
   for (int k = 0; k < n; k++) {
     int m = F->tmp[k];
     if (F->side[m] == SIDE_PRO && ap == PAT_ANCHOR) return R_ANCHOR_OPERAND;
     if (F->side[m] == SIDE_PRO && numel(F, m) != pro) return R_REDUCTION;
-    if (F->side[m] == SIDE_OUT && numel(F, m) != out)
+    if (F->side[m] != SIDE_OUT) continue;
+    if (numel(F, m) == out)
+      at_out++;
+    else if (row && numel(F, m) == pro)
+      at_in++;
+    else
       return ap == PAT_REDUCTION ? R_REDUCTION : R_SPACE;
   }
-  return R_OK;
+  return at_out && at_in ? R_REDUCTION : R_OK;
 }
 
 /* No path leaves the members of F->tmp[0..n) and comes back: walk forward from them through

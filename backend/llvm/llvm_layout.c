@@ -515,7 +515,7 @@ static bool plan_group(Plan *pl) {
       int e = j + 1;
       if (llvm_epilogue_trail(n))
         while (e < ng && node_fusable(group[e]) &&
-               ir_type_numel(&group[e]->type) == ir_type_numel(&n->type))
+               ir_type_numel(&group[e]->type) == ir_type_numel(llvm_epilogue_space(n)))
           e++;
       while (e > j + 1 && !llvm_epilogue_ok(n, &group[j + 1], e - j - 1)) e--;
       ok = e > j + 1 ? plan_epilogue(pl, n, &group[j + 1], e - j - 1) : plan_single(pl, n);

@@ -166,8 +166,24 @@ void lower_fused(Lower *L, Kernel *k) {
 
 /* ---- GEMM epilogues ------------------------------------------------------ */
 
+/* A sum of the last axis with keepdim (softmax's and log_softmax's
+ * gradients): its epilogue runs over the rows of its input, the row's sum in
+ * every lane. */
+static bool row_sum(const Node *n) {
+  if (n->op != OP_SUM || n->type.dtype != DT_F32 || n->in[0]->type.dtype != DT_F32) return false;
+  const AttrVal *axes = ir_attr_c(n, "axes");
+  int r = n->in[0]->type.rank;
+  return r >= 1 && n->in[0]->type.dims[r - 1] > 1 && axes->n == 1 && axes->i[0] == r - 1 &&
+         ir_attr_int(n, "keepdim") == 1;
+}
+
+const Type *llvm_epilogue_space(const Node *anchor) {
+  return row_sum(anchor) ? &anchor->in[0]->type : &anchor->type;
+}
+
 int llvm_epilogue_trail(const Node *anchor) {
   if (anchor->op == OP_MATMUL) return llvm_matmul_gemm(anchor) ? 1 : 0;
+  if (row_sum(anchor)) return 1;
   if (anchor->op == OP_CONV2D) return llvm_conv2d_gemm(anchor) ? 2 : 0;
   /* Row kernels (llvm_lower_reduce.c) hand each output vector of a row over. */
   if ((anchor->op == OP_LAYER_NORM || anchor->op == OP_LAYER_NORM_GRAD) &&
@@ -184,8 +200,8 @@ static bool f32_fusable(const Node *n) {
 }
 
 bool llvm_epilogue_loop_node(const Node *anchor, const Node *n) {
-  return n->op == OP_CONST ||
-         (n->kernel == IR_KERNEL_INLINE && f32_fusable(n) && same_dims(&n->type, &anchor->type));
+  return n->op == OP_CONST || (n->kernel == IR_KERNEL_INLINE && f32_fusable(n) &&
+                               same_dims(&n->type, llvm_epilogue_space(anchor)));
 }
 
 /* A value the chain reads from memory: f32, and one offset per row plus a
@@ -194,9 +210,10 @@ bool llvm_epilogue_loop_node(const Node *anchor, const Node *n) {
 static bool epilogue_read_ok(const Node *anchor, const Node *a, int trail) {
   if (a->type.dtype != DT_F32) return false;
   int64_t stride[IR_MAX_RANK];
-  int r = anchor->type.rank;
-  fz_strides(&a->type, &anchor->type, stride);
-  return trail == 1 || stride[r - 2] == stride[r - 1] * anchor->type.dims[r - 1];
+  const Type *space = llvm_epilogue_space(anchor);
+  int r = space->rank;
+  fz_strides(&a->type, space, stride);
+  return trail == 1 || stride[r - 2] == stride[r - 1] * space->dims[r - 1];
 }
 
 static bool in_seg(const Node *n, Node *const *seg, int nseg) {
@@ -209,11 +226,17 @@ static bool in_seg(const Node *n, Node *const *seg, int nseg) {
 static bool epilogue_inputs_ok(const Node *anchor, const Node *n, Node *const *seg, int nseg,
                                int trail, int depth) {
   if (depth > 32) return false;
+  const Type *space = llvm_epilogue_space(anchor);
   for (int i = 0; i < n->nin; i++) {
     const Node *a = n->in[i];
     if (a->op == OP_CONST) continue;
+    /* A row sum reaches the chain as the row's value in every lane. */
+    if (a == anchor && space != &anchor->type) {
+      if (n->op == OP_RESHAPE) return false;
+      continue;
+    }
     /* Values of other dims (reshapes' results) are stored, never read, in the loop. */
-    if (!same_dims(&a->type, &anchor->type)) {
+    if (!same_dims(&a->type, space)) {
       if (a == anchor || in_seg(a, seg, nseg) || n->op == OP_RESHAPE) return false;
     } else if (a == anchor || in_seg(a, seg, nseg)) {
       continue;
@@ -229,11 +252,12 @@ static bool epilogue_inputs_ok(const Node *anchor, const Node *n, Node *const *s
 
 bool llvm_epilogue_ok(const Node *anchor, Node *const *seg, int nseg) {
   int trail = llvm_epilogue_trail(anchor);
-  if (!trail || anchor->type.rank < trail + 1) return false;
+  const Type *space = llvm_epilogue_space(anchor);
+  if (!trail || space->rank < trail + 1) return false;
   for (int i = 0; i < nseg; i++) {
-    bool shaped =
-        same_dims(&seg[i]->type, &anchor->type) ||
-        (seg[i]->op == OP_RESHAPE && ir_type_numel(&seg[i]->type) == ir_type_numel(&anchor->type));
+    bool shaped = same_dims(&seg[i]->type, space) ||
+                  (seg[i]->op == OP_RESHAPE && space == &anchor->type &&
+                   ir_type_numel(&seg[i]->type) == ir_type_numel(&anchor->type));
     if (!f32_fusable(seg[i]) || !shaped || !epilogue_inputs_ok(anchor, seg[i], seg, nseg, trail, 0))
       return false;
   }
@@ -244,6 +268,7 @@ struct Epilogue {
   Lower *L;
   Kernel *k;
   const Node *anchor;
+  const Type *space; /* the chain's iteration space: the anchor's, or a row sum's input's */
   LLVMTypeRef vt;
   int vl, trail;
   int64_t ncols;      /* n: the product of the trailing dims */
@@ -262,7 +287,8 @@ Epilogue *lw_epilogue_new(Lower *L, Kernel *k, int vl) {
   e->vl = vl;
   e->vt = LLVMVectorType(L->f32, (unsigned)vl);
   e->trail = llvm_epilogue_trail(e->anchor);
-  const Type *t = &e->anchor->type;
+  e->space = llvm_epilogue_space(e->anchor);
+  const Type *t = e->space;
   e->ncols = 1;
   for (int d = t->rank - e->trail; d < t->rank; d++) e->ncols *= t->dims[d];
   e->cval = calloc((size_t)g->next_id + 1, sizeof *e->cval);
@@ -289,7 +315,7 @@ void lw_epilogue_free(Epilogue *e) {
  * gather otherwise. */
 static LLVMValueRef epi_load(Epilogue *e, const Node *a, int ai) {
   Lower *L = e->L;
-  const Type *t = &e->anchor->type;
+  const Type *t = e->space;
   int64_t stride[IR_MAX_RANK];
   fz_strides(&a->type, t, stride);
   int64_t sj = stride[t->rank - 1];
@@ -349,6 +375,6 @@ void lw_epilogue_store(Epilogue *e, LLVMValueRef rowflat, LLVMValueRef j0, LLVMV
   IR_ASSERT(nouts <= 64, "llvm: %s has %d epilogue outputs", k->name, nouts);
   /* Every value before any store: an output may share its input's address. */
   for (int o = 0; o < nouts; o++) vals[o] = epi_eval(e, k->args[first_out + o]);
-  if (k->anchor_store) epi_store(e, lw_out(e->L), v);
+  if (k->anchor_store && e->space == &e->anchor->type) epi_store(e, lw_out(e->L), v);
   for (int o = 0; o < nouts; o++) epi_store(e, lw_in(e->L, first_out + o), vals[o]);
 }

@@ -283,6 +283,7 @@ typedef struct Reduce {
   LLVMTypeRef ft, xt;
   RowOp op;
   LLVMValueRef off; /* x offset of the row being reduced */
+  Epilogue *epi;    /* a row sum's fused epilogue, or NULL */
 } Reduce;
 
 /* x[off + i], w lanes, in ft. */
@@ -304,6 +305,27 @@ static void inner_nest(Lower *L, Reduce *r, RowAcc *a, int level, LLVMValueRef o
   LLVMValueRef i = lw_for(L, &lp, lw_i64(L, 0), lw_i64(L, rd->rlen[level]));
   inner_nest(L, r, a, level + 1, lw_add(L, off, lw_mulc(L, i, rd->rstride[level])));
   lw_next(L, &lp);
+}
+
+/* A row sum's fused epilogue (llvm_lower_fused.c) over the d elements of
+ * row `row` of its input, vector by vector (the last one masked), the sum s
+ * in every lane. */
+static void row_epilogue(Lower *L, Epilogue *epi, LLVMValueRef row, int64_t d, LLVMValueRef s) {
+  unsigned vl = vec_width(L, L->f32);
+  LLVMValueRef v = vsplat(L, s, vl), bits[64];
+  LLVMTypeRef i1 = LLVMInt1TypeInContext(L->ctx);
+  int64_t full = d / vl, tail = d % vl;
+  if (full > 0) {
+    for (unsigned l = 0; l < vl; l++) bits[l] = LLVMConstInt(i1, 1, false);
+    LwLoop lp;
+    LLVMValueRef c = lw_for(L, &lp, lw_i64(L, 0), lw_i64(L, full));
+    lw_epilogue_store(epi, row, lw_mulc(L, c, vl), LLVMConstVector(bits, vl), v);
+    lw_next(L, &lp);
+  }
+  if (tail > 0) {
+    for (unsigned l = 0; l < vl; l++) bits[l] = LLVMConstInt(i1, l < tail, false);
+    lw_epilogue_store(epi, row, lw_i64(L, full * vl), LLVMConstVector(bits, vl), v);
+  }
 }
 
 /* Innermost dim reduced: output elements o0 .. o0 + g - 1 fold their
@@ -328,8 +350,10 @@ static void reduce_inner(Lower *L, Reduce *r, LLVMValueRef o0, int g, int64_t pe
   }
   for (int j = 0; j < g; j++) {
     if (mean) v[j] = lw_fdiv(L, v[j], lw_fc(L, r->ft, (double)per));
-    lw_store(L, r->ft, lw_out(L), lw_addc(L, o0, j), v[j]);
+    /* With an epilogue the sum has a buffer only when something reads it later. */
+    if (!r->epi || L->k->anchor_store) lw_store(L, r->ft, lw_out(L), lw_addc(L, o0, j), v[j]);
   }
+  for (int j = 0; r->epi && j < g; j++) row_epilogue(L, r->epi, lw_addc(L, o0, j), per, v[j]);
 }
 
 /* A block of output columns: lanes of w at column offset col, each its own accumulator. */
@@ -428,16 +452,19 @@ void lower_reduce(Lower *L, Kernel *k) {
   int64_t count = ir_type_numel(&n->type);
   int64_t per = ir_type_numel(&n->in[0]->type) / (count ? count : 1);
   if (!rd.inner_reduced) {
+    IR_ASSERT(!k->nepi, "llvm: %s: an epilogue needs the last axis reduced", k->name);
     reduce_outer(L, k, &r, count, per, n->op == OP_MEAN);
     return;
   }
   int g = rd.nr == 1 ? row_group(L, r.ft, count, per, 0) : 1;
+  r.epi = k->nepi ? lw_epilogue_new(L, k, (int)vec_width(L, r.ft)) : NULL;
   k->range = count / g;
-  k->min_chunk = chunk_for(per * g);
+  k->min_chunk = chunk_for(per * g * (k->nepi + 1));
   LwLoop outer;
   LLVMValueRef o0 = lw_mulc(L, lw_outer(L, &outer), g);
   reduce_inner(L, &r, o0, g, per, n->op == OP_MEAN);
   lw_next(L, &outer);
+  lw_epilogue_free(r.epi);
 }
 
 /* ---- softmax, log_softmax ----------------------------------------------- */

@@ -62,7 +62,7 @@ typedef struct Kernel {
   int64_t range;     /* iterations of the outer loop */
   int64_t min_chunk; /* fewest iterations worth a thread */
   int64_t scratch_offset, scratch_bytes;
-  LLVMValueRef fn; /* the outlined function */
+  LLVMValueRef fn;     /* the outlined function */
   struct Kernel *twin; /* NULL, or an earlier kernel whose function is identical to this
                           one's: the entry points call that one instead (llvm_emit.c) */
 } Kernel;
@@ -133,6 +133,10 @@ LowerFn lower_source, lower_const, lower_causal_mask, lower_map, lower_reduce, l
  * row. */
 typedef struct Epilogue Epilogue;
 int llvm_epilogue_trail(const Node *anchor); /* 0: not an anchor with an epilogue */
+/* The chain's iteration space: the anchor's type; for a sum of the last axis
+ * with keepdim, its input's (the chain sees the row's sum in every lane; the
+ * sum itself is stored by its kernel, not by lw_epilogue_store). */
+const Type *llvm_epilogue_space(const Node *anchor);
 bool llvm_epilogue_loop_node(const Node *anchor, const Node *n);
 bool llvm_epilogue_ok(const Node *anchor, Node *const *seg, int nseg);
 Epilogue *lw_epilogue_new(Lower *L, Kernel *k, int vl);
