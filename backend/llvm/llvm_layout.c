@@ -23,24 +23,37 @@ int64_t llvm_scratch_bytes(const Node *n) {
 
 /* ---- Kernels ------------------------------------------------------------ */
 
+/* The name of launch k of node n: kiln_k<N>_<op>, phases after the first _p<phase>. */
+static void launch_name(Kernel *k, const char *what) {
+  if (k->phase)
+    snprintf(k->name, sizeof k->name, "kiln_k%d_%s_p%d", k->index, what, k->phase);
+  else
+    snprintf(k->name, sizeof k->name, "kiln_k%d_%s", k->index, what);
+}
+
 static bool program_kernels(Program *p) {
   const Graph *g = p->g;
-  p->kernels = calloc((size_t)g->nnodes + 1, sizeof *p->kernels);
+  size_t cap = 1;
+  for (int i = 0; i < g->nnodes; i++) cap += (size_t)llvm_phases(g->nodes[i]);
+  p->kernels = calloc(cap, sizeof *p->kernels);
   if (!p->kernels) return false;
   for (int i = 0; i < g->nnodes; i++) {
     Node *n = g->nodes[i];
     if (ir_op_is_named_source(n->op)) continue;
-    Kernel *k = &p->kernels[p->nkernels];
-    k->index = p->nkernels++;
-    k->nodes = &g->nodes[i];
-    k->nnodes = 1;
-    k->out = n;
-    k->args = n->in;
-    k->nargs = n->nin;
-    k->group = k->nodes;
-    k->ngroup = 1;
-    k->scratch_bytes = llvm_scratch_bytes(n);
-    snprintf(k->name, sizeof k->name, "kiln_k%d_%s", k->index, ir_op_name(n->op));
+    for (int ph = 0; ph < llvm_phases(n); ph++) {
+      Kernel *k = &p->kernels[p->nkernels];
+      k->index = p->nkernels++;
+      k->phase = ph;
+      k->nodes = &g->nodes[i];
+      k->nnodes = 1;
+      k->out = n;
+      k->args = n->in;
+      k->nargs = n->nin;
+      k->group = k->nodes;
+      k->ngroup = 1;
+      k->scratch_bytes = llvm_scratch_bytes(n);
+      launch_name(k, ir_op_name(n->op));
+    }
   }
   return true;
 }
@@ -92,9 +105,17 @@ static bool program_layout(Program *p) {
   if (!layout_instance(p)) return false;
   uint64_t at = l->arena_offset;
   for (int i = 0; i < p->nkernels; i++, at = align_up(at))
-    l->offset[p->kernels[i].out->id] = (int64_t)at, at += value_bytes(p->kernels[i].out);
-  for (int i = 0; i < p->nkernels; i++, at = align_up(at))
-    p->kernels[i].scratch_offset = (int64_t)at, at += (uint64_t)p->kernels[i].scratch_bytes;
+    if (!p->kernels[i].phase)
+      l->offset[p->kernels[i].out->id] = (int64_t)at, at += value_bytes(p->kernels[i].out);
+  /* A node's later phases share its first one's scratch. */
+  for (int i = 0; i < p->nkernels; i++, at = align_up(at)) {
+    Kernel *k = &p->kernels[i];
+    if (k->phase) {
+      k->scratch_offset = k[-1].scratch_offset;
+      continue;
+    }
+    k->scratch_offset = (int64_t)at, at += (uint64_t)k->scratch_bytes;
+  }
   /* An update whose value is itself a source (another target, perhaps) reads
    * it from a copy taken before the first write. */
   for (int k = 0; k < g->nupdates; k++, at = align_up(at)) {
@@ -175,7 +196,7 @@ static int64_t tmp_of(Plan *pl, const Node *n, int64_t bytes) {
 static bool launch_common(Plan *pl, Kernel *k, const char *what) {
   k->group = pl->group;
   k->ngroup = pl->ngroup;
-  snprintf(k->name, sizeof k->name, "kiln_k%d_%s", k->index, what);
+  launch_name(k, what);
   return true;
 }
 
@@ -279,7 +300,18 @@ static bool plan_single(Plan *pl, Node *n) {
     k->scratch_offset = pl->base + pl->sat;
     pl->sat = (int64_t)align_up((uint64_t)(pl->sat + k->scratch_bytes));
   }
-  return launch_common(pl, k, ir_op_name(n->op));
+  launch_common(pl, k, ir_op_name(n->op));
+  /* Later phases: the same buffers and scratch, launched in turn. */
+  for (int ph = 1; ph < llvm_phases(n); ph++) {
+    Kernel first = p->kernels[p->nkernels - 1];
+    Kernel *next = new_launch(p);
+    if (!next) return false;
+    first.index = next->index;
+    first.phase = ph;
+    *next = first;
+    launch_common(pl, next, ir_op_name(n->op));
+  }
+  return true;
 }
 
 static bool fusable_value(const Node *n) {

@@ -23,8 +23,11 @@
  * the depth in blocks whose slice of B stays in L1 while every tile passes over it.
  *
  * Threads: the forward splits the batch in blocks of rows, each block packing its own copy of
- * the weights. The backward's weight gradients sum over the batch and a kernel has no barrier,
- * so lstm_grad runs on one thread. */
+ * the weights. lstm_grad is four launches (llvm_phases; a kernel has no barrier inside): the
+ * packed weights; the recurrence forward and back per block of batch rows (rows are independent
+ * through time); the weight gradients per block of their rows (each sums over the batch itself);
+ * dX per block of (b, t) rows. Every value is computed by one thread in a fixed order, so the
+ * results do not depend on the thread count. */
 #include <string.h>
 
 #include "llvm_priv.h"
@@ -693,14 +696,20 @@ static void epi_dx(Lower *L, const Lstm *s, const Product *p, LLVMValueRef row, 
   }
 }
 
-/* Packed weights; the tape's x columns (zero padded) and its zero initial h and c; zero db and
- * carried dc. */
-static void grad_prepare(Lower *L, const Lstm *s, const Bwd *w) {
+/* Packed weights and zero db (phase 0). */
+static void grad_pack(Lower *L, const Lstm *s, const Bwd *w) {
   pack_forward(L, s, w->wf, w->bias);
   pack_rows(L, s, w->wbh, s->sh, lw_in(L, 2), s->h, s->hp);
   pack_rows(L, s, w->wbi, s->si, lw_in(L, 1), s->in, s->ip);
+  fill_zero(L, s, w->db, lw_i64(L, 0), lw_i64(L, s->g4));
+}
+
+/* Batch rows [r0, r1): the tape's x columns (zero padded), its zero initial h and c, zero
+ * carried dc. */
+static void grad_rows_prepare(Lower *L, const Lstm *s, const Bwd *w, LLVMValueRef r0,
+                              LLVMValueRef r1) {
   LwLoop lr, lk;
-  LLVMValueRef r = lw_for(L, &lr, lw_i64(L, 0), lw_i64(L, s->b * s->t));
+  LLVMValueRef r = lw_for(L, &lr, lw_mulc(L, r0, s->t), lw_mulc(L, r1, s->t));
   LLVMValueRef k = lw_for(L, &lk, lw_i64(L, 0), lw_i64(L, s->ip));
   LLVMValueRef x = lw_load(L, s->ft, lw_in(L, 0),
                            lw_add(L, lw_mulc(L, r, s->in), lw_smin(L, k, lw_i64(L, s->in - 1))));
@@ -709,16 +718,15 @@ static void grad_prepare(Lower *L, const Lstm *s, const Bwd *w) {
                      lw_fc(L, s->ft, 0.0)));
   lw_next(L, &lk);
   lw_next(L, &lr);
-  LLVMValueRef b = lw_for(L, &lr, lw_i64(L, 0), lw_i64(L, s->b));
+  LLVMValueRef b = lw_for(L, &lr, r0, r1);
   fill_zero(L, s, w->xh, lw_addc(L, lw_mulc(L, b, s->t * s->sx), s->ip), lw_i64(L, s->hp));
   fill_zero(L, s, w->ct, lw_mulc(L, b, (s->t + 1) * s->hp), lw_i64(L, s->hp));
   lw_next(L, &lr);
-  fill_zero(L, s, w->dc, lw_i64(L, 0), lw_i64(L, s->b * s->hp));
-  fill_zero(L, s, w->db, lw_i64(L, 0), lw_i64(L, s->g4));
+  fill_zero(L, s, w->dc, lw_mulc(L, r0, s->hp), lw_mulc(L, LLVMBuildSub(L->b, r1, r0, ""), s->hp));
 }
 
-/* The forward over the whole batch, recording the tape. */
-static void grad_forward(Lower *L, const Lstm *s, Bwd *w) {
+/* The forward over batch rows [r0, r1), recording the tape. */
+static void grad_forward(Lower *L, const Lstm *s, Bwd *w, LLVMValueRef r0, LLVMValueRef r1) {
   LwLoop lt;
   LLVMValueRef t = lw_for(L, &lt, lw_i64(L, 0), lw_i64(L, s->t));
   LLVMValueRef k = LLVMBuildSelect(L->b, LLVMBuildICmp(L->b, LLVMIntSGT, t, lw_i64(L, 0), ""),
@@ -736,12 +744,13 @@ static void grad_forward(Lower *L, const Lstm *s, Bwd *w) {
       .costly = true,
       .user = w,
       .t = t};
-  product(L, s, &p, lw_i64(L, 0), lw_i64(L, s->b));
+  product(L, s, &p, r0, r1);
   lw_next(L, &lt);
 }
 
-/* Backward through time: dZ_t over the gates from dZ_{t+1} W_hh, t = T-1 .. 0. */
-static void grad_through_time(Lower *L, const Lstm *s, Bwd *w) {
+/* Backward through time over batch rows [r0, r1): dZ_t over the gates from dZ_{t+1} W_hh,
+ * t = T-1 .. 0. */
+static void grad_through_time(Lower *L, const Lstm *s, Bwd *w, LLVMValueRef r0, LLVMValueRef r1) {
   LwLoop lt;
   LLVMValueRef tt = lw_for(L, &lt, lw_i64(L, 0), lw_i64(L, s->t));
   LLVMValueRef t = LLVMBuildSub(L->b, lw_i64(L, s->t - 1), tt, "");
@@ -758,21 +767,21 @@ static void grad_through_time(Lower *L, const Lstm *s, Bwd *w) {
                .mr = fit_tile_rows(L, nv, s->b),
                .kb = LSTM_KB,
                .z = w->z,
-               .zrow = s->sh,
+               .zrow = s->sg, /* the forward's rows: a block of rows owns the same z */
                .epi = epi_backward,
                .costly = true,
                .user = w,
                .t = t};
-  product(L, s, &p, lw_i64(L, 0), lw_i64(L, s->b));
+  product(L, s, &p, r0, r1);
   lw_next(L, &lt);
 }
 
-/* [dW_ih | dW_hh]^T = [X | H_prev]^T dZ (rows the tape's columns, vectors along the gates),
- * db = sum dZ, both unpacked into the output. */
-static void grad_weights(Lower *L, const Lstm *s, Bwd *w) {
+/* Rows [k0, k1) of [dW_ih | dW_hh]^T = [X | H_prev]^T dZ (rows the tape's columns, vectors
+ * along the gates), unpacked into the output. */
+static void grad_weights(Lower *L, const Lstm *s, Bwd *w, LLVMValueRef k0, LLVMValueRef k1) {
   int64_t n = s->b * s->t, ncv = s->g4 / s->vl;
   int nv = ncv < LSTM_MAX_NV ? (int)ncv : LSTM_MAX_NV;
-  LwLoop lr, lg, lk;
+  LwLoop lg, lk;
   Product p = {.seg = {{w->xh, w->gates, lw_i64(L, n), 1, s->sx, s->sg}},
                .nseg = 1,
                .ncv = ncv,
@@ -783,7 +792,30 @@ static void grad_weights(Lower *L, const Lstm *s, Bwd *w) {
                .zrow = s->sg,
                .epi = epi_dw,
                .user = w};
-  product(L, s, &p, lw_i64(L, 0), lw_i64(L, s->kx));
+  product(L, s, &p, k0, k1);
+  LLVMValueRef dwih = lw_gep(L, s->ft, lw_out(L), lw_i64(L, s->b * s->t * s->in));
+  LLVMValueRef dwhh = lw_gep(L, s->ft, dwih, lw_i64(L, 4 * s->h * s->in));
+  LLVMValueRef valid, g = lw_for(L, &lg, lw_i64(L, 0), lw_i64(L, s->g4));
+  LLVMValueRef row = packed_row(L, s, g, &valid);
+  LwIf in;
+  lw_if(L, &in, valid);
+  LLVMValueRef src = lw_gep(L, s->ft, w->dw, g);
+  LLVMValueRef k = lw_for(L, &lk, k0, lw_smin(L, k1, lw_i64(L, s->in)));
+  lw_store(L, s->ft, dwih, lw_add(L, lw_mulc(L, row, s->in), k),
+           lw_load(L, s->ft, src, lw_mulc(L, k, s->sg)));
+  lw_next(L, &lk);
+  k = lw_for(L, &lk, lw_smax(L, k0, lw_i64(L, s->ip)), lw_smin(L, k1, lw_i64(L, s->ip + s->h)));
+  lw_store(L, s->ft, dwhh, lw_add(L, lw_mulc(L, row, s->h), lw_addc(L, k, -s->ip)),
+           lw_load(L, s->ft, src, lw_mulc(L, k, s->sg)));
+  lw_next(L, &lk);
+  lw_endif(L, &in);
+  lw_next(L, &lg);
+}
+
+/* db = sum dZ over all steps, unpacked into the output. */
+static void grad_bias(Lower *L, const Lstm *s, Bwd *w) {
+  int64_t n = s->b * s->t;
+  LwLoop lr, lg;
   LLVMValueRef r = lw_for(L, &lr, lw_i64(L, 0), lw_i64(L, n));
   LLVMValueRef gv = lw_for(L, &lg, lw_i64(L, 0), lw_i64(L, s->g4 / s->vl));
   LLVMValueRef at = lw_mulc(L, gv, s->vl);
@@ -792,29 +824,19 @@ static void grad_weights(Lower *L, const Lstm *s, Bwd *w) {
                  vload(L, s, w->gates, lw_add(L, lw_mulc(L, r, s->sg), at))));
   lw_next(L, &lg);
   lw_next(L, &lr);
-  LLVMValueRef dwih = lw_gep(L, s->ft, lw_out(L), lw_i64(L, s->b * s->t * s->in));
-  LLVMValueRef dwhh = lw_gep(L, s->ft, dwih, lw_i64(L, 4 * s->h * s->in));
-  LLVMValueRef db = lw_gep(L, s->ft, dwhh, lw_i64(L, 4 * s->h * s->h));
+  LLVMValueRef db = lw_gep(L, s->ft, lw_out(L),
+                           lw_i64(L, s->b * s->t * s->in + 4 * s->h * s->in + 4 * s->h * s->h));
   LLVMValueRef valid, g = lw_for(L, &lg, lw_i64(L, 0), lw_i64(L, s->g4));
   LLVMValueRef row = packed_row(L, s, g, &valid);
   LwIf in;
   lw_if(L, &in, valid);
-  LLVMValueRef src = lw_gep(L, s->ft, w->dw, g);
-  LLVMValueRef k = lw_for(L, &lk, lw_i64(L, 0), lw_i64(L, s->in));
-  lw_store(L, s->ft, dwih, lw_add(L, lw_mulc(L, row, s->in), k),
-           lw_load(L, s->ft, src, lw_mulc(L, k, s->sg)));
-  lw_next(L, &lk);
-  k = lw_for(L, &lk, lw_i64(L, 0), lw_i64(L, s->h));
-  lw_store(L, s->ft, dwhh, lw_add(L, lw_mulc(L, row, s->h), k),
-           lw_load(L, s->ft, src, lw_mulc(L, lw_addc(L, k, s->ip), s->sg)));
-  lw_next(L, &lk);
   lw_store(L, s->ft, db, row, lw_load(L, s->ft, w->db, g));
   lw_endif(L, &in);
   lw_next(L, &lg);
 }
 
-/* dX = dZ W_ih over all steps. */
-static void grad_input(Lower *L, const Lstm *s, Bwd *w) {
+/* Rows [r0, r1) (of B T) of dX = dZ W_ih. */
+static void grad_input(Lower *L, const Lstm *s, Bwd *w, LLVMValueRef r0, LLVMValueRef r1) {
   int64_t ncv = s->ip / s->vl;
   int nv = ncv < LSTM_MAX_NV ? (int)ncv : LSTM_MAX_NV;
   Product p = {.seg = {{w->gates, w->wbi, lw_i64(L, s->g4), s->sg, 1, s->si}},
@@ -827,25 +849,71 @@ static void grad_input(Lower *L, const Lstm *s, Bwd *w) {
                .zrow = s->si,
                .epi = epi_dx,
                .user = w};
-  product(L, s, &p, lw_i64(L, 0), lw_i64(L, s->b * s->t));
+  product(L, s, &p, r0, r1);
 }
+
+/* Rows of one outer iteration of lstm_grad's weight (phase 2) and input (phase 3) products. */
+#define LSTM_GRAD_WROWS 24
+#define LSTM_GRAD_XROWS 96
+
+int llvm_phases(const Node *n) { return n->op == OP_LSTM_GRAD ? 4 : 1; }
 
 /* lstm_grad(x, w_ih, w_hh, b_ih, b_hh, dy) -> [dx | dw_ih | dw_hh | db]: the forward recomputed
  * with a tape, backward through time, then the weight and input gradients as products over all
- * steps. The weight gradients sum over the batch, so one iteration does everything. */
+ * steps, in four launches sharing the scratch (each a barrier for the next):
+ *   0: the packed weights (one iteration);
+ *   1: per block of batch rows, the forward with its tape and the backward through time (rows
+ *      are independent through time);
+ *   2: per block of rows of dW^T (tape columns), their product over all steps; one more
+ *      iteration sums db;
+ *   3: per block of rows (b, t), dX.
+ * A thread's chunk of consecutive iterations runs as one product over its rows. */
 void lower_lstm_grad(Lower *L, Kernel *k) {
   Lstm s = lstm_for(L, k->out);
   LstmScratch sc = lstm_scratch(&s, true);
-  k->range = 1;
-  k->min_chunk = 1;
   LLVMValueRef base = lw_scratch(L);
 #define AT(f) lw_gep(L, s.ft, base, lw_i64(L, sc.f))
   Bwd w = {AT(wf), AT(bias), AT(wbh), AT(wbi), AT(xh), AT(gates),
            AT(ct), AT(dc),   AT(z),   AT(dw),  AT(db)};
 #undef AT
-  grad_prepare(L, &s, &w);
-  grad_forward(L, &s, &w);
-  grad_through_time(L, &s, &w);
-  grad_weights(L, &s, &w);
-  grad_input(L, &s, &w);
+  k->min_chunk = 1;
+  int64_t rows = 1, total = 1, nw = ceil_div(s.kx, LSTM_GRAD_WROWS);
+  switch (k->phase) {
+  case 0:
+    k->range = 1;
+    grad_pack(L, &s, &w);
+    return;
+  case 1:
+    rows = s.rows, total = s.b;
+    k->range = s.blocks;
+    break;
+  case 2:
+    rows = LSTM_GRAD_WROWS, total = s.kx;
+    k->range = nw + 1;
+    break;
+  default:
+    rows = LSTM_GRAD_XROWS, total = s.b * s.t;
+    k->range = ceil_div(total, rows);
+    break;
+  }
+  LLVMValueRef r0 = lw_smin(L, lw_mulc(L, L->begin, rows), lw_i64(L, total));
+  LLVMValueRef r1 = lw_smin(L, lw_mulc(L, L->end, rows), lw_i64(L, total));
+  LwIf some;
+  lw_if(L, &some, LLVMBuildICmp(L->b, LLVMIntSLT, r0, r1, ""));
+  if (k->phase == 1) {
+    grad_rows_prepare(L, &s, &w, r0, r1);
+    grad_forward(L, &s, &w, r0, r1);
+    grad_through_time(L, &s, &w, r0, r1);
+  } else if (k->phase == 2) {
+    grad_weights(L, &s, &w, r0, r1);
+  } else {
+    grad_input(L, &s, &w, r0, r1);
+  }
+  lw_endif(L, &some);
+  if (k->phase == 2) {
+    LwIf last;
+    lw_if(L, &last, LLVMBuildICmp(L->b, LLVMIntSGT, L->end, lw_i64(L, nw), ""));
+    grad_bias(L, &s, &w);
+    lw_endif(L, &last);
+  }
 }

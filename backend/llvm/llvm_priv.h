@@ -63,6 +63,8 @@ typedef struct Kernel {
   int64_t min_chunk; /* fewest iterations worth a thread */
   int64_t scratch_offset, scratch_bytes;
   LLVMValueRef fn;     /* the outlined function */
+  int phase;           /* a node lowered as llvm_phases(node) launches run in order (a barrier
+                          between them): which one this is */
   struct Kernel *twin; /* NULL, or an earlier kernel whose function is identical to this
                           one's: the entry points call that one instead (llvm_emit.c) */
 } Kernel;
@@ -94,6 +96,8 @@ void llvm_program_free(Program *p);
 /* Scratch bytes a kernel of this op needs (lstm, lstm_grad), given its node. */
 int64_t llvm_scratch_bytes(const Node *n);
 int64_t llvm_lstm_scratch_bytes(const Node *n); /* llvm_lower_lstm.c */
+/* Launches node n's lowering takes (lstm_grad: its phases run on all threads in turn). */
+int llvm_phases(const Node *n); /* llvm_lower_lstm.c */
 
 /* ---- Lowering ----------------------------------------------------------- */
 

@@ -49,7 +49,25 @@ model cnn(batch = 2) {
   train loss with sgd(lr = 0.1, momentum = 0.9)
 }
 KL
-mkdir -p "$tmp/mlp" "$tmp/cnn"
+# lstm_grad runs in phases over blocks of rows (backend/llvm/llvm_lower_lstm.c): 24 rows are
+# three blocks of the recurrence, 48 tape columns two blocks of dW, 120 steps two of dX.
+cat >"$tmp/lstm.kl" <<'KL'
+model lstm(batch = 24) {
+  input x: f32[batch, 5, 16]
+  input y: i32[batch]
+  param w_ih: f32[128, 16] = glorot
+  param w_hh: f32[128, 32] = glorot
+  param b_ih: f32[128] = zeros
+  param b_hh: f32[128] = zeros
+  param w: f32[32, 3] = glorot
+  h = lstm(x, w_ih, w_hh, b_ih, b_hh)
+  logits = h[:, -1, :] @ w
+  loss = cross_entropy(logits, y)
+  output logits
+  train loss with sgd(lr = 0.1)
+}
+KL
+mkdir -p "$tmp/mlp" "$tmp/cnn" "$tmp/lstm"
 python3 - "$tmp" <<'PY'
 import math, struct, sys
 d = sys.argv[1]
@@ -66,6 +84,8 @@ npy(d + "/mlp/y.npy", "<i4", [10], [i % 3 for i in range(10)])
 npy(d + "/cnn/img.npy", "<f4", [6, 1, 6, 6], [math.cos(0.3 * i) for i in range(216)])
 npy(d + "/cnn/t.npy", "<f4", [6, 2], [(i % 2) * 1.0 for i in range(12)])
 npy(d + "/x4.npy", "<f4", [4, 6], [math.sin(1.1 * i) for i in range(24)])
+npy(d + "/lstm/x.npy", "<f4", [48, 5, 16], [math.sin(0.37 * i) for i in range(3840)])
+npy(d + "/lstm/y.npy", "<i4", [48], [i % 3 for i in range(48)])
 PY
 
 # ---- kiln init and kiln run ------------------------------------------------------
@@ -101,13 +121,16 @@ if [ "$backends" != interp ] && "$kiln" train "$tmp/mlp.kl" --backend=jit --data
   train_backends="interp jit"
 fi
 for be in $train_backends; do
-  for model in mlp cnn; do
+  for model in mlp cnn lstm; do
     for th in 1 2; do
       train "$model-$be-t$th-a" $be $th 3 $model
       train "$model-$be-t$th-b" $be $th 3 $model
       same "$tmp/$model-$be-t$th-a.safetensors" "$tmp/$model-$be-t$th-b.safetensors" \
         "kiln train $model --backend=$be --threads $th twice"
     done
+    # Work split over threads never changes a result.
+    same "$tmp/$model-$be-t1-a.safetensors" "$tmp/$model-$be-t2-a.safetensors" \
+      "kiln train $model --backend=$be at 1 and 2 threads"
     train "$model-$be-seed4" $be 1 4 $model
     if cmp -s "$tmp/$model-$be-t1-a.safetensors" "$tmp/$model-$be-seed4.safetensors"; then
       bad "kiln train $model: seeds 3 and 4 give the same checkpoint"
