@@ -24,6 +24,7 @@
 #include <llvm-c/Transforms/PassBuilder.h>
 
 #include "llvm_priv.h"
+#include "llvm_twin.h"
 
 /* kiln_instance (runtime/kiln_rt.h): {desc, mem, pool, nthreads, status}. */
 enum { INST_MEM = 1, INST_POOL = 2, INST_STATUS = 4 };
@@ -224,7 +225,10 @@ static void entry_run_kernel(Codegen *cg, Entry *e, Kernel *k) {
   int nbufs = k->nargs + 3;
   LLVMBasicBlockRef here = LLVMGetInsertBlock(L->b);
   LLVMPositionBuilderBefore(L->b, LLVMGetFirstInstruction(e->entry_bb));
-  LLVMValueRef ctx = LLVMBuildArrayAlloca(L->b, L->ptr, lw_i64(L, nbufs), "ctx");
+  /* Named after the kernel: a twin's launch reads "call @<twin's function>(%<its own>.ctx)". */
+  char name[96];
+  snprintf(name, sizeof name, "%s.ctx", k->name);
+  LLVMValueRef ctx = LLVMBuildArrayAlloca(L->b, L->ptr, lw_i64(L, nbufs), name);
   LLVMPositionBuilderAtEnd(L->b, here);
   /* An update written in place: not after an error (the step did not happen). */
   LLVMBasicBlockRef skip = NULL;
@@ -240,12 +244,13 @@ static void entry_run_kernel(Codegen *cg, Entry *e, Kernel *k) {
   lw_store(L, L->ptr, ctx, lw_i64(L, k->nargs + 1), e->status);
   lw_store(L, L->ptr, ctx, lw_i64(L, k->nargs + 2),
            lw_gep(L, L->i8, e->mem, lw_i64(L, k->scratch_offset)));
+  LLVMValueRef fn = k->twin ? k->twin->fn : k->fn; /* its own range, min_chunk and ctx */
   if (k->range > k->min_chunk) {
-    LLVMValueRef a[5] = {e->pool, k->fn, ctx, lw_i64(L, k->range), lw_i64(L, k->min_chunk)};
+    LLVMValueRef a[5] = {e->pool, fn, ctx, lw_i64(L, k->range), lw_i64(L, k->min_chunk)};
     LLVMBuildCall2(L->b, cg->pfor_t, cg->pfor, a, 5, "");
   } else {
     LLVMValueRef a[3] = {ctx, lw_i64(L, 0), lw_i64(L, k->range)};
-    LLVMBuildCall2(L->b, cg->task_t, k->fn, a, 3, "");
+    LLVMBuildCall2(L->b, cg->task_t, fn, a, 3, "");
   }
   if (skip) {
     LLVMBuildBr(L->b, skip);
@@ -618,7 +623,7 @@ void llvm_module_lower_kernels(LlvmModule *m, Program *p, const bool *mine, bool
   Codegen cg;
   cg_init(&cg, m, p);
   for (int k = 0; k < p->nkernels; k++) {
-    if (!kernel_needed(p, k) || (mine && !mine[k])) continue;
+    if (!kernel_needed(p, k) || (mine && !mine[k]) || p->kernels[k].twin) continue;
     cg_kernel(&cg, &p->kernels[k]);
     if (external) { /* called from the entry points' module; not exported from the .so */
       LLVMSetLinkage(p->kernels[k].fn, LLVMExternalLinkage);
@@ -633,7 +638,7 @@ void llvm_module_lower_entries(LlvmModule *m, const bool *mine) {
   Program *p = &m->prog;
   cg_init(&cg, m, p);
   for (int k = 0; k < p->nkernels; k++) /* the other modules' kernels */
-    if (kernel_needed(p, k) && mine && !mine[k])
+    if (kernel_needed(p, k) && mine && !mine[k] && !p->kernels[k].twin)
       p->kernels[k].fn = LLVMAddFunction(m->mod, p->kernels[k].name, cg.task_t);
   LLVMValueRef infer = cg_entry(&cg, ENTRY_INFER);
   LLVMValueRef grad = p->has_train ? cg_entry(&cg, ENTRY_GRAD) : NULL;
@@ -676,6 +681,7 @@ bool llvm_module_build(LlvmModule *m, const Graph *g, const LlvmOptions *o, bool
                        size_t len) {
   if (!llvm_module_begin(m, g, o, NULL, pic, err, len)) return false;
   double t0 = llvm_now_ms();
+  if (llvm_twins_find(g, o, &m->prog, NULL, err, len) < 0) return false;
   llvm_module_lower_kernels(m, &m->prog, NULL, false);
   llvm_module_lower_entries(m, NULL);
   return llvm_module_finish(m, o, t0, err, len);

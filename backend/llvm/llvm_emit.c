@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "llvm_priv.h"
+#include "llvm_twin.h"
 
 static bool emit_to_memory(LlvmModule *m, LlvmEmitKind kind, char **data, size_t *size, char *err,
                            size_t len) {
@@ -91,10 +92,14 @@ bool llvm_emit(const Graph *g, const LlvmOptions *o, LlvmEmitKind kind, const ch
 }
 
 /* ---- Objects built in parallel -------------------------------------------
- * The kernels are split among nparts modules (by a rough cost, greedily), each
- * in its own LLVM context: lowered on its own thread, then optimized and
- * compiled on its own thread. Module 0 also holds the entry points and the
- * descriptor; the others' kernels are hidden external symbols it calls. */
+ * The kernels are split among nparts modules, each in its own LLVM context:
+ * lowered on its own thread, then optimized and compiled on its own thread.
+ * Twins (llvm_twin.c) are decided first, from a throwaway lowering that also
+ * gives each kernel's size in IR instructions, which optimization and code
+ * generation take time in proportion to: the largest kernel goes first, each
+ * to the least loaded module, and twins to none. Module 0 also holds the
+ * entry points and the descriptor; the others' kernels are hidden external
+ * symbols it calls. */
 
 typedef struct Part {
   LlvmModule m;
@@ -109,18 +114,34 @@ typedef struct Part {
   char err[512];
 } Part;
 
-static int64_t kernel_cost(const Kernel *k) {
-  switch ((int)k->out->op) {
-  case OP_MATMUL:
-  case OP_CONV2D:
-  case OP_CONV2D_GRAD_INPUT:
-  case OP_CONV2D_GRAD_WEIGHT:
-  case OP_LSTM:
-  case OP_LSTM_GRAD:
-    return 8 + k->nnodes;
-  default:
-    return 1 + k->nnodes;
+typedef struct Deal {
+  int64_t size;
+  int k;
+} Deal;
+
+static int deal_order(const void *a, const void *b) { /* largest first, then by index */
+  const Deal *x = a, *y = b;
+  return x->size != y->size ? (x->size < y->size ? 1 : -1) : x->k - y->k;
+}
+
+/* Kernel k goes to part i when mine[i][k]; false when out of memory. */
+static bool deal_kernels(const Program *p, const int64_t *size, Part *parts, int nparts) {
+  Deal *order = calloc((size_t)p->nkernels + 1, sizeof *order);
+  if (!order) return false;
+  int n = 0;
+  for (int k = 0; k < p->nkernels; k++)
+    if (size[k] > 0) order[n++] = (Deal){size[k], k};
+  qsort(order, (size_t)n, sizeof *order, deal_order);
+  int64_t load[LLVM_MAX_PARTS] = {0};
+  for (int j = 0; j < n; j++) {
+    int best = 0;
+    for (int i = 1; i < nparts; i++)
+      if (load[i] < load[best]) best = i;
+    parts[best].mine[order[j].k] = true;
+    load[best] += order[j].size;
   }
+  free(order);
+  return true;
 }
 
 static void *part_lower(void *arg) {
@@ -177,9 +198,12 @@ int llvm_build_objects(const Graph *g, const LlvmOptions *o, int nparts, LlvmObj
   double t0 = llvm_now_ms();
   bool ok = llvm_module_begin(&parts[0].m, g, o, NULL, true, err, len);
   Program *prog = &parts[0].m.prog;
+  /* Decided before the kernels are dealt: a twin is lowered in no module. */
+  int64_t *size = ok ? calloc((size_t)prog->nkernels + 1, sizeof *size) : NULL;
+  if (ok && !size) snprintf(err, len, "out of memory");
+  ok = ok && size && llvm_twins_find(g, o, prog, size, err, len) >= 0;
   for (int i = 1; ok && i < nparts; i++)
     ok = llvm_module_begin(&parts[i].m, g, o, prog, true, err, len);
-  int64_t load[LLVM_MAX_PARTS] = {0};
   for (int i = 0; ok && i < nparts; i++) {
     parts[i].o = o;
     parts[i].prog = prog;
@@ -188,12 +212,9 @@ int llvm_build_objects(const Graph *g, const LlvmOptions *o, int nparts, LlvmObj
     parts[i].mine = calloc((size_t)prog->nkernels + 1, sizeof *parts[i].mine);
     ok = parts[i].mine != NULL;
   }
-  for (int k = 0; ok && k < prog->nkernels; k++) { /* the least loaded part takes it */
-    int best = 0;
-    for (int i = 1; i < nparts; i++)
-      if (load[i] < load[best]) best = i;
-    parts[best].mine[k] = true;
-    load[best] += kernel_cost(&prog->kernels[k]);
+  if (ok && !deal_kernels(prog, size, parts, nparts)) {
+    snprintf(err, len, "out of memory");
+    ok = false;
   }
   if (ok) {
     run_parts(parts, nparts, part_lower);
@@ -219,6 +240,7 @@ int llvm_build_objects(const Graph *g, const LlvmOptions *o, int nparts, LlvmObj
     objs[i].size = ok ? parts[i].size : 0;
     if (!ok) free(parts[i].data);
   }
+  free(size);
   for (int i = nparts - 1; i >= 0; i--) {
     free(parts[i].mine);
     llvm_module_dispose(&parts[i].m);
