@@ -16,9 +16,9 @@ static uint64_t value_bytes(const Node *n) {
 }
 
 /* lstm and lstm_grad keep packed weights and a tape (llvm_lower_lstm.c). */
-int64_t llvm_scratch_bytes(const Node *n) {
+int64_t llvm_scratch_bytes(const Graph *g, const Node *n) {
   if (n->op != OP_LSTM && n->op != OP_LSTM_GRAD) return 0;
-  return llvm_lstm_scratch_bytes(n);
+  return llvm_lstm_scratch_bytes(n, llvm_lstm_pair(g, n) != NULL);
 }
 
 /* ---- Kernels ------------------------------------------------------------ */
@@ -34,13 +34,13 @@ static void launch_name(Kernel *k, const char *what) {
 static bool program_kernels(Program *p) {
   const Graph *g = p->g;
   size_t cap = 1;
-  for (int i = 0; i < g->nnodes; i++) cap += (size_t)llvm_phases(g->nodes[i]);
+  for (int i = 0; i < g->nnodes; i++) cap += (size_t)llvm_phases(g, g->nodes[i]);
   p->kernels = calloc(cap, sizeof *p->kernels);
   if (!p->kernels) return false;
   for (int i = 0; i < g->nnodes; i++) {
     Node *n = g->nodes[i];
     if (ir_op_is_named_source(n->op)) continue;
-    for (int ph = 0; ph < llvm_phases(n); ph++) {
+    for (int ph = 0; ph < llvm_phases(g, n); ph++) {
       Kernel *k = &p->kernels[p->nkernels];
       k->index = p->nkernels++;
       k->phase = ph;
@@ -51,7 +51,7 @@ static bool program_kernels(Program *p) {
       k->nargs = n->nin;
       k->group = k->nodes;
       k->ngroup = 1;
-      k->scratch_bytes = llvm_scratch_bytes(n);
+      k->scratch_bytes = llvm_scratch_bytes(g, n);
       launch_name(k, ir_op_name(n->op));
     }
   }
@@ -107,14 +107,18 @@ static bool program_layout(Program *p) {
   for (int i = 0; i < p->nkernels; i++, at = align_up(at))
     if (!p->kernels[i].phase)
       l->offset[p->kernels[i].out->id] = (int64_t)at, at += value_bytes(p->kernels[i].out);
-  /* A node's later phases share its first one's scratch. */
+  /* A node's later phases share its first one's scratch; an lstm_grad its lstm's. */
   for (int i = 0; i < p->nkernels; i++, at = align_up(at)) {
     Kernel *k = &p->kernels[i];
+    const Node *pair = k->out->op == OP_LSTM_GRAD ? llvm_lstm_pair(g, k->out) : NULL;
     if (k->phase) {
       k->scratch_offset = k[-1].scratch_offset;
-      continue;
+    } else if (pair) {
+      for (int j = 0; j < i; j++)
+        if (p->kernels[j].out == pair) k->scratch_offset = p->kernels[j].scratch_offset;
+    } else {
+      k->scratch_offset = (int64_t)at, at += (uint64_t)k->scratch_bytes;
     }
-    k->scratch_offset = (int64_t)at, at += (uint64_t)k->scratch_bytes;
   }
   /* An update whose value is itself a source (another target, perhaps) reads
    * it from a copy taken before the first write. */
@@ -174,9 +178,10 @@ typedef struct Plan {
                    home of the reshape it is computed into); -1 */
   int *touched; /* ids with tmp set */
   int ntouched;
-  int64_t sat;  /* the group's scratch in use */
-  bool *inseg;  /* by node id: in the segment being fused */
-  int64_t base; /* scratch base in mem */
+  int64_t sat;   /* the group's scratch in use */
+  bool *inseg;   /* by node id: in the segment being fused */
+  int64_t base;  /* scratch base in mem */
+  int64_t *tape; /* by node id: an lstm/lstm_grad pair's shared scratch in mem; -1 */
 } Plan;
 
 /* Has a place in mem (or caller memory) outside kernel scratch. */
@@ -295,14 +300,16 @@ static bool plan_single(Plan *pl, Node *n) {
   for (int i = 0; i < n->nin; i++)
     if (!place_read(pl, k, i)) return false;
   k->writes_update = n->offset == IR_BUF_UPDATE;
-  k->scratch_bytes = llvm_scratch_bytes(n);
-  if (k->scratch_bytes) {
+  k->scratch_bytes = llvm_scratch_bytes(p->g, n);
+  if (pl->tape[n->id] >= 0) {
+    k->scratch_offset = pl->tape[n->id];
+  } else if (k->scratch_bytes) {
     k->scratch_offset = pl->base + pl->sat;
     pl->sat = (int64_t)align_up((uint64_t)(pl->sat + k->scratch_bytes));
   }
   launch_common(pl, k, ir_op_name(n->op));
   /* Later phases: the same buffers and scratch, launched in turn. */
-  for (int ph = 1; ph < llvm_phases(n); ph++) {
+  for (int ph = 1; ph < llvm_phases(p->g, n); ph++) {
     Kernel first = p->kernels[p->nkernels - 1];
     Kernel *next = new_launch(p);
     if (!next) return false;
@@ -571,10 +578,20 @@ static bool program_planned_kernels(Program *p) {
   pl.tmp = malloc(ids * sizeof *pl.tmp);
   pl.touched = malloc(ids * sizeof *pl.touched);
   pl.inseg = calloc(ids, sizeof *pl.inseg);
+  pl.tape = malloc(ids * sizeof *pl.tape);
   Node **group = calloc((size_t)g->nnodes + 1, sizeof *group);
-  bool ok = pl.tmp && pl.touched && pl.inseg && group;
-  for (size_t i = 0; ok && i < ids; i++) pl.tmp[i] = -1;
-  pl.base = (int64_t)align_up(p->layout.arena_offset + (uint64_t)g->arena_bytes);
+  bool ok = pl.tmp && pl.touched && pl.inseg && pl.tape && group;
+  for (size_t i = 0; ok && i < ids; i++) pl.tmp[i] = pl.tape[i] = -1;
+  /* lstm/lstm_grad pairs first: their scratch lives from the forward to the backward. */
+  int64_t at = (int64_t)align_up(p->layout.arena_offset + (uint64_t)g->arena_bytes);
+  for (int i = 0; ok && i < g->nnodes; i++) {
+    const Node *f = g->nodes[i], *b = llvm_lstm_pair(g, f);
+    if (f->op != OP_LSTM || !b) continue;
+    pl.tape[f->id] = pl.tape[b->id] = at;
+    int64_t bytes = (int64_t)align_up((uint64_t)llvm_scratch_bytes(g, f));
+    at += bytes, p->tape_bytes += bytes;
+  }
+  pl.base = at;
   for (int i = 0; ok && i < g->nnodes;) {
     Node *n = g->nodes[i];
     if (n->kernel < 0) {
@@ -598,6 +615,7 @@ static bool program_planned_kernels(Program *p) {
   free(pl.tmp);
   free(pl.touched);
   free(pl.inseg);
+  free(pl.tape);
   free(group);
   return ok;
 }
@@ -620,7 +638,8 @@ static bool program_planned(Program *p) {
     if (g->updates[i].value->offset == IR_BUF_UPDATE)
       l->offset[g->updates[i].value->id] = l->offset[g->updates[i].target->id];
   if (!program_planned_kernels(p)) return false;
-  at = align_up(at + (uint64_t)g->arena_bytes) + (uint64_t)p->scratch_bytes;
+  at = align_up(at + (uint64_t)g->arena_bytes) + (uint64_t)p->tape_bytes +
+       (uint64_t)p->scratch_bytes;
   at = align_up(at);
   for (int k = 0; k < g->nupdates; k++, at = align_up(at)) {
     const Node *v = g->updates[k].value;

@@ -127,9 +127,25 @@ static LstmScratch lstm_scratch(const Lstm *s, bool grad) {
 }
 
 /* The scratch either kernel needs on any host: laid out for the widest vector. */
-int64_t llvm_lstm_scratch_bytes(const Node *n) {
+int64_t llvm_lstm_scratch_bytes(const Node *n, bool tape) {
   Lstm s = lstm_shape(n, LSTM_SCRATCH_PAD);
-  return lstm_scratch(&s, n->op == OP_LSTM_GRAD).total * (int64_t)ir_dtype_size(n->type.dtype);
+  return lstm_scratch(&s, tape || n->op == OP_LSTM_GRAD).total *
+         (int64_t)ir_dtype_size(n->type.dtype);
+}
+
+const Node *llvm_lstm_pair(const Graph *g, const Node *n) {
+  if (n->op != OP_LSTM && n->op != OP_LSTM_GRAD) return NULL;
+  OpKind want = n->op == OP_LSTM ? OP_LSTM_GRAD : OP_LSTM;
+  const Node *found = NULL;
+  for (int i = 0; i < g->nnodes; i++) {
+    const Node *m = g->nodes[i];
+    bool same = m->op == want && m->in[0]->type.dtype == n->in[0]->type.dtype;
+    for (int j = 0; same && j < 5; j++) same = m->in[j] == n->in[j];
+    if (!same) continue;
+    if (found) return NULL;
+    found = m;
+  }
+  return found;
 }
 
 /* ---- Vectors ------------------------------------------------------------ */
@@ -564,12 +580,12 @@ static int lstm_lanes(Lower *L, LLVMTypeRef ft) {
   return L->avx512 ? 16 : 8;
 }
 
-static Lstm lstm_for(Lower *L, const Node *n) {
+static Lstm lstm_for(Lower *L, const Node *n, bool tape) {
   LLVMTypeRef ft = lw_elt(L, n->type.dtype);
   Lstm s = lstm_shape(n, lstm_lanes(L, ft));
   s.ft = ft;
   s.vt = s.vl == 1 ? ft : LLVMVectorType(ft, (unsigned)s.vl);
-  LstmScratch r = lstm_scratch(&s, n->op == OP_LSTM_GRAD);
+  LstmScratch r = lstm_scratch(&s, tape || n->op == OP_LSTM_GRAD);
   IR_ASSERT(r.total * (int64_t)ir_dtype_size(n->type.dtype) <= L->k->scratch_bytes,
             "llvm: kernel %s needs more scratch than llvm_scratch_bytes gave it", L->k->name);
   return s;
@@ -577,9 +593,15 @@ static Lstm lstm_for(Lower *L, const Node *n) {
 
 /* nn.LSTM(batch_first), h0 = c0 = 0: blocks of batch rows per outer iteration; a chunk of
  * blocks packs the weights into its own slot (the first block's), then steps through time. */
+static void lower_lstm_tape(Lower *L, Kernel *k);
+
 void lower_lstm(Lower *L, Kernel *k) {
   const Node *n = k->out;
-  Lstm s = lstm_for(L, n);
+  if (llvm_lstm_pair(L->p->g, n)) {
+    lower_lstm_tape(L, k);
+    return;
+  }
+  Lstm s = lstm_for(L, n, false);
   LstmScratch sc = lstm_scratch(&s, false);
   k->range = s.blocks;
   k->min_chunk = 1;
@@ -622,6 +644,7 @@ void lower_lstm(Lower *L, Kernel *k) {
 /* lstm_grad's scratch arrays (LstmScratch) and its inputs. */
 typedef struct Bwd {
   LLVMValueRef wf, bias, wbh, wbi, xh, gates, ct, dc, z, dw, db;
+  LLVMValueRef out; /* the forward lstm's h [B, T, H] when it writes the tape; else NULL */
 } Bwd;
 
 /* The forward again: the activated gates, c_t, and h_t into row t+1 of the tape. */
@@ -638,10 +661,13 @@ static void epi_tape(Lower *L, const Lstm *s, const Product *p, LLVMValueRef row
   LLVMValueRef cp = lw_add(L, lw_mulc(L, lw_add(L, lw_mulc(L, row, s->t + 1), p->t), s->hp), j0);
   LLVMValueRef c = lw_fadd(L, lw_fmul(L, g.f, vload(L, s, w->ct, cp)), lw_fmul(L, g.i, g.g));
   vstore(L, s, w->ct, lw_addc(L, cp, s->hp), c);
+  LLVMValueRef h = lw_fmul(L, g.o, gate_tanh(L, s, c));
+  if (w->out) /* the forward lstm itself: h is its output's row (b, t) */
+    vstore_part(L, s, w->out, lw_add(L, lw_mulc(L, bt, s->h), j0),
+                LLVMBuildSub(L->b, lw_i64(L, s->h), j0, ""), s->h, h);
   LwIf more;
   lw_if(L, &more, LLVMBuildICmp(L->b, LLVMIntSLT, p->t, lw_i64(L, s->t - 1), ""));
-  vstore(L, s, w->xh, lw_add(L, lw_mulc(L, lw_addc(L, bt, 1), s->sx), lw_addc(L, j0, s->ip)),
-         lw_fmul(L, g.o, gate_tanh(L, s, c)));
+  vstore(L, s, w->xh, lw_add(L, lw_mulc(L, lw_addc(L, bt, 1), s->sx), lw_addc(L, j0, s->ip)), h);
   lw_endif(L, &more);
 }
 
@@ -856,7 +882,53 @@ static void grad_input(Lower *L, const Lstm *s, Bwd *w, LLVMValueRef r0, LLVMVal
 #define LSTM_GRAD_WROWS 24
 #define LSTM_GRAD_XROWS 96
 
-int llvm_phases(const Node *n) { return n->op == OP_LSTM_GRAD ? 4 : 1; }
+int llvm_phases(const Graph *g, const Node *n) {
+  bool paired = llvm_lstm_pair(g, n) != NULL;
+  if (n->op == OP_LSTM) return paired ? 2 : 1;
+  if (n->op == OP_LSTM_GRAD) return paired ? 3 : 4;
+  return 1;
+}
+
+/* lstm_grad's scratch arrays in the kernel's scratch. */
+static Bwd bwd_arrays(Lower *L, const Lstm *s, const LstmScratch *sc) {
+  LLVMValueRef base = lw_scratch(L);
+#define AT(f) lw_gep(L, s->ft, base, lw_i64(L, sc->f))
+  Bwd w = {AT(wf), AT(bias), AT(wbh), AT(wbi), AT(xh), AT(gates),
+           AT(ct), AT(dc),   AT(z),   AT(dw),  AT(db), NULL};
+#undef AT
+  return w;
+}
+
+/* A thread's rows [r0, r1) of the chunk [begin, end) of iterations of `rows` rows each. */
+static void chunk_rows(Lower *L, int64_t rows, int64_t total, LLVMValueRef *r0, LLVMValueRef *r1) {
+  *r0 = lw_smin(L, lw_mulc(L, L->begin, rows), lw_i64(L, total));
+  *r1 = lw_smin(L, lw_mulc(L, L->end, rows), lw_i64(L, total));
+}
+
+/* An lstm whose lstm_grad reads its tape (llvm_lstm_pair): both use lstm_grad's scratch, which
+ * the layout keeps from the forward to the backward. Phase 0 packs every weight the two need and
+ * zeroes db; phase 1, per block of batch rows, runs the forward recording the tape (the
+ * activated gates, c_t, [x_t | h_{t-1}]) and writing h, so lstm_grad never recomputes it. */
+static void lower_lstm_tape(Lower *L, Kernel *k) {
+  Lstm s = lstm_for(L, k->out, true);
+  LstmScratch sc = lstm_scratch(&s, true);
+  Bwd w = bwd_arrays(L, &s, &sc);
+  k->min_chunk = 1;
+  if (k->phase == 0) {
+    k->range = 1;
+    grad_pack(L, &s, &w);
+    return;
+  }
+  k->range = s.blocks;
+  w.out = lw_out(L);
+  LLVMValueRef r0, r1;
+  chunk_rows(L, s.rows, s.b, &r0, &r1);
+  LwIf some;
+  lw_if(L, &some, LLVMBuildICmp(L->b, LLVMIntSLT, r0, r1, ""));
+  grad_rows_prepare(L, &s, &w, r0, r1);
+  grad_forward(L, &s, &w, r0, r1);
+  lw_endif(L, &some);
+}
 
 /* lstm_grad(x, w_ih, w_hh, b_ih, b_hh, dy) -> [dx | dw_ih | dw_hh | db]: the forward recomputed
  * with a tape, backward through time, then the weight and input gradients as products over all
@@ -867,18 +939,18 @@ int llvm_phases(const Node *n) { return n->op == OP_LSTM_GRAD ? 4 : 1; }
  *   2: per block of rows of dW^T (tape columns), their product over all steps; one more
  *      iteration sums db;
  *   3: per block of rows (b, t), dX.
- * A thread's chunk of consecutive iterations runs as one product over its rows. */
+ * Paired with its forward lstm (llvm_lstm_pair), phases 0 and the forward are the lstm's: three
+ * launches, from the backward through time on. A thread's chunk of consecutive iterations runs
+ * as one product over its rows. */
 void lower_lstm_grad(Lower *L, Kernel *k) {
-  Lstm s = lstm_for(L, k->out);
+  bool paired = llvm_lstm_pair(L->p->g, k->out) != NULL;
+  Lstm s = lstm_for(L, k->out, true);
   LstmScratch sc = lstm_scratch(&s, true);
-  LLVMValueRef base = lw_scratch(L);
-#define AT(f) lw_gep(L, s.ft, base, lw_i64(L, sc.f))
-  Bwd w = {AT(wf), AT(bias), AT(wbh), AT(wbi), AT(xh), AT(gates),
-           AT(ct), AT(dc),   AT(z),   AT(dw),  AT(db)};
-#undef AT
+  Bwd w = bwd_arrays(L, &s, &sc);
+  int phase = k->phase + paired;
   k->min_chunk = 1;
   int64_t rows = 1, total = 1, nw = ceil_div(s.kx, LSTM_GRAD_WROWS);
-  switch (k->phase) {
+  switch (phase) {
   case 0:
     k->range = 1;
     grad_pack(L, &s, &w);
@@ -896,21 +968,23 @@ void lower_lstm_grad(Lower *L, Kernel *k) {
     k->range = ceil_div(total, rows);
     break;
   }
-  LLVMValueRef r0 = lw_smin(L, lw_mulc(L, L->begin, rows), lw_i64(L, total));
-  LLVMValueRef r1 = lw_smin(L, lw_mulc(L, L->end, rows), lw_i64(L, total));
+  LLVMValueRef r0, r1;
+  chunk_rows(L, rows, total, &r0, &r1);
   LwIf some;
   lw_if(L, &some, LLVMBuildICmp(L->b, LLVMIntSLT, r0, r1, ""));
-  if (k->phase == 1) {
-    grad_rows_prepare(L, &s, &w, r0, r1);
-    grad_forward(L, &s, &w, r0, r1);
+  if (phase == 1) {
+    if (!paired) {
+      grad_rows_prepare(L, &s, &w, r0, r1);
+      grad_forward(L, &s, &w, r0, r1);
+    }
     grad_through_time(L, &s, &w, r0, r1);
-  } else if (k->phase == 2) {
+  } else if (phase == 2) {
     grad_weights(L, &s, &w, r0, r1);
   } else {
     grad_input(L, &s, &w, r0, r1);
   }
   lw_endif(L, &some);
-  if (k->phase == 2) {
+  if (phase == 2) {
     LwIf last;
     lw_if(L, &last, LLVMBuildICmp(L->b, LLVMIntSGT, L->end, lw_i64(L, nw), ""));
     grad_bias(L, &s, &w);

@@ -78,7 +78,8 @@ typedef struct Program {
   Kernel *kernels;
   int nkernels, capkernels;
   bool planned;          /* built from the fusion groups and the plan */
-  int64_t scratch_bytes; /* planned: kernel scratch after the arena (the largest group's) */
+  int64_t tape_bytes;    /* planned: the scratch of lstm/lstm_grad pairs, after the arena */
+  int64_t scratch_bytes; /* planned: kernel scratch after those (the largest group's) */
   void **owned;          /* blocks freed with the program */
   int nowned, capowned;
   Layout layout;
@@ -94,10 +95,15 @@ typedef struct Program {
 bool llvm_program_build(Program *p, const Graph *g, const LlvmOptions *o);
 void llvm_program_free(Program *p);
 /* Scratch bytes a kernel of this op needs (lstm, lstm_grad), given its node. */
-int64_t llvm_scratch_bytes(const Node *n);
-int64_t llvm_lstm_scratch_bytes(const Node *n); /* llvm_lower_lstm.c */
+int64_t llvm_scratch_bytes(const Graph *g, const Node *n);
+/* lstm and lstm_grad (llvm_lower_lstm.c): scratch bytes (tape: an lstm writing the tape its
+ * lstm_grad reads, in lstm_grad's layout); the lstm_grad over the same x and weights as lstm
+ * n, or the lstm of lstm_grad n, when there is exactly one: the two share one scratch area
+ * that lives from the forward to the backward. */
+int64_t llvm_lstm_scratch_bytes(const Node *n, bool tape);
+const Node *llvm_lstm_pair(const Graph *g, const Node *n);
 /* Launches node n's lowering takes (lstm_grad: its phases run on all threads in turn). */
-int llvm_phases(const Node *n); /* llvm_lower_lstm.c */
+int llvm_phases(const Graph *g, const Node *n); /* llvm_lower_lstm.c */
 
 /* ---- Lowering ----------------------------------------------------------- */
 
