@@ -12,7 +12,8 @@
  *   z = [x_t | h_{t-1}] Wf + b,   Wf [Ip+Hp, 4Hp] = [W_ih^T; W_hh^T] packed
  *   c = sigmoid(f) c + sigmoid(i) tanh(g);   h = sigmoid(o) tanh(c)
  * Backward (lstm_grad): the forward again over the whole batch, recording a tape (the activated
- * gates, c, and [x_t | h_{t-1}]), then for t = T-1 .. 0
+ * gates, c, and [x_t | h_{t-1}]) -- or, when the lstm over the same x and weights is in the
+ * graph (llvm_lstm_pair), that lstm records the tape as it runs -- then for t = T-1 .. 0
  *   dh = dy_t + dZ_{t+1} W_hh;   tc = tanh(c_t);   dc = dc' + dh o (1 - tc^2)
  *   dZ_t = (dc g i(1-i), dc c_{t-1} f(1-f), dc i (1-g^2), dh tc o(1-o));   dc' = dc f
  * (dZ_t overwrites the gates of step t), then three products over all steps:
