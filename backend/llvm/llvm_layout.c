@@ -326,11 +326,19 @@ static bool fusable_value(const Node *n) {
          (n->op != OP_RESHAPE || n->in[0]->type.dtype == n->type.dtype);
 }
 
+/* An inline node a fused loop evaluates by index (llvm_lower_fused.c): elementwise ops, and
+ * embeddings (a row of the table per id, as the fuse pass's recompute policy assumes). */
+static bool loop_value(const Node *n) {
+  if (n->kernel != IR_KERNEL_INLINE) return false;
+  if (n->op == OP_EMBEDDING) return n->type.dtype == n->in[1]->type.dtype;
+  return fusable_value(n);
+}
+
 /* The values a fused loop reads from memory, found from n down (mark: seen ids). */
 static bool fused_reads(Plan *pl, Node *n, bool *seen, Node **reads, int *nreads) {
   if (seen[n->id]) return true;
   seen[n->id] = true;
-  bool loop = pl->inseg[n->id] || (n->kernel == IR_KERNEL_INLINE && fusable_value(n));
+  bool loop = pl->inseg[n->id] || loop_value(n);
   if (!loop) {
     if (!plan_read(pl, n)) return false;
     reads[(*nreads)++] = n;

@@ -95,6 +95,28 @@ static LLVMValueRef fz_index(Fz *f, const Node *n, const Node *a, LLVMValueRef i
   return lw_offset(L, idx, r, n->type.dims, stride);
 }
 
+/* An inline embedding at flat index idx: table[ids[row]][col], 0 (and KILN_ERR_RANGE) for an
+ * id outside the table, as lower_embedding. */
+static LLVMValueRef fz_embedding(Fz *f, const Node *n, LLVMValueRef idx) {
+  Lower *L = f->L;
+  const Type *tt = &n->in[1]->type;
+  int64_t v = tt->dims[0], d = tt->dims[1];
+  LLVMTypeRef ft = lw_elt(L, n->type.dtype);
+  int ids = fz_arg(f->k, n->in[0], 0, f->k->nreads);
+  int table = fz_arg(f->k, n->in[1], 0, f->k->nreads);
+  IR_ASSERT(ids >= 0 && table >= 0, "llvm: %s: embedding operands not read", f->k->name);
+  bool own = idx == f->flat && f->row && same_dims(&n->type, f->space);
+  LLVMValueRef row = own ? f->row : lw_divc(L, idx, d), col = own ? f->j : lw_remc(L, idx, d);
+  LLVMValueRef id = LLVMBuildSExt(L->b, lw_load(L, L->i32, lw_in(L, ids), row), L->i64, "");
+  LLVMValueRef bad = LLVMBuildICmp(L->b, LLVMIntUGE, id, lw_i64(L, v), "");
+  LwIf c;
+  lw_if(L, &c, bad);
+  lw_range_error(L);
+  lw_endif(L, &c);
+  LLVMValueRef at = lw_add(L, lw_mulc(L, lw_select(L, bad, lw_i64(L, 0), id), d), col);
+  return lw_select(L, bad, lw_fc(L, ft, 0.0), lw_load(L, ft, lw_in(L, table), at));
+}
+
 /* n's value at flat index idx, in n's own element type. */
 static LLVMValueRef fz_eval(Fz *f, const Node *n, LLVMValueRef idx) {
   Lower *L = f->L;
@@ -104,6 +126,8 @@ static LLVMValueRef fz_eval(Fz *f, const Node *n, LLVMValueRef idx) {
   int a = fz_arg(f->k, n, 0, f->k->nreads);
   if (a >= 0) {
     v = lw_load(L, ft, lw_in(L, a), idx);
+  } else if (n->op == OP_EMBEDDING) {
+    v = fz_embedding(f, n, idx);
   } else if (n->op == OP_RESHAPE) {
     v = lw_fconv(L, fz_eval(f, n->in[0], idx), ft);
   } else {

@@ -382,14 +382,13 @@ static bool check_optable(void) {
   return false;
 }
 
-/* An embedding id out of range: status KILN_ERR_RANGE, no crash. */
-static bool check_range_error(void) {
-  const char *src = "model e {\n  input ids: i32[3]\n  param t: f32[4, 2] = ones\n"
-                    "  y = embedding(ids, t)\n  output y\n}\n";
+/* An embedding id out of range: status KILN_ERR_RANGE, no crash; the embedding as its own
+ * kernel (unplanned) and read inline by a fused loop (planned: the add evaluates it). */
+static bool check_range_error_in(const char *src, int stage, const char *what) {
   Case c = {.name = "range_error", .ok = true, .src = (char *)src, .len = strlen(src)};
   diag_init(&c.diag, "<range>", src, c.len);
   bool ok = parse_file(&c.ast, &c.arena, &c.diag, src, c.len);
-  Graph *g = ok ? case_graph(&c, STAGE_GRAPH) : NULL;
+  Graph *g = ok ? case_graph(&c, stage) : NULL;
   char err[ERR_LEN];
   LlvmOptions o = {.opt_level = 2};
   LlvmJit *j = g ? llvm_jit_compile(g, &o, err, sizeof err) : NULL;
@@ -409,8 +408,17 @@ static bool check_range_error(void) {
   }
   if (g) ir_graph_free(g);
   arena_free(&c.arena);
-  printf("%-4s range_error\n", ok ? "ok" : "FAIL");
+  printf("%-4s range_error %s\n", ok ? "ok" : "FAIL", what);
   return ok;
+}
+
+static bool check_range_error(void) {
+  const char *own = "model e {\n  input ids: i32[3]\n  param t: f32[4, 2] = ones\n"
+                    "  y = embedding(ids, t)\n  output y\n}\n";
+  const char *fused = "model e {\n  input ids: i32[3]\n  param t: f32[4, 2] = ones\n"
+                      "  param p: f32[2] = ones\n  y = embedding(ids, t) + p\n  output y\n}\n";
+  bool ok = check_range_error_in(own, STAGE_GRAPH, "(embedding kernel)");
+  return check_range_error_in(fused, STAGE_PLANNED, "(embedding in a fused loop)") && ok;
 }
 
 /* ---- --bench MODEL.kl: compile time, infer and train-step time vs the interpreter ---- */
