@@ -347,6 +347,9 @@ static LLVMValueRef cg_entry(Codegen *cg, EntryKind kind) {
   e.fn = LLVMAddFunction(L->mod, cg_sym(cg, names[kind], sym, sizeof sym),
                          LLVMFunctionType(L->i32, params, nargs, 0));
   if (L->avx512) add_str_attr(L, e.fn, "prefer-vector-width", "512");
+  /* The SLP vectorizer, which this keeps out, spends longer on an entry point's hundreds of
+   * stores of buffer pointers into ctx arrays than on most kernels, for nothing measurable. */
+  add_attr(L, e.fn, LLVMAttributeFunctionIndex, "noimplicitfloat");
   e.entry_bb = LLVMAppendBasicBlockInContext(L->ctx, e.fn, "entry");
   LLVMPositionBuilderAtEnd(L->b, e.entry_bb);
   entry_null_checks(cg, &e, nargs);
