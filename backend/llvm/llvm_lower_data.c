@@ -49,7 +49,7 @@ static void vstore(Lower *L, LLVMTypeRef et, LLVMValueRef base, LLVMValueRef i, 
 /* v[r][c] becomes v[c][r] for w vectors of w lanes: one stage per bit k of
  * the index swaps that bit between r and c, a two-source shuffle of each
  * pair of vectors r, r + 2^k. */
-static void transpose_tile(Lower *L, LLVMValueRef *v, unsigned w) {
+void lw_transpose_tile(Lower *L, LLVMValueRef *v, unsigned w) {
   LLVMValueRef m0[64], m1[64];
   for (unsigned s = 1; s < w; s *= 2) {
     for (unsigned c = 0; c < w; c++) {
@@ -99,7 +99,7 @@ static void transpose_block(Lower *L, const Transpose *t, LLVMValueRef b0, unsig
     v[r] =
         vload(L, t->et, lw_in(L, 0), lw_add(L, t->xbase, lw_add(L, b0, lw_mulc(L, ia, t->sa))), w);
   }
-  transpose_tile(L, v, w);
+  lw_transpose_tile(L, v, w);
   for (unsigned r = 0; r < w; r++) {
     LLVMValueRef ib = lw_addc(L, b0, r);
     vstore(L, t->et, lw_out(L), lw_add(L, t->obase, lw_add(L, lw_mulc(L, ib, t->ob), a0)), v[r]);

@@ -31,7 +31,7 @@
  * results do not depend on the thread count. */
 #include <string.h>
 
-#include "llvm_priv.h"
+#include "llvm_gemm.h"
 
 #define LSTM_MAX_MR      12 /* rows of a register tile */
 #define LSTM_MAX_NV      4  /* column vectors of a register tile */
@@ -504,10 +504,37 @@ static void pack_rows(Lower *L, const Lstm *s, LLVMValueRef dst, int64_t stride,
   lw_next(L, &lg);
 }
 
-/* The transpose: dst[k stride + g'] = w[row(g')][k], the same zeros; stores run along a row. */
+/* The transpose: dst[k stride + g'] = w[row(g')][k], the same zeros. The VL packed columns
+ * g' = (jb, q, l) of one (jb, q) are VL consecutive rows of w: tiles of VL rows x VL columns
+ * are loaded along w's rows (masked past ncol; zero for rows past H), transposed in registers
+ * and stored along dst's rows. Scalar code (VL = 1) takes one element at a time. */
 static void pack_cols(Lower *L, const Lstm *s, LLVMValueRef dst, int64_t stride, LLVMValueRef w,
                       int64_t ncol, int64_t npad) {
   LwLoop lg, lk;
+  if (s->vl > 1) {
+    unsigned vl = (unsigned)s->vl;
+    LLVMValueRef gb = lw_for(L, &lg, lw_i64(L, 0), lw_i64(L, s->g4 / s->vl));
+    LLVMValueRef jb = lw_divc(L, gb, 4), q = lw_remc(L, gb, 4);
+    LLVMValueRef j0 = lw_mulc(L, jb, s->vl), r0 = lw_add(L, lw_mulc(L, q, s->h), j0);
+    LLVMValueRef k0 = lw_mulc(L, lw_for(L, &lk, lw_i64(L, 0), lw_i64(L, npad / s->vl)), s->vl);
+    LLVMTypeRef it = LLVMVectorType(L->i32, vl);
+    LLVMValueRef kin = LLVMBuildICmp(L->b, LLVMIntSLT, lw_gemm_lanes(L, k0, s->vl),
+                                     lw_gemm_splat(L, it, lw_i32(L, (int32_t)ncol)), "");
+    LLVMValueRef v[LSTM_SCRATCH_PAD];
+    for (unsigned l = 0; l < vl; l++) {
+      LLVMValueRef valid = LLVMBuildICmp(L->b, LLVMIntSLT, lw_addc(L, j0, l), lw_i64(L, s->h), "");
+      LLVMValueRef row = lw_smin(L, lw_addc(L, r0, l), lw_i64(L, 4 * s->h - 1));
+      LLVMValueRef at = lw_gep(L, s->ft, w, lw_add(L, lw_mulc(L, row, ncol), k0));
+      v[l] = lw_select(L, valid, lw_gemm_load_masked(L, s->vl, at, kin), LLVMConstNull(s->vt));
+    }
+    lw_transpose_tile(L, v, vl);
+    LLVMValueRef g0 = lw_mulc(L, gb, s->vl);
+    for (unsigned c = 0; c < vl; c++)
+      vstore(L, s, dst, lw_add(L, lw_mulc(L, lw_addc(L, k0, c), stride), g0), v[c]);
+    lw_next(L, &lk);
+    lw_next(L, &lg);
+    return;
+  }
   LLVMValueRef zero = lw_fc(L, s->ft, 0.0), valid;
   LLVMValueRef k = lw_for(L, &lk, lw_i64(L, 0), lw_i64(L, npad));
   LLVMValueRef kin = LLVMBuildICmp(L->b, LLVMIntSLT, k, lw_i64(L, ncol), "");

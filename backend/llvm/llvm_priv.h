@@ -243,6 +243,8 @@ LLVMValueRef lw_fconv(Lower *L, LLVMValueRef x, LLVMTypeRef to);
 /* A call to an overloaded intrinsic such as "llvm.sqrt" on x's type. */
 LLVMValueRef lw_intrinsic1(Lower *L, const char *name, LLVMValueRef x);
 LLVMValueRef lw_intrinsic2(Lower *L, const char *name, LLVMValueRef x, LLVMValueRef y);
+/* v[r][c] becomes v[c][r] for w vectors of w lanes (w a power of 2; llvm_lower_data.c). */
+void lw_transpose_tile(Lower *L, LLVMValueRef *v, unsigned w);
 /* memset(dst, 0, bytes); memcpy(dst, src, bytes). */
 void lw_zero(Lower *L, LLVMValueRef dst, LLVMValueRef bytes);
 void lw_copy(Lower *L, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef bytes);
