@@ -51,14 +51,19 @@ LLVMValueRef lw_gemm_splat(Lower *L, LLVMTypeRef vt, LLVMValueRef x) {
   return LLVMBuildShuffleVector(L->b, v, LLVMGetPoison(vt), mask, "");
 }
 
-/* Lanes l with col + l < n: icmp sgt splat(n - col), <0, 1, ...>. */
-static LLVMValueRef col_mask(Lower *L, int vl, LLVMValueRef col, int64_t n) {
+/* Lanes l < left (an i64): icmp sgt splat(left), <0, 1, ...>. */
+static LLVMValueRef lanes_below(Lower *L, int vl, LLVMValueRef left) {
   LLVMValueRef lanes[16];
   for (int l = 0; l < vl; l++) lanes[l] = lw_i32(L, l);
-  LLVMValueRef left = LLVMBuildTrunc(L->b, LLVMBuildSub(L->b, lw_i64(L, n), col, ""), L->i32, "");
   LLVMTypeRef it = LLVMVectorType(L->i32, (unsigned)vl);
-  return LLVMBuildICmp(L->b, LLVMIntSGT, lw_gemm_splat(L, it, left),
+  return LLVMBuildICmp(L->b, LLVMIntSGT,
+                       lw_gemm_splat(L, it, LLVMBuildTrunc(L->b, left, L->i32, "")),
                        LLVMConstVector(lanes, (unsigned)vl), "");
+}
+
+/* Lanes l with col + l < n. */
+static LLVMValueRef col_mask(Lower *L, int vl, LLVMValueRef col, int64_t n) {
+  return lanes_below(L, vl, LLVMBuildSub(L->b, lw_i64(L, n), col, ""));
 }
 
 static LLVMValueRef masked_load(Lower *L, LLVMTypeRef vt, LLVMValueRef p, LLVMValueRef mask) {
@@ -114,7 +119,13 @@ static int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 typedef struct Tiles {
   int vl, nv, nr, mr;
   int64_t kc, mc, nc, nkb, nib, njb;
+  int64_t kcp; /* rows of a packed B micro-panel: kc rounded up to whole vectors */
   bool direct; /* B read in place (rows contiguous), not packed: one row tile in all */
+  /* Packed A's element (r, p) of micro-panel g is at g*a_gs + r*a_rs + p*a_ps: rows of
+   * contiguous p (a_rs = padded depth, a_ps = 1) when A's rows are contiguous, so
+   * packing is vector copies; else MR-float groups per p (a_rs = 1, a_ps = MR). */
+  bool arow;
+  int64_t a_gs, a_rs, a_ps;
 } Tiles;
 
 static Tiles choose_tiles(Lower *L, const GemmOps *g) {
@@ -129,6 +140,7 @@ static Tiles choose_tiles(Lower *L, const GemmOps *g) {
   t.direct = g->b_row && g->m <= t.mr;
   t.nkb = ceil_div(g->k, GEMM_KC);
   t.kc = ceil_div(g->k, t.nkb);
+  t.kcp = round_up(t.kc, t.vl);
   t.mc = round_up(g->m, t.mr);
   if (t.mc > t.mr * GEMM_MC_PANELS) t.mc = t.mr * GEMM_MC_PANELS;
   t.nc = round_up(g->n, t.nr);
@@ -149,18 +161,34 @@ static Tiles choose_tiles(Lower *L, const GemmOps *g) {
   return t;
 }
 
-/* apack[gi*gstride + poff*MR + p*MR + r] = A[t][min(i0 + gi*MR + r, m-1)][pc + p]
- * (with a_col: 0 for rows past m, each p's MR rows one masked vector load). */
-static void pack_a(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef apack, int64_t gstride,
+/* Packs A[t][i0 + gi*MR + r][pc + p] (rows past m clamped to m-1) for every
+ * micro-panel gi < ngi, r < MR, p < kc at the packed position of (r, poff + p). */
+static void pack_a(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef apack,
                    LLVMValueRef poff, LLVMValueRef t, LLVMValueRef i0, LLVMValueRef ngi,
                    LLVMValueRef pc, LLVMValueRef kc) {
-  LwLoop lg, lp;
+  LwLoop lg, lp, lr;
+  LLVMTypeRef vt = LLVMVectorType(L->f32, (unsigned)tl->vl);
   LLVMValueRef gi = lw_for(L, &lg, lw_i64(L, 0), ngi);
   LLVMValueRef dst =
-      lw_gep(L, L->f32, apack, lw_add(L, lw_mulc(L, gi, gstride), lw_mulc(L, poff, tl->mr)));
+      lw_gep(L, L->f32, apack, lw_add(L, lw_mulc(L, gi, tl->a_gs), lw_mulc(L, poff, tl->a_ps)));
   LLVMValueRef row0 = lw_add(L, i0, lw_mulc(L, gi, tl->mr));
+  if (tl->arow) { /* A's p contiguous: each row's kc floats, vector copies */
+    LLVMValueRef r = lw_for(L, &lr, lw_i64(L, 0), lw_i64(L, tl->mr));
+    LLVMValueRef row = lw_smin(L, lw_add(L, row0, r), lw_i64(L, g->m - 1));
+    LLVMValueRef src = g->a_row(L, g, t, row, pc);
+    LLVMValueRef to = lw_gep(L, L->f32, dst, lw_mulc(L, r, tl->a_rs));
+    LLVMValueRef nvec = lw_divc(L, lw_addc(L, kc, tl->vl - 1), tl->vl);
+    LLVMValueRef v = lw_for(L, &lp, lw_i64(L, 0), nvec);
+    LLVMValueRef at = lw_mulc(L, v, tl->vl);
+    LLVMValueRef x = masked_load(L, vt, lw_gep(L, L->f32, src, at),
+                                 lanes_below(L, tl->vl, LLVMBuildSub(L->b, kc, at, "")));
+    vstore(L, x, to, at, 4);
+    lw_next(L, &lp);
+    lw_next(L, &lr);
+    lw_next(L, &lg);
+    return;
+  }
   if (g->a_col) { /* A's rows adjacent (A read transposed): one vector per p */
-    LLVMTypeRef vt = LLVMVectorType(L->f32, (unsigned)tl->vl);
     LLVMValueRef lanes = lw_gemm_lanes(L, lw_i64(L, 0), tl->vl);
     LLVMTypeRef it = LLVMVectorType(L->i32, (unsigned)tl->vl);
     LLVMValueRef left = LLVMBuildTrunc(
@@ -186,14 +214,60 @@ static void pack_a(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef apa
   lw_next(L, &lg);
 }
 
+/* x[c] <- lane c of every x[l] (a vl x vl transpose in registers): log2(vl)
+ * rounds of interleaving x[i] with x[i + vl/2], each moving the top bit of
+ * (vector, lane) to the bottom, so vl rounds' worth of bits swap halves. */
+static void transpose(Lower *L, int vl, LLVMValueRef *x) {
+  LLVMValueRef lo[16], hi[16], y[16];
+  for (int k = 0; k < vl / 2; k++) {
+    lo[2 * k] = lw_i32(L, k), lo[2 * k + 1] = lw_i32(L, vl + k);
+    hi[2 * k] = lw_i32(L, vl / 2 + k), hi[2 * k + 1] = lw_i32(L, vl + vl / 2 + k);
+  }
+  LLVMValueRef mlo = LLVMConstVector(lo, (unsigned)vl), mhi = LLVMConstVector(hi, (unsigned)vl);
+  for (int round = 1; round < vl; round *= 2) {
+    for (int i = 0; i < vl / 2; i++) {
+      y[2 * i] = LLVMBuildShuffleVector(L->b, x[i], x[i + vl / 2], mlo, "");
+      y[2 * i + 1] = LLVMBuildShuffleVector(L->b, x[i], x[i + vl / 2], mhi, "");
+    }
+    memcpy(x, y, sizeof(LLVMValueRef) * (size_t)vl);
+  }
+}
+
+/* B's columns contiguous in p (B read transposed): per VL x VL block, VL
+ * column loads of VL p each, transposed in registers into VL row vectors. */
+static void pack_b_cols(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef dst,
+                        LLVMValueRef t, LLVMValueRef col0, LLVMValueRef pc, LLVMValueRef kc) {
+  LwLoop lp;
+  LLVMTypeRef vt = LLVMVectorType(L->f32, (unsigned)tl->vl);
+  LLVMValueRef nvec = lw_divc(L, lw_addc(L, kc, tl->vl - 1), tl->vl);
+  LLVMValueRef p0 = lw_mulc(L, lw_for(L, &lp, lw_i64(L, 0), nvec), tl->vl);
+  LLVMValueRef in = lanes_below(L, tl->vl, LLVMBuildSub(L->b, kc, p0, ""));
+  for (int v = 0; v < tl->nv; v++) {
+    LLVMValueRef x[16];
+    for (int c = 0; c < tl->vl; c++) {
+      LLVMValueRef j = lw_smin(L, lw_addc(L, col0, v * tl->vl + c), lw_i64(L, g->n - 1));
+      x[c] = masked_load(L, vt, g->b_col(L, g, t, lw_add(L, pc, p0), j), in);
+    }
+    transpose(L, tl->vl, x);
+    for (int p = 0; p < tl->vl; p++)
+      vstore(L, x[p], dst, lw_addc(L, lw_mulc(L, lw_addc(L, p0, p), tl->nr), v * tl->vl), 64);
+  }
+  lw_next(L, &lp);
+}
+
 /* bpack[gj][p][c] = B[t][pc + p][min(j0 + gj*NR + c, n-1)] (zero past n on the fast path). */
 static void pack_b(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef bpack, LLVMValueRef t,
                    LLVMValueRef j0, LLVMValueRef ngj, LLVMValueRef pc, LLVMValueRef kc) {
   LwLoop lg, lp, lc;
   LLVMTypeRef vt = LLVMVectorType(L->f32, (unsigned)tl->vl);
   LLVMValueRef gj = lw_for(L, &lg, lw_i64(L, 0), ngj);
-  LLVMValueRef dst = lw_gep(L, L->f32, bpack, lw_mulc(L, gj, tl->kc * tl->nr));
+  LLVMValueRef dst = lw_gep(L, L->f32, bpack, lw_mulc(L, gj, tl->kcp * tl->nr));
   LLVMValueRef col0 = lw_add(L, j0, lw_mulc(L, gj, tl->nr));
+  if (g->b_col && !g->b_vec && !g->b_row) {
+    pack_b_cols(L, g, tl, dst, t, col0, pc, kc);
+    lw_next(L, &lg);
+    return;
+  }
   LLVMValueRef p = lw_for(L, &lp, lw_i64(L, 0), kc);
   LLVMValueRef pp = lw_add(L, pc, p), at = lw_mulc(L, p, tl->nr);
   if (g->b_vec) {
@@ -319,9 +393,9 @@ static void micro_tile(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef
     for (int v = 0; v < tl->nv; v++)
       bv[v] = vload(L, vt, bp, lw_addc(L, lw_mulc(L, p, tl->nr), v * tl->vl), 64);
   }
-  LLVMValueRef abase = lw_mulc(L, p, tl->mr);
+  LLVMValueRef abase = lw_mulc(L, p, tl->a_ps);
   for (int r = 0; r < tl->mr; r++) {
-    LLVMValueRef a = lw_gemm_splat(L, vt, lw_load(L, L->f32, ap, lw_addc(L, abase, r)));
+    LLVMValueRef a = lw_gemm_splat(L, vt, lw_load(L, L->f32, ap, lw_addc(L, abase, r * tl->a_rs)));
     for (int v = 0; v < tl->nv; v++) {
       LLVMTypeRef over = vt;
       LLVMValueRef args[3] = {a, bv[v], lw_get(L, vt, acc[r][v])};
@@ -350,47 +424,127 @@ static void micro_tile(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef
   }
 }
 
-/* A block's rows and columns for iteration r: i0, j0 and the micro-panel counts. */
+/* A block's rows and columns: i0, j0 and the micro-panel counts. */
 typedef struct Block {
   LLVMValueRef i0, j0, ngi, ngj;
 } Block;
 
-static Block block_of(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef rem) {
-  Block b;
-  b.i0 = lw_mulc(L, lw_divc(L, rem, tl->njb), tl->mc);
-  b.j0 = lw_mulc(L, lw_remc(L, rem, tl->njb), tl->nc);
-  LLVMValueRef mc = lw_smin(L, lw_i64(L, tl->mc), LLVMBuildSub(L->b, lw_i64(L, g->m), b.i0, ""));
-  LLVMValueRef nc = lw_smin(L, lw_i64(L, tl->nc), LLVMBuildSub(L->b, lw_i64(L, g->n), b.j0, ""));
-  b.ngi = lw_divc(L, lw_addc(L, mc, tl->mr - 1), tl->mr);
-  b.ngj = lw_divc(L, lw_addc(L, nc, tl->nr - 1), tl->nr);
-  return b;
+/* Row block ib: its first row and micro-panel count. */
+static void rows_of(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef ib, Block *b) {
+  b->i0 = lw_mulc(L, ib, tl->mc);
+  LLVMValueRef mc = lw_smin(L, lw_i64(L, tl->mc), LLVMBuildSub(L->b, lw_i64(L, g->m), b->i0, ""));
+  b->ngi = lw_divc(L, lw_addc(L, mc, tl->mr - 1), tl->mr);
 }
 
-/* C[t] block += A . B over every KC slice; A packed per slice unless ashared
- * (then apack holds all of A's block, group stride gstride). */
-static void block_product(Lower *L, const GemmOps *g, const Tiles *tl, const Block *b,
-                          LLVMValueRef apack, LLVMValueRef bpack, LLVMValueRef t, bool ashared,
-                          int64_t gstride) {
-  LwLoop lk, lgj, lgi;
-  LLVMValueRef kb = lw_for(L, &lk, lw_i64(L, 0), lw_i64(L, tl->nkb));
-  LLVMValueRef pc = lw_mulc(L, kb, tl->kc);
-  LLVMValueRef kc = lw_smin(L, lw_i64(L, tl->kc), LLVMBuildSub(L->b, lw_i64(L, g->k), pc, ""));
-  LLVMValueRef first = LLVMBuildICmp(L->b, LLVMIntEQ, kb, lw_i64(L, 0), "");
-  LLVMValueRef last = LLVMBuildICmp(L->b, LLVMIntEQ, kb, lw_i64(L, tl->nkb - 1), "");
-  LLVMValueRef poff = ashared ? pc : lw_i64(L, 0);
-  if (!ashared) pack_a(L, g, tl, apack, gstride, poff, t, b->i0, b->ngi, pc, kc);
-  if (!tl->direct) pack_b(L, g, tl, bpack, t, b->j0, b->ngj, pc, kc);
-  LLVMValueRef gj = lw_for(L, &lgj, lw_i64(L, 0), b->ngj);
-  LLVMValueRef col0 = lw_add(L, b->j0, lw_mulc(L, gj, tl->nr));
-  LLVMValueRef bp = tl->direct ? pc : lw_gep(L, L->f32, bpack, lw_mulc(L, gj, tl->kc * tl->nr));
-  LLVMValueRef gi = lw_for(L, &lgi, lw_i64(L, 0), b->ngi);
+/* Column block jb: its first column and micro-panel count. */
+static void cols_of(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef jb, Block *b) {
+  b->j0 = lw_mulc(L, jb, tl->nc);
+  LLVMValueRef nc = lw_smin(L, lw_i64(L, tl->nc), LLVMBuildSub(L->b, lw_i64(L, g->n), b->j0, ""));
+  b->ngj = lw_divc(L, lw_addc(L, nc, tl->nr - 1), tl->nr);
+}
+
+/* One K slice of a block: C[t] block (+)= apack . bpack over [pc, pc + kc), A's
+ * slice at offset poff of its packed rows. The micro-panel kept in L1 across
+ * the inner tile loop is A's when its rows are packed row by row (a tile
+ * then reads 12 lines of it per step, which streaming from L2 does not
+ * sustain), else B's, whose reuse saves the larger panel's traffic. */
+static void block_tiles(Lower *L, const GemmOps *g, const Tiles *tl, const Block *b,
+                        LLVMValueRef apack, LLVMValueRef bpack, LLVMValueRef t, LLVMValueRef poff,
+                        LLVMValueRef pc, LLVMValueRef kc, LLVMValueRef first, LLVMValueRef last) {
+  LwLoop lo, li;
+  LLVMValueRef gi = NULL, gj = NULL;
+  if (tl->arow) {
+    gi = lw_for(L, &lo, lw_i64(L, 0), b->ngi);
+    gj = lw_for(L, &li, lw_i64(L, 0), b->ngj);
+  } else {
+    gj = lw_for(L, &lo, lw_i64(L, 0), b->ngj);
+    gi = lw_for(L, &li, lw_i64(L, 0), b->ngi);
+  }
   LLVMValueRef ap =
-      lw_gep(L, L->f32, apack, lw_add(L, lw_mulc(L, gi, gstride), lw_mulc(L, poff, tl->mr)));
+      lw_gep(L, L->f32, apack, lw_add(L, lw_mulc(L, gi, tl->a_gs), lw_mulc(L, poff, tl->a_ps)));
   LLVMValueRef row0 = lw_add(L, b->i0, lw_mulc(L, gi, tl->mr));
+  LLVMValueRef col0 = lw_add(L, b->j0, lw_mulc(L, gj, tl->nr));
+  LLVMValueRef bp = tl->direct ? pc : lw_gep(L, L->f32, bpack, lw_mulc(L, gj, tl->kcp * tl->nr));
   micro_tile(L, g, tl, ap, bp, kc, t, row0, col0, first, last);
-  lw_next(L, &lgi);
-  lw_next(L, &lgj);
+  lw_next(L, &li);
+  lw_next(L, &lo);
+}
+
+/* The K slice kb: its first p, depth, and whether it is the first or last. */
+typedef struct Slice {
+  LLVMValueRef pc, kc, first, last;
+} Slice;
+
+static Slice slice_of(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef kb) {
+  Slice s;
+  s.pc = lw_mulc(L, kb, tl->kc);
+  s.kc = lw_smin(L, lw_i64(L, tl->kc), LLVMBuildSub(L->b, lw_i64(L, g->k), s.pc, ""));
+  s.first = LLVMBuildICmp(L->b, LLVMIntEQ, kb, lw_i64(L, 0), "");
+  s.last = LLVMBuildICmp(L->b, LLVMIntEQ, kb, lw_i64(L, tl->nkb - 1), "");
+  return s;
+}
+
+/* Iterations [begin, end) of the blocks (t, outer, inner), inner fastest: a
+ * run of consecutive iterations with the same (t, outer) packs the outer
+ * operand's block once per K slice (A's row block when share_a, else B's
+ * column block) and reuses it for every inner block of the run. */
+static void run_blocks(Lower *L, const GemmOps *g, const Tiles *tl, bool share_a,
+                       LLVMValueRef apack, LLVMValueRef bpack) {
+  int64_t nin = share_a ? tl->njb : tl->nib, nout = share_a ? tl->nib : tl->njb;
+  LwLoop lu, lk, lq;
+  LLVMValueRef u0 = lw_divc(L, L->begin, nin);
+  LLVMValueRef u1 = lw_divc(L, lw_addc(L, L->end, nin - 1), nin);
+  LLVMValueRef u = lw_for(L, &lu, u0, u1);
+  LLVMValueRef t = lw_divc(L, u, nout), o = lw_remc(L, u, nout);
+  LLVMValueRef base = lw_mulc(L, u, nin);
+  LLVMValueRef lo = lw_smax(L, LLVMBuildSub(L->b, L->begin, base, ""), lw_i64(L, 0));
+  LLVMValueRef hi = lw_smin(L, LLVMBuildSub(L->b, L->end, base, ""), lw_i64(L, nin));
+  Block b;
+  if (share_a)
+    rows_of(L, g, tl, o, &b);
+  else
+    cols_of(L, g, tl, o, &b);
+  Slice s = slice_of(L, g, tl, lw_for(L, &lk, lw_i64(L, 0), lw_i64(L, tl->nkb)));
+  LLVMValueRef zero = lw_i64(L, 0);
+  if (share_a)
+    pack_a(L, g, tl, apack, zero, t, b.i0, b.ngi, s.pc, s.kc);
+  else
+    pack_b(L, g, tl, bpack, t, b.j0, b.ngj, s.pc, s.kc);
+  LLVMValueRef q = lw_for(L, &lq, lo, hi);
+  if (share_a) {
+    cols_of(L, g, tl, q, &b);
+    if (!tl->direct) pack_b(L, g, tl, bpack, t, b.j0, b.ngj, s.pc, s.kc);
+  } else {
+    rows_of(L, g, tl, q, &b);
+    pack_a(L, g, tl, apack, zero, t, b.i0, b.ngi, s.pc, s.kc);
+  }
+  block_tiles(L, g, tl, &b, apack, bpack, t, zero, s.pc, s.kc, s.first, s.last);
+  lw_next(L, &lq);
   lw_next(L, &lk);
+  lw_next(L, &lu);
+}
+
+/* A shared by the batch (a convolution's weights): iteration (tc, block)
+ * packs all of A's row block once, then runs batch entries [tc*tb, tc*tb + tb). */
+static void run_ashared(Lower *L, const GemmOps *g, const Tiles *tl, int64_t tb, LLVMValueRef apack,
+                        LLVMValueRef bpack) {
+  LwLoop outer, lt, lk;
+  int64_t blocks = tl->nib * tl->njb;
+  LLVMValueRef r = lw_outer(L, &outer);
+  LLVMValueRef tc = lw_divc(L, r, blocks), rem = lw_remc(L, r, blocks);
+  Block b;
+  rows_of(L, g, tl, lw_divc(L, rem, tl->njb), &b);
+  cols_of(L, g, tl, lw_remc(L, rem, tl->njb), &b);
+  pack_a(L, g, tl, apack, lw_i64(L, 0), lw_i64(L, 0), b.i0, b.ngi, lw_i64(L, 0), lw_i64(L, g->k));
+  LLVMValueRef t0 = lw_mulc(L, tc, tb);
+  LLVMValueRef t1 = lw_smin(L, lw_addc(L, t0, tb), lw_i64(L, g->batch));
+  LLVMValueRef t = lw_for(L, &lt, t0, t1);
+  Slice s = slice_of(L, g, tl, lw_for(L, &lk, lw_i64(L, 0), lw_i64(L, tl->nkb)));
+  if (!tl->direct) pack_b(L, g, tl, bpack, t, b.j0, b.ngj, s.pc, s.kc);
+  block_tiles(L, g, tl, &b, apack, bpack, t, s.pc, s.pc, s.kc, s.first, s.last);
+  lw_next(L, &lk);
+  lw_next(L, &lt);
+  lw_next(L, &outer);
 }
 
 void lw_gemm(Lower *L, Kernel *k, const GemmOps *g) {
@@ -412,23 +566,24 @@ void lw_gemm(Lower *L, Kernel *k, const GemmOps *g) {
   k->range = nt * blocks;
   work *= (double)tb;
   k->min_chunk = work >= 65536.0 ? 1 : (int64_t)(65536.0 / (work > 1 ? work : 1)) + 1;
-  int64_t gstride = ashared ? g->k * tl.mr : tl.kc * tl.mr;
-  LLVMValueRef apack = lw_stack(L, L->f32, ashared ? tl.mc * g->k : tl.mc * tl.kc);
-  LLVMValueRef bpack = tl.direct ? NULL : lw_stack(L, L->f32, tl.kc * tl.nc);
-  LwLoop outer, lt;
-  LLVMValueRef r = lw_outer(L, &outer);
-  LLVMValueRef tc = lw_divc(L, r, blocks);
-  Block b = block_of(L, g, &tl, lw_remc(L, r, blocks));
+  int64_t depth = ashared ? g->k : tl.kc;
+  /* Rows of A packed row by row, with vector copies, unless A's columns are
+   * contiguous (p-major groups of MR are then one load each) or A is packed
+   * once for many batch entries (its packing cost is then negligible). */
+  tl.arow = g->a_row && !g->a_col && !ashared;
+  tl.a_rs = tl.arow ? round_up(depth, tl.vl) : 1;
+  tl.a_ps = tl.arow ? 1 : tl.mr;
+  tl.a_gs = tl.arow ? tl.a_rs * tl.mr : depth * tl.mr;
+  LLVMValueRef apack = lw_stack(L, L->f32, tl.mc / tl.mr * tl.a_gs);
+  LLVMValueRef bpack = tl.direct ? NULL : lw_stack(L, L->f32, tl.kcp * tl.nc);
   if (ashared) {
-    pack_a(L, g, &tl, apack, gstride, lw_i64(L, 0), lw_i64(L, 0), b.i0, b.ngi, lw_i64(L, 0),
-           lw_i64(L, g->k));
-    LLVMValueRef t0 = lw_mulc(L, tc, tb);
-    LLVMValueRef t1 = lw_smin(L, lw_addc(L, t0, tb), lw_i64(L, g->batch));
-    LLVMValueRef t = lw_for(L, &lt, t0, t1);
-    block_product(L, g, &tl, &b, apack, bpack, t, true, gstride);
-    lw_next(L, &lt);
-  } else {
-    block_product(L, g, &tl, &b, apack, bpack, tc, false, gstride);
+    run_ashared(L, g, &tl, tb, apack, bpack);
+    return;
   }
-  lw_next(L, &outer);
+  /* Share the operand whose sharing packs fewer elements in all: A's block
+   * with every column block, or B's with every row block. */
+  double a_elems = (double)g->m * (double)g->k, b_elems = (double)g->k * (double)g->n;
+  bool share_a =
+      tl.direct || a_elems + b_elems * (double)tl.nib <= a_elems * (double)tl.njb + b_elems;
+  run_blocks(L, g, &tl, share_a, apack, bpack);
 }

@@ -26,6 +26,8 @@ struct GemmOps {
   int64_t batch, m, n, k;
   GemmLoad *load_a, *load_b;
   GemmAddr *a_col;   /* optional: &A[t][i][p] when A[t][i+1][p] is the next float */
+  GemmAddr *a_row;   /* optional: &A[t][i][p] when A[t][i][p+1] is the next float */
+  GemmAddr *b_col;   /* optional: &B[t][p][j] (as (t, p, j)) when B[t][p+1][j] is the next float */
   GemmRow *b_row;    /* optional fast paths for packing B: rows, */
   GemmVec *b_vec;    /* or vectors of a row */
   LLVMValueRef bias; /* f32 [m] or NULL */

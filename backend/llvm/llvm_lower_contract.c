@@ -288,9 +288,10 @@ static LLVMValueRef matmul_a(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMVal
   return lw_load(L, L->f32, lw_in(L, 0), strided_at(L, mo, &mo->a, t, i, p));
 }
 
-/* &A[t][i][p]: with a.row == 1, a transposed operand's rows are adjacent floats. */
-static LLVMValueRef matmul_acol(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMValueRef i,
-                                LLVMValueRef p) {
+/* &A[t][i][p]: a_col when A's rows are adjacent floats (A read transposed), a_row when its
+ * columns are. */
+static LLVMValueRef matmul_aaddr(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMValueRef i,
+                                 LLVMValueRef p) {
   const MatmulOps *mo = g->user;
   return lw_gep(L, L->f32, lw_in(L, 0), strided_at(L, mo, &mo->a, t, i, p));
 }
@@ -299,6 +300,13 @@ static LLVMValueRef matmul_acol(Lower *L, const GemmOps *g, LLVMValueRef t, LLVM
 static LLVMValueRef matmul_brow(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMValueRef p) {
   const MatmulOps *mo = g->user;
   return lw_gep(L, L->f32, lw_in(L, 1), strided_at(L, mo, &mo->b, t, p, lw_i64(L, 0)));
+}
+
+/* &B[t][p][j]: b_col when B's columns are adjacent floats (B read transposed). */
+static LLVMValueRef matmul_baddr(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMValueRef p,
+                                 LLVMValueRef j) {
+  const MatmulOps *mo = g->user;
+  return lw_gep(L, L->f32, lw_in(L, 1), strided_at(L, mo, &mo->b, t, p, j));
 }
 
 static LLVMValueRef matmul_b(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMValueRef p,
@@ -344,8 +352,10 @@ void lower_matmul(Lower *L, Kernel *k) {
                .k = kk,
                .load_a = matmul_a,
                .load_b = matmul_b,
-               .a_col = unit_stride(&mo.a.v, mo.a.v.rank - 2) ? matmul_acol : NULL,
+               .a_col = unit_stride(&mo.a.v, mo.a.v.rank - 2) ? matmul_aaddr : NULL,
+               .a_row = unit_stride(&mo.a.v, mo.a.v.rank - 1) ? matmul_aaddr : NULL,
                .b_row = unit_stride(&mo.b.v, mo.b.v.rank - 1) ? matmul_brow : NULL,
+               .b_col = unit_stride(&mo.b.v, mo.b.v.rank - 2) ? matmul_baddr : NULL,
                .user = &mo};
   gemm_with_epilogue(L, k, &g);
 }
@@ -470,6 +480,12 @@ static LLVMValueRef convf_a(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMValu
   return lw_load(L, L->f32, lw_in(L, 1), lw_add(L, lw_mulc(L, i, g->k), p));
 }
 
+static LLVMValueRef convf_arow(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMValueRef i,
+                               LLVMValueRef p) {
+  (void)t;
+  return lw_gep(L, L->f32, lw_in(L, 1), lw_add(L, lw_mulc(L, i, g->k), p));
+}
+
 static LLVMValueRef convf_b(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMValueRef p,
                             LLVMValueRef j) {
   const ConvDims *c = g->user;
@@ -520,6 +536,7 @@ void lower_conv2d(Lower *L, Kernel *k) {
                .k = c.ci * c.kh * c.kw,
                .load_a = convf_a,
                .load_b = convf_b,
+               .a_row = convf_arow,
                .b_row = conv_is_1x1(&c) ? conv1x1_row : NULL,
                .b_vec = conv_is_1x1(&c) ? NULL : convf_bvec,
                .bias = n->nin == 3 ? lw_in(L, 2) : NULL,
