@@ -289,11 +289,14 @@ static bool check_names(Verifier *v) {
 
 /* ---- Kernels and buffers (passes/fuse.c, passes/plan.c; docs/IR.md) ----- */
 
+enum { ROOT_OUT = 1, ROOT_END = 2 };
+
 typedef struct KernelCheck {
-  unsigned *need; /* by index: which entries compute it (1 infer, 2 grad, 4 train) */
-  int *last;      /* by index: the last kernel reading it (through inline nodes too); -1 */
-  bool *last_inl; /* by index: that kernel reads it through an inline node */
-  bool *root;     /* by index: an output, the loss, a gradient or an update value */
+  unsigned *need;      /* by index: which entries compute it (1 infer, 2 grad, 4 train) */
+  int *last;           /* by index: the last kernel reading it (through inline nodes too); -1 */
+  bool *last_inl;      /* by index: that kernel reads it through an inline node */
+  unsigned char *root; /* by index: ROOT_OUT an output; ROOT_END the loss, a gradient or an update
+                          value, which the entry points read after the last kernel */
   int *stamp, *stack;
 } KernelCheck;
 
@@ -358,10 +361,10 @@ static void kc_init(Verifier *v, KernelCheck *c) {
   for (int k = 0; k < g->nupdates; k++) c->need[vindex(v, g->updates[k].value)] |= 4;
   for (int i = g->nnodes - 1; i >= 0; i--)
     for (int j = 0; j < g->nodes[i]->nin; j++) c->need[vindex(v, g->nodes[i]->in[j])] |= c->need[i];
-  for (int k = 0; k < g->noutputs; k++) c->root[vindex(v, g->outputs[k].node)] = true;
-  if (g->loss) c->root[vindex(v, g->loss)] = true;
-  for (int k = 0; k < g->ngrads; k++) c->root[vindex(v, g->grads[k].grad)] = true;
-  for (int k = 0; k < g->nupdates; k++) c->root[vindex(v, g->updates[k].value)] = true;
+  for (int k = 0; k < g->noutputs; k++) c->root[vindex(v, g->outputs[k].node)] |= ROOT_OUT;
+  if (g->loss) c->root[vindex(v, g->loss)] |= ROOT_END;
+  for (int k = 0; k < g->ngrads; k++) c->root[vindex(v, g->grads[k].grad)] |= ROOT_END;
+  for (int k = 0; k < g->nupdates; k++) c->root[vindex(v, g->updates[k].value)] |= ROOT_END;
 }
 
 static void kc_free(KernelCheck *c) {
@@ -466,7 +469,10 @@ static bool check_buffers(Verifier *v, KernelCheck *c, const int *first) {
     const Node *n = g->nodes[i];
     if (n->kernel < 0 || n->offset < 0) continue;
     int64_t size = ir_type_numel(&n->type) * (int64_t)ir_dtype_size(n->type.dtype);
-    int64_t end = c->root[i] ? g->nkernels : c->last[i] > n->kernel ? c->last[i] : n->kernel;
+    /* Outputs live to their last reader: m_infer writes them to the caller's memory. */
+    int64_t end = c->root[i] & ROOT_END    ? g->nkernels
+                  : c->last[i] > n->kernel ? c->last[i]
+                                           : n->kernel;
     bufs[nb++] = (Buf){i, n->offset, n->offset + size, n->kernel, end};
   }
   bool ok = true;

@@ -6,7 +6,8 @@
  * once never overlap, except an elementwise kernel writing over its dead input of the same size.
  *
  * Live ranges are over the whole train step: a buffer lives from the kernel that writes it to the
- * last kernel that reads it (through inline nodes too); outputs and the loss live to the end.
+ * last kernel that reads it (through inline nodes too); the loss, gradients and update values
+ * live to the end (outputs do not: m_infer writes them to the caller's memory).
  * Inputs, params, gradients and optimizer state live in the instance, outside the arena. A plan
  * for the train step holds for m_infer and m_grad too: they run a subset of the same kernels in
  * the same order, so no two buffers they use are live at once unless they are in the full step.
@@ -172,11 +173,13 @@ static bool is_root(const Graph *g, const Node *n) {
   return n == g->loss || is_grad_value(g, n);
 }
 
-/* Outputs, the loss, gradients and update values live to the end of the step. */
+/* The loss, gradients and update values live to the end of the step: the entry points copy or
+ * apply them after the last kernel. Outputs need not: m_infer has its kernels write them to the
+ * caller's memory, and the other entry points do not return them. */
 static bool lives_to_end(const Graph *g, const Node *n) {
   for (int k = 0; k < g->nupdates; k++)
     if (g->updates[k].value == n) return true;
-  return is_root(g, n);
+  return n == g->loss || is_grad_value(g, n);
 }
 
 /* Update value v may be written straight into its target t: no kernel after v's reads t, and

@@ -22,9 +22,14 @@
 
 /* ---- An independent checker: no two simultaneously live buffers overlap ---- */
 
-static bool is_root(const Graph *g, const Node *n) {
+static bool is_output(const Graph *g, const Node *n) {
   for (int k = 0; k < g->noutputs; k++)
     if (g->outputs[k].node == n) return true;
+  return false;
+}
+
+/* Read after the last kernel by the entry points (outputs are written to the caller by m_infer). */
+static bool lives_to_end(const Graph *g, const Node *n) {
   for (int k = 0; k < g->ngrads; k++)
     if (g->grads[k].grad == n) return true;
   for (int k = 0; k < g->nupdates; k++)
@@ -55,8 +60,8 @@ static void check_plan(const Graph *g) {
       assert_int_equal(v->offset, IR_BUF_NONE);
       continue;
     }
-    int last = is_root(g, v) ? g->nkernels : last_reader(v);
-    if (last > v->kernel) assert_int_not_equal(v->offset, IR_BUF_NONE); /* stored */
+    int last = lives_to_end(g, v) ? g->nkernels : last_reader(v);
+    if (last > v->kernel || is_output(g, v)) assert_int_not_equal(v->offset, IR_BUF_NONE);
     if (v->offset < 0) continue;
     int64_t size = ir_type_numel(&v->type) * (int64_t)ir_dtype_size(v->type.dtype);
     assert_int_equal(v->offset % IR_BUF_ALIGN, 0);
