@@ -684,7 +684,7 @@ bool llvm_module_build(LlvmModule *m, const Graph *g, const LlvmOptions *o, bool
                        size_t len) {
   if (!llvm_module_begin(m, g, o, NULL, pic, err, len)) return false;
   double t0 = llvm_now_ms();
-  if (llvm_twins_find(g, o, &m->prog, NULL, err, len) < 0) return false;
+  llvm_twins_find(m, &m->prog);
   llvm_module_lower_kernels(m, &m->prog, NULL, false);
   llvm_module_lower_entries(m, NULL);
   return llvm_module_finish(m, o, t0, err, len);

@@ -94,8 +94,9 @@ bool llvm_emit(const Graph *g, const LlvmOptions *o, LlvmEmitKind kind, const ch
 /* ---- Objects built in parallel -------------------------------------------
  * The kernels are split among nparts modules, each in its own LLVM context:
  * lowered on its own thread, then optimized and compiled on its own thread.
- * Twins (llvm_twin.c) are decided first, from a throwaway lowering that also
- * gives each kernel's size in IR instructions, which optimization and code
+ * Twins (llvm_twin.c) are decided first, from every kernel lowered alone
+ * (probed on the parts' threads, each in its part's context), which also
+ * gives each kernel's size in IR instructions, what optimization and code
  * generation take time in proportion to: the largest kernel goes first, each
  * to the least loaded module, and twins to none. Module 0 also holds the
  * entry points and the descriptor; the others' kernels are hidden external
@@ -105,7 +106,10 @@ typedef struct Part {
   LlvmModule m;
   const LlvmOptions *o;
   Program *prog;
-  bool *mine; /* by kernel index */
+  int index, nparts;
+  TwinProbe
+      *probes; /* by kernel index, shared: this part probes kernels index, index+nparts, ... */
+  bool *mine;  /* by kernel index */
   bool main;
   double lower_t0, optimize_ms;
   char *data;
@@ -142,6 +146,13 @@ static bool deal_kernels(const Program *p, const int64_t *size, Part *parts, int
   }
   free(order);
   return true;
+}
+
+static void *part_probe(void *arg) {
+  Part *pt = arg;
+  for (int k = pt->index; k < pt->prog->nkernels; k += pt->nparts)
+    llvm_twin_probe(&pt->m, pt->prog, k, &pt->probes[k]);
+  return NULL;
 }
 
 static void *part_lower(void *arg) {
@@ -198,23 +209,26 @@ int llvm_build_objects(const Graph *g, const LlvmOptions *o, int nparts, LlvmObj
   double t0 = llvm_now_ms();
   bool ok = llvm_module_begin(&parts[0].m, g, o, NULL, true, err, len);
   Program *prog = &parts[0].m.prog;
-  /* Decided before the kernels are dealt: a twin is lowered in no module. */
-  int64_t *size = ok ? calloc((size_t)prog->nkernels + 1, sizeof *size) : NULL;
-  if (ok && !size) snprintf(err, len, "out of memory");
-  ok = ok && size && llvm_twins_find(g, o, prog, size, err, len) >= 0;
   for (int i = 1; ok && i < nparts; i++)
     ok = llvm_module_begin(&parts[i].m, g, o, prog, true, err, len);
+  TwinProbe *probes = ok ? calloc((size_t)prog->nkernels + 1, sizeof *probes) : NULL;
+  int64_t *size = ok ? calloc((size_t)prog->nkernels + 1, sizeof *size) : NULL;
+  ok = ok && probes && size;
   for (int i = 0; ok && i < nparts; i++) {
     parts[i].o = o;
     parts[i].prog = prog;
+    parts[i].index = i;
+    parts[i].nparts = nparts;
+    parts[i].probes = probes;
     parts[i].main = i == 0;
     parts[i].lower_t0 = t0;
     parts[i].mine = calloc((size_t)prog->nkernels + 1, sizeof *parts[i].mine);
     ok = parts[i].mine != NULL;
   }
-  if (ok && !deal_kernels(prog, size, parts, nparts)) {
-    snprintf(err, len, "out of memory");
-    ok = false;
+  if (ok) { /* twins decided before the kernels are dealt: a twin is lowered in no module */
+    run_parts(parts, nparts, part_probe);
+    llvm_twins_mark(prog, probes, size);
+    ok = deal_kernels(prog, size, parts, nparts);
   }
   if (ok) {
     run_parts(parts, nparts, part_lower);
@@ -240,6 +254,7 @@ int llvm_build_objects(const Graph *g, const LlvmOptions *o, int nparts, LlvmObj
     objs[i].size = ok ? parts[i].size : 0;
     if (!ok) free(parts[i].data);
   }
+  free(probes);
   free(size);
   for (int i = nparts - 1; i >= 0; i--) {
     free(parts[i].mine);

@@ -22,14 +22,6 @@
 
 #include "llvm_twin.h"
 
-/* Kernel k alone in a module: its bitcode (NULL when no entry point runs it). */
-typedef struct Alone {
-  LLVMMemoryBufferRef bc;
-  const char *bytes;
-  size_t size;
-  uint64_t hash;
-} Alone;
-
 static int64_t count_instructions(LLVMValueRef fn) {
   int64_t n = 0;
   for (LLVMBasicBlockRef bb = LLVMGetFirstBasicBlock(fn); bb; bb = LLVMGetNextBasicBlock(bb))
@@ -37,73 +29,61 @@ static int64_t count_instructions(LLVMValueRef fn) {
   return n;
 }
 
-/* Lowers kernel k into a module of its own in tw's context, with tw's data layout. */
-static void lower_alone(LlvmModule *tw, Program *p, bool *mine, int k, Alone *a, int64_t *size) {
-  LlvmModule one = {.ctx = tw->ctx, .avx512 = tw->avx512};
-  one.mod = LLVMModuleCreateWithNameInContext("kiln_twin", tw->ctx);
-  LLVMSetDataLayout(one.mod, LLVMGetDataLayoutStr(tw->mod));
+void llvm_twin_probe(LlvmModule *m, Program *p, int k, TwinProbe *t) {
+  LlvmModule one = {.ctx = m->ctx, .avx512 = m->avx512};
+  one.mod = LLVMModuleCreateWithNameInContext("kiln_twin", m->ctx);
+  LLVMSetDataLayout(one.mod, LLVMGetDataLayoutStr(m->mod));
+  bool *mine = calloc((size_t)p->nkernels + 1, sizeof *mine);
+  IR_ASSERT(mine, "llvm: out of memory comparing kernels");
   Kernel *kn = &p->kernels[k];
   kn->fn = NULL;
   mine[k] = true;
   llvm_module_lower_kernels(&one, p, mine, false);
-  mine[k] = false;
+  free(mine);
+  memset(t, 0, sizeof *t);
   if (kn->fn) {
     char name[96];
     snprintf(name, sizeof name, "%s.body", kn->name);
     LLVMValueRef body = LLVMGetNamedFunction(one.mod, name);
     IR_ASSERT(body, "llvm: kernel %s has no body function", kn->name);
-    if (size) size[k] = count_instructions(body) + count_instructions(kn->fn);
+    t->size = count_instructions(body) + count_instructions(kn->fn);
     LLVMSetValueName2(body, "kiln_twin.body", 14);
     LLVMSetValueName2(kn->fn, "kiln_twin", 9);
-    a->bc = LLVMWriteBitcodeToMemoryBuffer(one.mod);
-    IR_ASSERT(a->bc, "llvm: out of memory comparing kernels");
-    a->bytes = LLVMGetBufferStart(a->bc);
-    a->size = LLVMGetBufferSize(a->bc);
-    a->hash = XXH3_64bits(a->bytes, a->size);
+    t->bc = LLVMWriteBitcodeToMemoryBuffer(one.mod);
+    IR_ASSERT(t->bc, "llvm: out of memory comparing kernels");
+    t->bytes = LLVMGetBufferStart(t->bc);
+    t->nbytes = LLVMGetBufferSize(t->bc);
+    t->hash = XXH3_64bits(t->bytes, t->nbytes);
     kn->fn = NULL; /* disposed with the module */
   }
   LLVMDisposeModule(one.mod);
 }
 
-static bool same_module(const Alone *a, const Alone *b) {
-  return a->bc && b->bc && a->hash == b->hash && a->size == b->size &&
-         memcmp(a->bytes, b->bytes, a->size) == 0;
+static bool same_module(const TwinProbe *a, const TwinProbe *b) {
+  return a->bc && b->bc && a->hash == b->hash && a->nbytes == b->nbytes &&
+         memcmp(a->bytes, b->bytes, a->nbytes) == 0;
 }
 
-/* Each kernel's twin: the first earlier kernel with the same bitcode (never a twin itself: a
- * twin's own match comes before it). */
-static int mark_twins(Program *p, const Alone *alone, int64_t *size) {
+int llvm_twins_mark(Program *p, TwinProbe *t, int64_t *size) {
   int ntwins = 0;
+  for (int i = 0; i < p->nkernels; i++) {
+    p->kernels[i].twin = NULL;
+    /* The first match is never a twin itself: a twin's own match comes before it. */
+    for (int j = 0; j < i && t[i].bc && !p->kernels[i].twin; j++)
+      if (!p->kernels[j].twin && same_module(&t[j], &t[i])) p->kernels[i].twin = &p->kernels[j];
+    ntwins += p->kernels[i].twin != NULL;
+    if (size) size[i] = p->kernels[i].twin ? 0 : t[i].size;
+  }
   for (int i = 0; i < p->nkernels; i++)
-    for (int j = 0; j < i && alone[i].bc; j++)
-      if (!p->kernels[j].twin && same_module(&alone[j], &alone[i])) {
-        p->kernels[i].twin = &p->kernels[j];
-        if (size) size[i] = 0;
-        ntwins++;
-        break;
-      }
+    if (t[i].bc) LLVMDisposeMemoryBuffer(t[i].bc);
   return ntwins;
 }
 
-int llvm_twins_find(const Graph *g, const LlvmOptions *o, Program *p, int64_t *size, char *err,
-                    size_t len) {
-  LlvmModule tw = {0};
-  if (!llvm_module_begin(&tw, g, o, p, true, err, len)) {
-    llvm_module_dispose(&tw);
-    return -1;
-  }
-  Alone *alone = calloc((size_t)p->nkernels + 1, sizeof *alone);
-  bool *mine = calloc((size_t)p->nkernels + 1, sizeof *mine);
-  IR_ASSERT(alone && mine, "llvm: out of memory comparing kernels");
-  for (int k = 0; k < p->nkernels; k++) {
-    if (size) size[k] = 0;
-    lower_alone(&tw, p, mine, k, &alone[k], size);
-  }
-  int ntwins = mark_twins(p, alone, size);
-  for (int k = 0; k < p->nkernels; k++)
-    if (alone[k].bc) LLVMDisposeMemoryBuffer(alone[k].bc);
-  free(alone);
-  free(mine);
-  llvm_module_dispose(&tw);
+int llvm_twins_find(LlvmModule *m, Program *p) {
+  TwinProbe *t = calloc((size_t)p->nkernels + 1, sizeof *t);
+  IR_ASSERT(t, "llvm: out of memory comparing kernels");
+  for (int k = 0; k < p->nkernels; k++) llvm_twin_probe(m, p, k, &t[k]);
+  int ntwins = llvm_twins_mark(p, t, NULL);
+  free(t);
   return ntwins;
 }
