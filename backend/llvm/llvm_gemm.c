@@ -2,27 +2,33 @@
  * register-blocked micro-kernel of explicit vector FMAs.
  *
  * One outer iteration computes a block of C: batch t, rows [i0, i0+MC),
- * columns [j0, j0+NC). For every KC slice of the contraction it packs A's
- * block into MR-row micro-panels (apack[g][p][r]) and B's into NR-column
- * micro-panels (bpack[g][p][c]), both on the stack, then runs the
- * micro-kernel on every (MR x NR) tile: MR x NV accumulators of VL lanes
- * (NR = NV*VL), one vector load of B per lane group and one broadcast of A
- * per row each step of p. The first slice stores acc (+ bias), later ones
- * add to C; with a fused epilogue, the last slice hands C's final value to
- * it in registers instead of storing it. Rows past m and columns past n are packed from clamped
- * (valid) indices and never stored: row stores are guarded, column stores masked.
+ * columns [j0, j0+NC). For every KC slice of the contraction A's block is
+ * packed into MR-row micro-panels (apack: [g][r][p] when A's rows are
+ * contiguous, so packing is vector copies; else [g][p][r]) and B's into
+ * NR-column micro-panels (bpack[g][p][c]; transposed in registers when B's
+ * columns are contiguous), both on the stack, then the micro-kernel runs on
+ * every (MR x NR) tile: MR x NV accumulators of VL lanes (NR = NV*VL), one
+ * vector load of B per lane group and one broadcast of A per row each step
+ * of p. Consecutive iterations of a thread that share a row block (or a
+ * column block) pack that operand once for all of them. The first slice
+ * stores acc (+ bias), later ones add to C; with a fused epilogue, the last
+ * slice hands C's final value to it in registers instead of storing it. Rows
+ * past m and columns past n are packed from clamped (valid) indices and never
+ * stored: row stores are guarded, column stores masked.
  *
  * AVX-512: VL = 16, NR = 32 (two zmm), MR = 12: 24 accumulators + 2 B
  * vectors + a broadcast of 32 zmm. Narrow n (<= VL): NV = 1, MR = 16.
- * KC <= 256 keeps a B micro-panel (KC x 32 floats, 32 KiB) in a 48 KiB L1;
- * MC <= 192 keeps A's block (192 KiB) in a 1 MiB L2. */
+ * KC <= 256: a micro-panel of A (12 KiB) or B (32 KiB) stays in a 48 KiB L1
+ * while the tile loop streams the other; MC <= 192 rows and NC <= 512
+ * columns keep A's block (192 KiB) and B's (512 KiB) in a 2 MiB L2. */
 #include "llvm_gemm.h"
 
+#include <math.h>
 #include <string.h>
 
 #define GEMM_KC            256
 #define GEMM_MC_PANELS     16
-#define GEMM_NC_PANELS     8
+#define GEMM_NC_PANELS     16
 #define GEMM_MIN_ITERS     8
 #define GEMM_ASHARED_BYTES (256 * 1024)
 /* Epilogues costing more per element (llvm_lower_fused.c's estimate) run in
@@ -128,6 +134,49 @@ typedef struct Tiles {
   int64_t a_gs, a_rs, a_ps;
 } Tiles;
 
+/* Packed elements of a blocking with nib row blocks and njb column blocks:
+ * the operand shared across a run of blocks once, the other once per block
+ * of the shared one (run_blocks picks the smaller). */
+static double pack_volume(const GemmOps *g, const Tiles *t, int64_t nib, int64_t njb) {
+  double a = (double)g->m * (double)g->k, b = (double)g->k * (double)g->n;
+  if (t->direct) return 0;
+  return fmin(a + b * (double)nib, a * (double)njb + b);
+}
+
+/* MC and NC: of the halvings of the largest blocks (A's MC x KC in L2, B's
+ * KC x NC streamed from L2), those with enough iterations to share among
+ * threads when the product is big, then the fewest packed elements, then the
+ * largest blocks; failing that, the most iterations. */
+static void choose_blocks(const GemmOps *g, Tiles *t) {
+  double flops = 2.0 * (double)g->batch * (double)g->m * (double)g->n * (double)g->k;
+  int64_t mc_max = round_up(g->m, t->mr), nc_max = round_up(g->n, t->nr);
+  if (mc_max > t->mr * GEMM_MC_PANELS) mc_max = t->mr * GEMM_MC_PANELS;
+  if (nc_max > t->nr * GEMM_NC_PANELS) nc_max = t->nr * GEMM_NC_PANELS;
+  int64_t mc_min = mc_max < 4 * t->mr ? mc_max : 4 * t->mr;
+  int64_t nc_min = nc_max < 2 * t->nr ? nc_max : 2 * t->nr;
+  bool have = false, best_ok = false;
+  double best_vol = 0;
+  int64_t best_iters = 0, best_area = 0;
+  for (int64_t mc = mc_max;; mc = round_up(mc / 2, t->mr)) {
+    for (int64_t nc = nc_max;; nc = round_up(nc / 2, t->nr)) {
+      int64_t nib = ceil_div(g->m, mc), njb = ceil_div(g->n, nc);
+      int64_t iters = g->batch * nib * njb;
+      bool ok = flops < 4e6 || iters >= GEMM_MIN_ITERS;
+      double vol = pack_volume(g, t, nib, njb);
+      bool better = !have || (ok && !best_ok);
+      if (have && ok == best_ok)
+        better =
+            ok ? vol < best_vol || (vol == best_vol && mc * nc > best_area) : iters > best_iters;
+      if (better) {
+        have = true, best_ok = ok, best_vol = vol, best_iters = iters, best_area = mc * nc;
+        t->mc = mc, t->nc = nc, t->nib = nib, t->njb = njb;
+      }
+      if (nc <= nc_min) break;
+    }
+    if (mc <= mc_min) break;
+  }
+}
+
 static Tiles choose_tiles(Lower *L, const GemmOps *g) {
   Tiles t;
   t.vl = L->avx512 ? 16 : 8;
@@ -141,69 +190,74 @@ static Tiles choose_tiles(Lower *L, const GemmOps *g) {
   t.nkb = ceil_div(g->k, GEMM_KC);
   t.kc = ceil_div(g->k, t.nkb);
   t.kcp = round_up(t.kc, t.vl);
-  t.mc = round_up(g->m, t.mr);
-  if (t.mc > t.mr * GEMM_MC_PANELS) t.mc = t.mr * GEMM_MC_PANELS;
-  t.nc = round_up(g->n, t.nr);
-  if (t.nc > t.nr * GEMM_NC_PANELS) t.nc = t.nr * GEMM_NC_PANELS;
-  /* Enough iterations to share among threads when the product is big. */
-  double flops = 2.0 * (double)g->batch * (double)g->m * (double)g->n * (double)g->k;
-  for (;;) {
-    t.nib = ceil_div(g->m, t.mc);
-    t.njb = ceil_div(g->n, t.nc);
-    if (flops < 4e6 || g->batch * t.nib * t.njb >= GEMM_MIN_ITERS) break;
-    if (t.nc > 2 * t.nr)
-      t.nc = round_up(t.nc / 2, t.nr);
-    else if (t.mc > 4 * t.mr)
-      t.mc = round_up(t.mc / 2, t.mr);
-    else
-      break;
-  }
+  choose_blocks(g, &t);
   return t;
 }
 
-/* Packs A[t][i0 + gi*MR + r][pc + p] (rows past m clamped to m-1) for every
- * micro-panel gi < ngi, r < MR, p < kc at the packed position of (r, poff + p). */
+/* A's packed micro-panel gi, at p = poff. */
+static LLVMValueRef a_panel(Lower *L, const Tiles *tl, LLVMValueRef apack, LLVMValueRef poff,
+                            LLVMValueRef gi) {
+  return lw_gep(L, L->f32, apack, lw_add(L, lw_mulc(L, gi, tl->a_gs), lw_mulc(L, poff, tl->a_ps)));
+}
+
+/* A's p contiguous: each row's kc floats by vector copies into [r][p]. */
+static void pack_a_rows(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef apack,
+                        LLVMValueRef poff, LLVMValueRef t, LLVMValueRef i0, LLVMValueRef ngi,
+                        LLVMValueRef pc, LLVMValueRef kc) {
+  LwLoop lg, lr, lv;
+  LLVMTypeRef vt = LLVMVectorType(L->f32, (unsigned)tl->vl);
+  LLVMValueRef gi = lw_for(L, &lg, lw_i64(L, 0), ngi);
+  LLVMValueRef dst = a_panel(L, tl, apack, poff, gi);
+  LLVMValueRef row0 = lw_add(L, i0, lw_mulc(L, gi, tl->mr));
+  LLVMValueRef r = lw_for(L, &lr, lw_i64(L, 0), lw_i64(L, tl->mr));
+  LLVMValueRef row = lw_smin(L, lw_add(L, row0, r), lw_i64(L, g->m - 1));
+  LLVMValueRef src = g->a_row(L, g, t, row, pc);
+  LLVMValueRef to = lw_gep(L, L->f32, dst, lw_mulc(L, r, tl->a_rs));
+  LLVMValueRef nvec = lw_divc(L, lw_addc(L, kc, tl->vl - 1), tl->vl);
+  LLVMValueRef at = lw_mulc(L, lw_for(L, &lv, lw_i64(L, 0), nvec), tl->vl);
+  LLVMValueRef x = masked_load(L, vt, lw_gep(L, L->f32, src, at),
+                               lanes_below(L, tl->vl, LLVMBuildSub(L->b, kc, at, "")));
+  vstore(L, x, to, at, 4);
+  lw_next(L, &lv);
+  lw_next(L, &lr);
+  lw_next(L, &lg);
+}
+
+/* A's rows adjacent (A read transposed): each p's MR rows are one masked vector load. */
+static void pack_a_cols(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef apack,
+                        LLVMValueRef poff, LLVMValueRef t, LLVMValueRef i0, LLVMValueRef ngi,
+                        LLVMValueRef pc, LLVMValueRef kc) {
+  LwLoop lg, lp;
+  LLVMTypeRef vt = LLVMVectorType(L->f32, (unsigned)tl->vl);
+  LLVMValueRef panel = lanes_below(L, tl->vl, lw_i64(L, tl->mr));
+  LLVMValueRef gi = lw_for(L, &lg, lw_i64(L, 0), ngi);
+  LLVMValueRef row0 = lw_add(L, i0, lw_mulc(L, gi, tl->mr));
+  LLVMValueRef in = lanes_below(L, tl->vl, LLVMBuildSub(L->b, lw_i64(L, g->m), row0, ""));
+  LLVMValueRef dst = a_panel(L, tl, apack, poff, gi);
+  LLVMValueRef p = lw_for(L, &lp, lw_i64(L, 0), kc);
+  LLVMValueRef v = masked_load(L, vt, g->a_col(L, g, t, row0, lw_add(L, pc, p)), in);
+  masked_store(L, vt, v, lw_gep(L, L->f32, dst, lw_mulc(L, p, tl->mr)), panel);
+  lw_next(L, &lp);
+  lw_next(L, &lg);
+}
+
+/* Packs A[t][i0 + gi*MR + r][pc + p] (rows past m clamped to m-1, or zero) for
+ * every micro-panel gi < ngi, r < MR, p < kc at the packed position of (r, poff + p). */
 static void pack_a(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef apack,
                    LLVMValueRef poff, LLVMValueRef t, LLVMValueRef i0, LLVMValueRef ngi,
                    LLVMValueRef pc, LLVMValueRef kc) {
-  LwLoop lg, lp, lr;
-  LLVMTypeRef vt = LLVMVectorType(L->f32, (unsigned)tl->vl);
+  if (tl->arow) {
+    pack_a_rows(L, g, tl, apack, poff, t, i0, ngi, pc, kc);
+    return;
+  }
+  if (g->a_col) {
+    pack_a_cols(L, g, tl, apack, poff, t, i0, ngi, pc, kc);
+    return;
+  }
+  LwLoop lg, lp;
   LLVMValueRef gi = lw_for(L, &lg, lw_i64(L, 0), ngi);
-  LLVMValueRef dst =
-      lw_gep(L, L->f32, apack, lw_add(L, lw_mulc(L, gi, tl->a_gs), lw_mulc(L, poff, tl->a_ps)));
+  LLVMValueRef dst = a_panel(L, tl, apack, poff, gi);
   LLVMValueRef row0 = lw_add(L, i0, lw_mulc(L, gi, tl->mr));
-  if (tl->arow) { /* A's p contiguous: each row's kc floats, vector copies */
-    LLVMValueRef r = lw_for(L, &lr, lw_i64(L, 0), lw_i64(L, tl->mr));
-    LLVMValueRef row = lw_smin(L, lw_add(L, row0, r), lw_i64(L, g->m - 1));
-    LLVMValueRef src = g->a_row(L, g, t, row, pc);
-    LLVMValueRef to = lw_gep(L, L->f32, dst, lw_mulc(L, r, tl->a_rs));
-    LLVMValueRef nvec = lw_divc(L, lw_addc(L, kc, tl->vl - 1), tl->vl);
-    LLVMValueRef v = lw_for(L, &lp, lw_i64(L, 0), nvec);
-    LLVMValueRef at = lw_mulc(L, v, tl->vl);
-    LLVMValueRef x = masked_load(L, vt, lw_gep(L, L->f32, src, at),
-                                 lanes_below(L, tl->vl, LLVMBuildSub(L->b, kc, at, "")));
-    vstore(L, x, to, at, 4);
-    lw_next(L, &lp);
-    lw_next(L, &lr);
-    lw_next(L, &lg);
-    return;
-  }
-  if (g->a_col) { /* A's rows adjacent (A read transposed): one vector per p */
-    LLVMValueRef lanes = lw_gemm_lanes(L, lw_i64(L, 0), tl->vl);
-    LLVMTypeRef it = LLVMVectorType(L->i32, (unsigned)tl->vl);
-    LLVMValueRef left = LLVMBuildTrunc(
-        L->b, lw_smin(L, lw_i64(L, tl->mr), LLVMBuildSub(L->b, lw_i64(L, g->m), row0, "")), L->i32,
-        "");
-    LLVMValueRef in = LLVMBuildICmp(L->b, LLVMIntSLT, lanes, lw_gemm_splat(L, it, left), "");
-    LLVMValueRef panel =
-        LLVMBuildICmp(L->b, LLVMIntSLT, lanes, lw_gemm_splat(L, it, lw_i32(L, tl->mr)), "");
-    LLVMValueRef p = lw_for(L, &lp, lw_i64(L, 0), kc);
-    LLVMValueRef v = masked_load(L, vt, g->a_col(L, g, t, row0, lw_add(L, pc, p)), in);
-    masked_store(L, vt, v, lw_gep(L, L->f32, dst, lw_mulc(L, p, tl->mr)), panel);
-    lw_next(L, &lp);
-    lw_next(L, &lg);
-    return;
-  }
   LLVMValueRef rows[32];
   for (int r = 0; r < tl->mr; r++) rows[r] = lw_smin(L, lw_addc(L, row0, r), lw_i64(L, g->m - 1));
   LLVMValueRef p = lw_for(L, &lp, lw_i64(L, 0), kc);
@@ -260,14 +314,16 @@ static void pack_b(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef bpa
                    LLVMValueRef j0, LLVMValueRef ngj, LLVMValueRef pc, LLVMValueRef kc) {
   LwLoop lg, lp, lc;
   LLVMTypeRef vt = LLVMVectorType(L->f32, (unsigned)tl->vl);
-  LLVMValueRef gj = lw_for(L, &lg, lw_i64(L, 0), ngj);
-  LLVMValueRef dst = lw_gep(L, L->f32, bpack, lw_mulc(L, gj, tl->kcp * tl->nr));
-  LLVMValueRef col0 = lw_add(L, j0, lw_mulc(L, gj, tl->nr));
   if (g->b_col && !g->b_vec && !g->b_row) {
-    pack_b_cols(L, g, tl, dst, t, col0, pc, kc);
+    LLVMValueRef gj = lw_for(L, &lg, lw_i64(L, 0), ngj);
+    LLVMValueRef dst = lw_gep(L, L->f32, bpack, lw_mulc(L, gj, tl->kcp * tl->nr));
+    pack_b_cols(L, g, tl, dst, t, lw_add(L, j0, lw_mulc(L, gj, tl->nr)), pc, kc);
     lw_next(L, &lg);
     return;
   }
+  LLVMValueRef gj = lw_for(L, &lg, lw_i64(L, 0), ngj);
+  LLVMValueRef dst = lw_gep(L, L->f32, bpack, lw_mulc(L, gj, tl->kcp * tl->nr));
+  LLVMValueRef col0 = lw_add(L, j0, lw_mulc(L, gj, tl->nr));
   LLVMValueRef p = lw_for(L, &lp, lw_i64(L, 0), kc);
   LLVMValueRef pp = lw_add(L, pc, p), at = lw_mulc(L, p, tl->nr);
   if (g->b_vec) {
