@@ -124,6 +124,16 @@ n=$(grep -c '^define internal .*_matmul_epi' "$tmp/out")
 [ "$n" -ge 4 ] && ok || bad "mlp: $n GEMM kernels with an epilogue, expected 4 or more"
 expect 0 'kiln_k0_conv2d_epi1_relu' "$kiln" dump models/cnn.kl --stage=llvm
 
+# Identical kernels share one function (llvm_twin.c): the transformer's q, k and v projections
+# are one GEMM function launched with three contexts, and far fewer functions than launches.
+expect 0 '@kiln_k2_matmul_epi1_add, ptr nonnull %kiln_k3_matmul_epi1_add\.ctx' \
+  "$kiln" dump models/transformer.kl --stage=llvm
+fns=$(grep -c '^define internal' "$tmp/out")
+launches=$(grep -oE '%kiln_k[0-9]+_[a-z0-9_]+\.ctx[0-9]* = alloca' "$tmp/out" |
+  sed -E 's/\.ctx[0-9]* = alloca//' | sort -u | wc -l)
+[ "$fns" -lt $((launches / 2)) ] && ok ||
+  bad "transformer: $fns kernel functions for $launches launches; twins should share them"
+
 # --time-passes: Kiln's passes, then LLVM's phases and the link, one row each.
 expect 0 '^plan +[0-9.]+ ' "$kiln" compile models/regression.kl -o "$tmp/tp.so" --time-passes
 for row in llvm.lower llvm.optimize llvm.codegen link.header; do
