@@ -151,6 +151,14 @@ static void cg_kernel_wrapper(Codegen *cg, Kernel *k, LLVMValueRef body, int nbu
   LLVMBuildRetVoid(L->b);
 }
 
+/* A kernel on the GEMM template: its micro-kernel is unrolled by construction, so LLVM's loop
+ * unrolling adds code (compile time: transformer -12% CPU) and no measurable speed. */
+static bool gemm_kernel(const Node *n) {
+  if (n->type.dtype != DT_F32) return false;
+  return n->op == OP_MATMUL || n->op == OP_CONV2D || n->op == OP_CONV2D_GRAD_INPUT ||
+         n->op == OP_CONV2D_GRAD_WEIGHT;
+}
+
 static void cg_kernel(Codegen *cg, Kernel *k) {
   Lower *L = &cg->L;
   int nbufs = k->nargs + 3;
@@ -166,7 +174,9 @@ static void cg_kernel(Codegen *cg, Kernel *k) {
   LLVMPositionBuilderAtEnd(L->b, L->entry_bb);
   LowerFn *lower = k->fused ? lower_fused : llvm_lowering(k->out->op);
   IR_ASSERT(lower, "llvm: op %s has no lowering", ir_op_name(k->out->op));
+  L->no_unroll = !k->fused && gemm_kernel(k->out);
   lower(L, k);
+  L->no_unroll = false;
   LLVMBuildRetVoid(L->b);
   if (k->min_chunk < 1) k->min_chunk = 1;
   L->bufs = NULL;

@@ -1,6 +1,8 @@
 /* llvm_ir.c - small builders over the LLVM C API: constants, buffers, loops, locals, index math. */
 #include <string.h>
 
+#include <llvm-c/DebugInfo.h>
+
 #include "llvm_priv.h"
 
 /* ---- Constants and buffers ---------------------------------------------- */
@@ -68,11 +70,24 @@ LLVMValueRef lw_for(Lower *L, LwLoop *lp, LLVMValueRef from, LLVMValueRef to) {
   return lp->i;
 }
 
+/* !llvm.loop !{!self, !{"llvm.loop.unroll.disable"}} on a loop's back edge. */
+static void no_unroll(Lower *L, LLVMValueRef br) {
+  static const char key[] = "llvm.loop.unroll.disable";
+  LLVMMetadataRef s = LLVMMDStringInContext2(L->ctx, key, sizeof key - 1);
+  LLVMMetadataRef ops[2] = {LLVMTemporaryMDNode(L->ctx, NULL, 0),
+                            LLVMMDNodeInContext2(L->ctx, &s, 1)};
+  LLVMMetadataRef loop = LLVMMDNodeInContext2(L->ctx, ops, 2);
+  LLVMMetadataReplaceAllUsesWith(ops[0], loop);
+  LLVMSetMetadata(br, LLVMGetMDKindIDInContext(L->ctx, "llvm.loop", 9),
+                  LLVMMetadataAsValue(L->ctx, loop));
+}
+
 void lw_next(Lower *L, LwLoop *lp) {
   LLVMValueRef next = LLVMBuildNSWAdd(L->b, lp->i, LLVMConstInt(LLVMTypeOf(lp->i), 1, 0), "");
   LLVMBasicBlockRef latch = LLVMGetInsertBlock(L->b);
   LLVMAddIncoming(lp->i, &next, &latch, 1);
-  LLVMBuildBr(L->b, lp->head);
+  LLVMValueRef br = LLVMBuildBr(L->b, lp->head);
+  if (L->no_unroll) no_unroll(L, br);
   LLVMPositionBuilderAtEnd(L->b, lp->exit);
 }
 

@@ -114,6 +114,8 @@ typedef struct Lower {
   LLVMTypeRef i1, i8, i32, i64, f32, f64, ptr, voidt;
   Program *p;
   bool avx512;
+  bool no_unroll; /* loops closed by lw_next carry llvm.loop.unroll.disable (GEMM kernels: their
+                     micro-kernels are unrolled already; LLVM's unrolling only adds code) */
   /* The kernel being lowered: its inner function's pointer arguments
    * (args..., out, status, scratch; noalias) and iteration bounds. */
   Kernel *k;
