@@ -15,7 +15,6 @@
  * `diff: N passed, N failed`.
  */
 #include <math.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -23,65 +22,23 @@
 #include <string.h>
 #include <time.h>
 
-#include "ast.h"
-#include "build.h"
-#include "interp.h"
+#include "cases.h"
 #include "invoke.h"
 #include "kiln_rt.h"
 #include "llvm_backend.h"
-#include "passes.h"
-#include "tensor_io.h"
 
 #define ERR_LEN  1024
 #define MAX_SHOW 5
 
-/* ---- Tolerances and comparing ------------------------------------------- */
+/* ---- Comparing ---------------------------------------------------------- */
 
-typedef struct Tol {
-  const char *cls;
-  double rtol, atol;
-} Tol;
-
-static const Tol tolerances[] = {{"elementwise", 1e-5, 1e-5}, {"reduction", 1e-4, 1e-4}};
-
+/* One case being checked: the loaded case (failed: any check failed; note " (planned)" while
+ * checking the fused and planned graph) and its tally. */
 typedef struct Case {
-  const char *name;
-  Tol tol;
-  char *src;
-  size_t len;
-  char path[512];
-  Arena arena;
-  Ast ast;
-  Diag diag;
-  KilnTensorFile fix;
+  TestCase tc;
   double worst;
   int ntensors;
-  bool ok;
-  bool planned; /* checking the fused and planned graph */
 } Case;
-
-static void fail(Case *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void fail(Case *c, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  printf("  %s%s: ", c->name, c->planned ? " (planned)" : "");
-  vprintf(fmt, ap);
-  printf("\n");
-  va_end(ap);
-  c->ok = false;
-}
-
-static double get(DType dt, const void *p, int64_t i) {
-  return dt == DT_F64   ? ((const double *)p)[i]
-         : dt == DT_I32 ? ((const int32_t *)p)[i]
-                        : ((const float *)p)[i];
-}
-
-static double ratio(double got, double want, Tol t) {
-  if (isnan(got) || isnan(want)) return isnan(got) && isnan(want) ? 0 : INFINITY;
-  if (isinf(want) || isinf(got)) return got == want ? 0 : INFINITY;
-  return fabs(got - want) / (t.atol + t.rtol * fabs(want));
-}
 
 /* got (JIT) vs want (interpreter), both of n's type. */
 static void compare(Case *c, const char *what, const Node *n, const void *got, const void *want,
@@ -89,19 +46,19 @@ static void compare(Case *c, const char *what, const Node *n, const void *got, c
   int64_t count = ir_type_numel(&n->type), bad = 0, shown = 0;
   double max_abs = 0, max_rel = 0;
   for (int64_t i = 0; i < count; i++) {
-    double g = get(n->type.dtype, got, i), w = get(n->type.dtype, want, i);
-    double r = ratio(g, w, t), e = fabs(g - w);
+    double g = value_at(n->type.dtype, got, i), w = value_at(n->type.dtype, want, i);
+    double r = tol_ratio(g, w, t), e = fabs(g - w);
     if (r > c->worst) c->worst = r;
     if (r > 1 && shown++ < MAX_SHOW)
-      printf("  %s: %s[%lld] got %.9g want %.9g\n", c->name, what, (long long)i, g, w);
+      printf("  %s: %s[%lld] got %.9g want %.9g\n", c->tc.name, what, (long long)i, g, w);
     if (r > 1) bad++;
     if (isfinite(e) && e > max_abs) max_abs = e;
     if (isfinite(e) && w != 0 && e / fabs(w) > max_rel) max_rel = e / fabs(w);
   }
   c->ntensors++;
   if (bad)
-    fail(c, "%s: %lld of %lld off (%s); largest abs error %.3g, rel %.3g", what, (long long)bad,
-         (long long)count, t.cls, max_abs, max_rel);
+    case_fail(&c->tc, "%s: %lld of %lld off (%s); largest abs error %.3g, rel %.3g", what,
+              (long long)bad, (long long)count, t.cls, max_abs, max_rel);
 }
 
 /* m_grad and m_train_step write the loss as a float whatever its dtype (SPEC §3). */
@@ -120,63 +77,18 @@ static int invoke(void (*f)(void), P *a, int n) { return kiln_invoke(f, a[0], a 
 
 /* ---- Cases -------------------------------------------------------------- */
 
-static char *read_all(const char *path, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  fseek(f, 0, SEEK_END);
-  long n = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  char *buf = malloc((size_t)n + 1);
-  if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-    free(buf);
-    buf = NULL;
-  }
-  fclose(f);
-  if (buf) buf[n] = 0, *len = (size_t)n;
-  return buf;
-}
-
-static bool case_load(Case *c, const char *dir) {
-  char st[512], err[ERR_LEN];
-  snprintf(c->path, sizeof c->path, "%s/%s.kl", dir, c->name);
-  snprintf(st, sizeof st, "%s/%s.safetensors", dir, c->name);
-  c->src = read_all(c->path, &c->len);
-  if (!c->src) return fail(c, "cannot read %s", c->path), false;
-  if (kiln_safetensors_read(st, &c->fix, err, sizeof err) != 0) return fail(c, "%s", err), false;
-  diag_init(&c->diag, c->path, c->src, c->len);
-  if (!parse_file(&c->ast, &c->arena, &c->diag, c->src, c->len))
-    return fail(c, "does not parse"), false;
-  return true;
-}
-
-static Graph *case_graph(Case *c, Stage upto) {
-  Graph *g = build_graph(&c->ast, NULL, 0, &c->diag);
-  if (!g) return fail(c, "does not build"), NULL;
-  PassCtx cx;
-  pass_ctx_init(&cx);
-  cx.verify = true;
-  if (!pass_run_pipeline(g, upto, &cx)) {
-    fail(c, "pipeline failed");
-    ir_graph_free(g);
-    return NULL;
-  }
-  return g;
-}
-
-static DType dt_of(KilnDType k) { return k == KILN_F64 ? DT_F64 : k == KILN_I32 ? DT_I32 : DT_F32; }
-
 /* The fixture's data for a source, converted to the node's dtype (malloc'd). */
-static void *source_data(Case *c, const Node *n) {
+static void *source_data(TestCase *c, const Node *n) {
   int64_t count = ir_type_numel(&n->type);
   void *out = calloc((size_t)count + 1, ir_dtype_size(n->type.dtype));
   if (n->op == OP_STATE) return out;
   const KilnTensor *t = kiln_tensor_find(&c->fix, n->name);
   if (!t || kiln_tensor_numel(t) != count) {
-    fail(c, "the fixture has no tensor '%s' of %lld elements", n->name, (long long)count);
+    case_fail(c, "the fixture has no tensor '%s' of %lld elements", n->name, (long long)count);
     return out;
   }
   for (int64_t i = 0; i < count; i++) {
-    double v = get(dt_of(t->dtype), t->data, i);
+    double v = value_at(from_kiln_dtype(t->dtype), t->data, i);
     if (n->type.dtype == DT_F32) ((float *)out)[i] = (float)v;
     if (n->type.dtype == DT_F64) ((double *)out)[i] = v;
     if (n->type.dtype == DT_I32) ((int32_t *)out)[i] = (int32_t)v;
@@ -184,7 +96,7 @@ static void *source_data(Case *c, const Node *n) {
   return out;
 }
 
-static Interp *interp_for(Case *c, const Graph *g) {
+static Interp *interp_for(TestCase *c, const Graph *g) {
   char err[ERR_LEN];
   Interp *it = interp_new(g);
   for (int i = 0; i < g->nnodes; i++) {
@@ -192,10 +104,10 @@ static Interp *interp_for(Case *c, const Graph *g) {
     if (!ir_op_is_named_source(n->op)) continue;
     void *d = source_data(c, n);
     if (!interp_set(it, n->name, n->type.dtype, n->type.rank, n->type.dims, d, err, sizeof err))
-      fail(c, "interp_set %s: %s", n->name, err);
+      case_fail(c, "interp_set %s: %s", n->name, err);
     free(d);
   }
-  if (!interp_run(it, err, sizeof err)) fail(c, "interp_run: %s", err);
+  if (!interp_run(it, err, sizeof err)) case_fail(c, "interp_run: %s", err);
   return it;
 }
 
@@ -204,13 +116,13 @@ static size_t bytes_of(const Node *n) {
 }
 
 /* A JIT instance with the fixture's params written at their offsets. */
-static kiln_instance *jit_instance(Case *c, const kiln_model_desc *d, const Graph *g) {
+static kiln_instance *jit_instance(TestCase *c, const kiln_model_desc *d, const Graph *g) {
   kiln_instance *self = NULL;
-  if (d->entry.create((void **)&self, 1) != 0 || !self) return fail(c, "create failed"), NULL;
+  if (d->entry.create((void **)&self, 1) != 0 || !self) return case_fail(c, "create failed"), NULL;
   for (int i = 0; i < d->nparams; i++) {
     const Node *p = ir_find_param(g, d->params[i].name);
     if (!p) {
-      fail(c, "descriptor param '%s' is not in the graph", d->params[i].name);
+      case_fail(c, "descriptor param '%s' is not in the graph", d->params[i].name);
       continue;
     }
     void *data = source_data(c, p);
@@ -221,8 +133,8 @@ static kiln_instance *jit_instance(Case *c, const kiln_model_desc *d, const Grap
 }
 
 /* The entry's input pointers (fixture data, malloc'd) into args[1..]. */
-static int input_args(Case *c, const kiln_model_desc *d, const Graph *g, const int32_t *idx, int n,
-                      P *args) {
+static int input_args(TestCase *c, const kiln_model_desc *d, const Graph *g, const int32_t *idx,
+                      int n, P *args) {
   for (int i = 0; i < n; i++) {
     const Node *in = ir_find_input(g, d->inputs[idx[i]].name);
     args[1 + i] = in ? source_data(c, in) : calloc(1, 8);
@@ -234,9 +146,9 @@ static int input_args(Case *c, const kiln_model_desc *d, const Graph *g, const i
  * interpreter runs the unannotated one; outputs, params and state match by
  * position and name. */
 static void check_forward(Case *c, double *compile_ms, bool planned) {
-  Graph *g = case_graph(c, STAGE_GRAPH);
+  Graph *g = case_graph(&c->tc, STAGE_GRAPH, NULL);
   if (!g) return;
-  Graph *jg = planned ? case_graph(c, STAGE_PLANNED) : g;
+  Graph *jg = planned ? case_graph(&c->tc, STAGE_PLANNED, NULL) : g;
   if (!jg) {
     ir_graph_free(g);
     return;
@@ -246,29 +158,30 @@ static void check_forward(Case *c, double *compile_ms, bool planned) {
   double t0 = (double)clock();
   LlvmJit *j = llvm_jit_compile(jg, &o, err, sizeof err);
   *compile_ms = ((double)clock() - t0) * 1e3 / CLOCKS_PER_SEC;
-  Interp *it = interp_for(c, g);
+  Interp *it = interp_for(&c->tc, g);
   if (!j) {
-    fail(c, "llvm_jit_compile: %s", err);
+    case_fail(&c->tc, "llvm_jit_compile: %s", err);
   } else {
     const kiln_model_desc *d = llvm_jit_desc(j);
-    kiln_instance *self = jit_instance(c, d, g);
+    kiln_instance *self = jit_instance(&c->tc, d, g);
     P args[256] = {self};
-    int n = input_args(c, d, g, d->infer_inputs, d->ninfer_inputs, args);
+    int n = input_args(&c->tc, d, g, d->infer_inputs, d->ninfer_inputs, args);
     int nin = n;
     for (int i = 0; i < d->noutputs; i++) args[n++] = calloc(bytes_of(g->outputs[i].node) + 8, 1);
     int rc = invoke(d->entry.infer, args, n);
-    if (rc != 0) fail(c, "infer returned %d", rc);
+    if (rc != 0) case_fail(&c->tc, "infer returned %d", rc);
     for (int i = 0; rc == 0 && i < d->noutputs; i++) {
       const Node *on = g->outputs[i].node;
       char what[300];
       snprintf(what, sizeof what, "out.%s", g->outputs[i].name);
-      compare(c, what, on, args[nin + i], interp_value(it, on), c->tol);
+      compare(c, what, on, args[nin + i], interp_value(it, on), c->tc.tol);
     }
     /* A NULL argument: KILN_ERR_NULL, nothing touched. */
     if (n > 1) {
       P keep = args[n - 1];
       args[n - 1] = NULL;
-      if (invoke(d->entry.infer, args, n) != KILN_ERR_NULL) fail(c, "a NULL output did not give 1");
+      if (invoke(d->entry.infer, args, n) != KILN_ERR_NULL)
+        case_fail(&c->tc, "a NULL output did not give 1");
       args[n - 1] = keep;
     }
     for (int i = 1; i < n; i++) free(args[i]);
@@ -282,13 +195,13 @@ static void check_forward(Case *c, double *compile_ms, bool planned) {
 
 /* m_grad, then two m_train_step calls, against the interpreter. */
 static void check_train(Case *c, bool planned) {
-  Graph *g = case_graph(c, STAGE_GRAD);
+  Graph *g = case_graph(&c->tc, STAGE_GRAD, NULL);
   if (!g) return;
   if (!g->loss || g->ngrads == 0) {
     ir_graph_free(g);
     return;
   }
-  Graph *jg = planned ? case_graph(c, STAGE_PLANNED) : g;
+  Graph *jg = planned ? case_graph(&c->tc, STAGE_PLANNED, NULL) : g;
   if (!jg) {
     ir_graph_free(g);
     return;
@@ -297,21 +210,21 @@ static void check_train(Case *c, bool planned) {
   LlvmOptions o = {.opt_level = 2, .train = true};
   LlvmJit *j = llvm_jit_compile(jg, &o, err, sizeof err);
   if (!j) {
-    fail(c, "llvm_jit_compile (train%s): %s", planned ? ", planned" : "", err);
+    case_fail(&c->tc, "llvm_jit_compile (train%s): %s", planned ? ", planned" : "", err);
     if (jg != g) ir_graph_free(jg);
     ir_graph_free(g);
     return;
   }
   const kiln_model_desc *d = llvm_jit_desc(j);
-  Interp *it = interp_for(c, g);
-  kiln_instance *self = jit_instance(c, d, g);
+  Interp *it = interp_for(&c->tc, g);
+  kiln_instance *self = jit_instance(&c->tc, d, g);
   P args[256] = {self};
-  int n = input_args(c, d, g, d->train_inputs, d->ntrain_inputs, args);
+  int n = input_args(&c->tc, d, g, d->train_inputs, d->ntrain_inputs, args);
   float loss = 0;
   args[n++] = &loss;
-  Tol t = tolerances[1];
+  Tol t = tol_reduction;
   int rc = invoke(d->entry.grad, args, n);
-  if (rc != 0) fail(c, "grad returned %d", rc);
+  if (rc != 0) case_fail(&c->tc, "grad returned %d", rc);
   if (rc == 0) compare_loss(c, "loss", g->loss, loss, interp_value(it, g->loss), t);
   /* Adam divides by sqrt(v): a gradient that is zero but for rounding (the
    * key bias of attention: softmax ignores a per-row constant) becomes a step
@@ -324,13 +237,13 @@ static void check_train(Case *c, bool planned) {
     compare(c, what, p, self->mem + d->params[i].grad_offset, interp_value(it, gn), t);
     double gmax = 0;
     for (int64_t k = 0; k < ir_type_numel(&gn->type); k++)
-      gmax = fmax(gmax, fabs(get(gn->type.dtype, interp_value(it, gn), k)));
+      gmax = fmax(gmax, fabs(value_at(gn->type.dtype, interp_value(it, gn), k)));
     noise[i] = g->optim.kind == OPTIM_ADAM && gmax < 1e-6;
   }
   for (int step = 0; rc == 0 && step < 2; step++) {
-    if (step > 0 && !interp_run(it, err, sizeof err)) fail(c, "interp_run: %s", err);
+    if (step > 0 && !interp_run(it, err, sizeof err)) case_fail(&c->tc, "interp_run: %s", err);
     rc = invoke(d->entry.train_step, args, n);
-    if (rc != 0) fail(c, "train_step returned %d", rc);
+    if (rc != 0) case_fail(&c->tc, "train_step returned %d", rc);
     compare_loss(c, "train loss", g->loss, loss, interp_value(it, g->loss), t);
     interp_apply_updates(it, err, sizeof err);
     for (int i = 0; i < d->nparams; i++) {
@@ -355,22 +268,20 @@ static void check_train(Case *c, bool planned) {
 }
 
 static bool run_case(const char *dir, const char *name, Tol tol) {
-  Case c = {.name = name, .tol = tol, .ok = true};
+  Case c = {.tc = {.name = name, .tol = tol}};
   double ms = 0, pms = 0;
-  if (case_load(&c, dir)) {
+  if (case_load(&c.tc, dir)) {
     check_forward(&c, &ms, false);
     check_train(&c, false);
-    c.planned = true;
+    c.tc.note = " (planned)";
     check_forward(&c, &pms, true);
     check_train(&c, true);
   }
   printf(
       "%-4s %-20s %-11s %2d tensors, worst %.3f of tolerance, compile %.0f ms (planned %.0f ms)\n",
-      c.ok ? "ok" : "FAIL", name, tol.cls, c.ntensors, c.worst, ms, pms);
-  kiln_tensor_file_free(&c.fix);
-  arena_free(&c.arena);
-  free(c.src);
-  return c.ok;
+      c.tc.failed ? "FAIL" : "ok", name, tol.cls, c.ntensors, c.worst, ms, pms);
+  case_free(&c.tc);
+  return !c.tc.failed;
 }
 
 /* ---- Other checks ------------------------------------------------------- */
@@ -384,11 +295,10 @@ static bool check_optable(void) {
 
 /* An embedding id out of range: status KILN_ERR_RANGE, no crash; the embedding as its own
  * kernel (unplanned) and read inline by a fused loop (planned: the add evaluates it). */
-static bool check_range_error_in(const char *src, int stage, const char *what) {
-  Case c = {.name = "range_error", .ok = true, .src = (char *)src, .len = strlen(src)};
-  diag_init(&c.diag, "<range>", src, c.len);
-  bool ok = parse_file(&c.ast, &c.arena, &c.diag, src, c.len);
-  Graph *g = ok ? case_graph(&c, stage) : NULL;
+static bool check_range_error_in(const char *src, Stage stage, const char *what) {
+  TestCase c = {.name = "range_error"};
+  bool ok = case_parse(&c, "<range>", src, strlen(src));
+  Graph *g = ok ? case_graph(&c, stage, NULL) : NULL;
   char err[ERR_LEN];
   LlvmOptions o = {.opt_level = 2};
   LlvmJit *j = g ? llvm_jit_compile(g, &o, err, sizeof err) : NULL;
@@ -407,7 +317,7 @@ static bool check_range_error_in(const char *src, int stage, const char *what) {
     llvm_jit_free(j);
   }
   if (g) ir_graph_free(g);
-  arena_free(&c.arena);
+  case_free(&c);
   printf("%-4s range_error %s\n", ok ? "ok" : "FAIL", what);
   return ok;
 }
@@ -449,12 +359,12 @@ static void bench_fill(Interp *it, const Graph *g, const kiln_instance *self,
 }
 
 static int bench(const char *path, int threads, bool planned) {
-  Case c = {.name = path, .ok = true};
-  c.src = read_all(path, &c.len);
+  TestCase c = {.name = path};
+  size_t len;
+  c.src = read_file(path, &len);
   if (!c.src) return fprintf(stderr, "cannot read %s\n", path), 1;
-  diag_init(&c.diag, path, c.src, c.len);
-  if (!parse_file(&c.ast, &c.arena, &c.diag, c.src, c.len)) return 1;
-  Graph *g = case_graph(&c, planned ? STAGE_PLANNED : STAGE_GRAD);
+  if (!case_parse(&c, path, c.src, len)) return 1;
+  Graph *g = case_graph(&c, planned ? STAGE_PLANNED : STAGE_GRAD, NULL);
   if (!g) return 1;
   int nkernels = g->nkernels;
   for (int i = 0; !planned && i < g->nnodes; i++)
@@ -494,7 +404,7 @@ static int bench(const char *path, int threads, bool planned) {
   t0 = now_ms();
   interp_run(it, err, sizeof err);
   double interp = now_ms() - t0;
-  Graph *fg = case_graph(&c, STAGE_GRAPH);
+  Graph *fg = case_graph(&c, STAGE_GRAPH, NULL);
   Interp *fi = interp_new(fg);
   bench_fill(fi, fg, self, d);
   t0 = now_ms();
@@ -514,8 +424,7 @@ static int bench(const char *path, int threads, bool planned) {
   interp_free(it);
   llvm_jit_free(j);
   ir_graph_free(g);
-  arena_free(&c.arena);
-  free(c.src);
+  case_free(&c);
   return 0;
 }
 
@@ -549,9 +458,8 @@ static bool check_math(void) {
            "  o1 = exp(a)\n  o2 = log(b)\n  o3 = tanh(c)\n  o4 = sigmoid(d)\n  o5 = gelu(e)\n"
            "  output o1, o2, o3, o4, o5\n}\n",
            MATH_N, MATH_N, MATH_N, MATH_N, MATH_N);
-  Case c = {.name = "math", .ok = true, .src = src, .len = strlen(src)};
-  diag_init(&c.diag, "<math>", src, c.len);
-  Graph *g = parse_file(&c.ast, &c.arena, &c.diag, src, c.len) ? case_graph(&c, STAGE_GRAPH) : NULL;
+  TestCase c = {.name = "math"};
+  Graph *g = case_parse(&c, "<math>", src, strlen(src)) ? case_graph(&c, STAGE_GRAPH, NULL) : NULL;
   char err[ERR_LEN];
   LlvmOptions o = {.opt_level = 2};
   LlvmJit *j = g ? llvm_jit_compile(g, &o, err, sizeof err) : NULL;
@@ -586,7 +494,7 @@ static bool check_math(void) {
     llvm_jit_free(j);
   }
   if (g) ir_graph_free(g);
-  arena_free(&c.arena);
+  case_free(&c);
   return ok;
 }
 
@@ -615,21 +523,14 @@ int main(int argc, char **argv) {
     *(check_range_error() ? &passed : &failed) += 1;
     *(check_math() ? &passed : &failed) += 1;
   }
-  char path[512], name[65], cls[65];
-  snprintf(path, sizeof path, "%s/MANIFEST", dir);
-  FILE *f = fopen(path, "r");
-  if (!f) {
-    fprintf(stderr, "test_llvm_diff: cannot read %s\n", path);
-    return 1;
+  Manifest m;
+  if (!manifest_open(&m, dir, "test_llvm_diff")) return 1;
+  while (manifest_next(&m)) {
+    if (!manifest_wanted(m.name, only, nonly, NULL) || ++index % nshards != shard) continue;
+    const Tol *tol = tol_lookup(m.cls); /* an unknown class: reduction */
+    *(run_case(dir, m.name, tol ? *tol : tol_reduction) ? &passed : &failed) += 1;
   }
-  while (fscanf(f, "%64s %64s", name, cls) == 2) {
-    bool want = nonly == 0;
-    for (int i = 0; i < nonly; i++) want |= strcmp(only[i], name) == 0;
-    if (!want || ++index % nshards != shard) continue;
-    Tol tol = strcmp(cls, "elementwise") == 0 ? tolerances[0] : tolerances[1];
-    *(run_case(dir, name, tol) ? &passed : &failed) += 1;
-  }
-  fclose(f);
+  manifest_close(&m);
   free(only);
   printf("diff: %d passed, %d failed\n", passed, failed);
   return failed ? 1 : 0;
