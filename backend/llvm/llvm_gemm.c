@@ -131,12 +131,14 @@ typedef struct Tiles {
    * contiguous p (a_rs = padded depth, a_ps = 1) when A's rows are contiguous, so
    * packing is vector copies; else MR-float groups per p (a_rs = 1, a_ps = MR). */
   bool arow;
+  bool a_inplace; /* A's micro-panels read where A is (rows a_rs = a_ld apart), not packed */
   int64_t a_gs, a_rs, a_ps;
 } Tiles;
 
 /* Packed elements of a blocking with nib row blocks and njb column blocks:
  * the operand shared across a run of blocks once, the other once per block
- * of the shared one (run_blocks picks the smaller). */
+ * of the shared one (run_blocks picks the smaller). A read in place counts
+ * too: each column block reads it again, from L2 at best. */
 static double pack_volume(const GemmOps *g, const Tiles *t, int64_t nib, int64_t njb) {
   double a = (double)g->m * (double)g->k, b = (double)g->k * (double)g->n;
   if (t->direct) return 0;
@@ -183,10 +185,17 @@ static Tiles choose_tiles(Lower *L, const GemmOps *g) {
   t.nv = g->n <= t.vl ? 1 : 2;
   t.nr = t.nv * t.vl;
   t.mr = L->avx512 ? (t.nv == 2 ? 12 : 16) : (t.nv == 2 ? 6 : 8);
+  /* 8 rows when 12 would waste over 2% of the FMAs on padding rows (m = 64: 72). */
+  if (L->avx512 && t.nv == 2 && (double)round_up(g->m, 12) > 1.02 * (double)g->m &&
+      round_up(g->m, 8) < round_up(g->m, 12))
+    t.mr = 8;
   /* Few rows (batch-1 inference): tiles of exactly m rows, no FMAs on
    * padding rows, and B streamed from memory once instead of packed. */
   if (g->m < t.mr) t.mr = (int)g->m;
   t.direct = g->b_row && g->m <= t.mr;
+  /* A's rows read in place unless 4 KiB apart: the MR rows of a tile would then
+   * fall in one L1 set (1024^3: 3-5% slower than packed). */
+  t.a_inplace = g->a_row && !g->a_col && g->a_ld > 0 && g->a_ld % 1024 != 0 && !g->a_shared;
   t.nkb = ceil_div(g->k, GEMM_KC);
   t.kc = ceil_div(g->k, t.nkb);
   t.kcp = round_up(t.kc, t.vl);
@@ -373,15 +382,17 @@ static void tile_masks(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef
  * past n masked). With epi, C's final value goes to the epilogue instead,
  * which stores it and what the fused chain computes from it. */
 static void store_tile(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef acc[][2],
-                       LLVMValueRef t, LLVMValueRef row0, LLVMValueRef col0, LLVMValueRef first,
-                       bool epi) {
+                       LLVMValueRef t, LLVMValueRef row0, LLVMValueRef lo, LLVMValueRef col0,
+                       LLVMValueRef first, bool epi) {
   LLVMTypeRef vt = LLVMVectorType(L->f32, (unsigned)tl->vl);
   LLVMValueRef masks[2];
   tile_masks(L, g, tl, col0, masks);
   for (int r = 0; r < tl->mr; r++) {
     LLVMValueRef i = lw_addc(L, row0, r);
     LwIf in;
-    lw_if(L, &in, LLVMBuildICmp(L->b, LLVMIntSLT, i, lw_i64(L, g->m), ""));
+    LLVMValueRef ok = LLVMBuildICmp(L->b, LLVMIntSLT, i, lw_i64(L, g->m), "");
+    if (lo != row0) ok = LLVMBuildAnd(L->b, ok, LLVMBuildICmp(L->b, LLVMIntSGE, i, lo, ""), "");
+    lw_if(L, &in, ok);
     CRow c = c_row(L, g, vt, t, i);
     for (int v = 0; v < tl->nv; v++) {
       LLVMValueRef col = lw_addc(L, col0, v * tl->vl);
@@ -405,7 +416,8 @@ static void store_tile(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef
  * every row in the code: acc goes to a tile buffer on the stack (L1), then
  * one loop over its rows runs the epilogue once per vector of a row. */
 static void store_tile_looped(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef acc[][2],
-                              LLVMValueRef t, LLVMValueRef row0, LLVMValueRef col0) {
+                              LLVMValueRef t, LLVMValueRef row0, LLVMValueRef lo,
+                              LLVMValueRef col0) {
   LLVMTypeRef vt = LLVMVectorType(L->f32, (unsigned)tl->vl);
   LLVMValueRef tile = lw_stack(L, L->f32, (int64_t)tl->mr * tl->nr);
   for (int r = 0; r < tl->mr; r++)
@@ -415,7 +427,7 @@ static void store_tile_looped(Lower *L, const GemmOps *g, const Tiles *tl, LLVMV
   tile_masks(L, g, tl, col0, masks);
   LwLoop lr;
   LLVMValueRef rows = lw_smin(L, lw_i64(L, tl->mr), LLVMBuildSub(L->b, lw_i64(L, g->m), row0, ""));
-  LLVMValueRef r = lw_for(L, &lr, lw_i64(L, 0), rows);
+  LLVMValueRef r = lw_for(L, &lr, LLVMBuildSub(L->b, lo, row0, ""), rows);
   CRow c = c_row(L, g, vt, t, lw_add(L, row0, r));
   for (int v = 0; v < tl->nv; v++) {
     LLVMValueRef col = lw_addc(L, col0, v * tl->vl);
@@ -432,7 +444,7 @@ static void store_tile_looped(Lower *L, const GemmOps *g, const Tiles *tl, LLVMV
  * last slice (last) through the epilogue when there is one. */
 static void micro_tile(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef ap,
                        LLVMValueRef bp, LLVMValueRef kc, LLVMValueRef t, LLVMValueRef row0,
-                       LLVMValueRef col0, LLVMValueRef first, LLVMValueRef last) {
+                       LLVMValueRef lo, LLVMValueRef col0, LLVMValueRef first, LLVMValueRef last) {
   LLVMTypeRef vt = LLVMVectorType(L->f32, (unsigned)tl->vl);
   LLVMValueRef acc[32][2], bmask[2] = {NULL, NULL};
   for (int r = 0; r < tl->mr; r++)
@@ -461,21 +473,21 @@ static void micro_tile(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef
   lw_next(L, &lp);
   bool looped = g->epi && lw_epilogue_cost(g->epi) > GEMM_EPI_UNROLL_COST;
   if (!g->epi) {
-    store_tile(L, g, tl, acc, t, row0, col0, first, false);
+    store_tile(L, g, tl, acc, t, row0, lo, col0, first, false);
   } else if (tl->nkb == 1) {
     if (looped)
-      store_tile_looped(L, g, tl, acc, t, row0, col0);
+      store_tile_looped(L, g, tl, acc, t, row0, lo, col0);
     else
-      store_tile(L, g, tl, acc, t, row0, col0, first, true);
+      store_tile(L, g, tl, acc, t, row0, lo, col0, first, true);
   } else {
     LwIf fin;
     lw_if(L, &fin, last);
     if (looped)
-      store_tile_looped(L, g, tl, acc, t, row0, col0);
+      store_tile_looped(L, g, tl, acc, t, row0, lo, col0);
     else
-      store_tile(L, g, tl, acc, t, row0, col0, first, true);
+      store_tile(L, g, tl, acc, t, row0, lo, col0, first, true);
     lw_else(L, &fin);
-    store_tile(L, g, tl, acc, t, row0, col0, first, false);
+    store_tile(L, g, tl, acc, t, row0, lo, col0, first, false);
     lw_endif(L, &fin);
   }
 }
@@ -507,23 +519,27 @@ static void cols_of(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef jb
 static void block_tiles(Lower *L, const GemmOps *g, const Tiles *tl, const Block *b,
                         LLVMValueRef apack, LLVMValueRef bpack, LLVMValueRef t, LLVMValueRef poff,
                         LLVMValueRef pc, LLVMValueRef kc, LLVMValueRef first, LLVMValueRef last) {
-  LwLoop lo, li;
+  LwLoop lout, lin;
   LLVMValueRef gi = NULL, gj = NULL;
   if (tl->arow) {
-    gi = lw_for(L, &lo, lw_i64(L, 0), b->ngi);
-    gj = lw_for(L, &li, lw_i64(L, 0), b->ngj);
+    gi = lw_for(L, &lout, lw_i64(L, 0), b->ngi);
+    gj = lw_for(L, &lin, lw_i64(L, 0), b->ngj);
   } else {
-    gj = lw_for(L, &lo, lw_i64(L, 0), b->ngj);
-    gi = lw_for(L, &li, lw_i64(L, 0), b->ngi);
+    gj = lw_for(L, &lout, lw_i64(L, 0), b->ngj);
+    gi = lw_for(L, &lin, lw_i64(L, 0), b->ngi);
   }
-  LLVMValueRef ap =
-      lw_gep(L, L->f32, apack, lw_add(L, lw_mulc(L, gi, tl->a_gs), lw_mulc(L, poff, tl->a_ps)));
-  LLVMValueRef row0 = lw_add(L, b->i0, lw_mulc(L, gi, tl->mr));
+  LLVMValueRef lo = lw_add(L, b->i0, lw_mulc(L, gi, tl->mr)), row0 = lo, ap;
+  if (tl->a_inplace) { /* a last panel past m moves up to end at m; it stores only from lo */
+    row0 = lw_smin(L, lo, lw_i64(L, g->m - tl->mr));
+    ap = g->a_row(L, g, t, row0, pc);
+  } else {
+    ap = a_panel(L, tl, apack, poff, gi);
+  }
   LLVMValueRef col0 = lw_add(L, b->j0, lw_mulc(L, gj, tl->nr));
   LLVMValueRef bp = tl->direct ? pc : lw_gep(L, L->f32, bpack, lw_mulc(L, gj, tl->kcp * tl->nr));
-  micro_tile(L, g, tl, ap, bp, kc, t, row0, col0, first, last);
-  lw_next(L, &li);
-  lw_next(L, &lo);
+  micro_tile(L, g, tl, ap, bp, kc, t, row0, lo, col0, first, last);
+  lw_next(L, &lin);
+  lw_next(L, &lout);
 }
 
 /* The K slice kb: its first p, depth, and whether it is the first or last. */
@@ -562,17 +578,17 @@ static void run_blocks(Lower *L, const GemmOps *g, const Tiles *tl, bool share_a
     cols_of(L, g, tl, o, &b);
   Slice s = slice_of(L, g, tl, lw_for(L, &lk, lw_i64(L, 0), lw_i64(L, tl->nkb)));
   LLVMValueRef zero = lw_i64(L, 0);
-  if (share_a)
-    pack_a(L, g, tl, apack, zero, t, b.i0, b.ngi, s.pc, s.kc);
-  else
+  if (!share_a)
     pack_b(L, g, tl, bpack, t, b.j0, b.ngj, s.pc, s.kc);
+  else if (!tl->a_inplace)
+    pack_a(L, g, tl, apack, zero, t, b.i0, b.ngi, s.pc, s.kc);
   LLVMValueRef q = lw_for(L, &lq, lo, hi);
   if (share_a) {
     cols_of(L, g, tl, q, &b);
     if (!tl->direct) pack_b(L, g, tl, bpack, t, b.j0, b.ngj, s.pc, s.kc);
   } else {
     rows_of(L, g, tl, q, &b);
-    pack_a(L, g, tl, apack, zero, t, b.i0, b.ngi, s.pc, s.kc);
+    if (!tl->a_inplace) pack_a(L, g, tl, apack, zero, t, b.i0, b.ngi, s.pc, s.kc);
   }
   block_tiles(L, g, tl, &b, apack, bpack, t, zero, s.pc, s.kc, s.first, s.last);
   lw_next(L, &lq);
@@ -627,10 +643,10 @@ void lw_gemm(Lower *L, Kernel *k, const GemmOps *g) {
    * contiguous (p-major groups of MR are then one load each) or A is packed
    * once for many batch entries (its packing cost is then negligible). */
   tl.arow = g->a_row && !g->a_col && !ashared;
-  tl.a_rs = tl.arow ? round_up(depth, tl.vl) : 1;
+  tl.a_rs = tl.a_inplace ? g->a_ld : tl.arow ? round_up(depth, tl.vl) : 1;
   tl.a_ps = tl.arow ? 1 : tl.mr;
   tl.a_gs = tl.arow ? tl.a_rs * tl.mr : depth * tl.mr;
-  LLVMValueRef apack = lw_stack(L, L->f32, tl.mc / tl.mr * tl.a_gs);
+  LLVMValueRef apack = tl.a_inplace ? NULL : lw_stack(L, L->f32, tl.mc / tl.mr * tl.a_gs);
   LLVMValueRef bpack = tl.direct ? NULL : lw_stack(L, L->f32, tl.kcp * tl.nc);
   if (ashared) {
     run_ashared(L, g, &tl, tb, apack, bpack);
@@ -639,7 +655,7 @@ void lw_gemm(Lower *L, Kernel *k, const GemmOps *g) {
   /* Share the operand whose sharing packs fewer elements in all: A's block
    * with every column block, or B's with every row block. */
   double a_elems = (double)g->m * (double)g->k, b_elems = (double)g->k * (double)g->n;
-  bool share_a =
-      tl.direct || a_elems + b_elems * (double)tl.nib <= a_elems * (double)tl.njb + b_elems;
+  bool share_a = tl.direct || (!tl.a_inplace && a_elems + b_elems * (double)tl.nib <=
+                                                    a_elems * (double)tl.njb + b_elems);
   run_blocks(L, g, &tl, share_a, apack, bpack);
 }
