@@ -131,7 +131,7 @@ typedef struct Tiles {
    * contiguous p (a_rs = padded depth, a_ps = 1) when A's rows are contiguous, so
    * packing is vector copies; else MR-float groups per p (a_rs = 1, a_ps = MR). */
   bool arow;
-  bool a_inplace; /* A's micro-panels read where A is (rows a_rs = a_ld apart), not packed */
+  bool a_inplace; /* A's micro-panels read where A is (a_rs or a_ps = a_ld), not packed */
   int64_t a_gs, a_rs, a_ps;
 } Tiles;
 
@@ -193,9 +193,12 @@ static Tiles choose_tiles(Lower *L, const GemmOps *g) {
    * padding rows, and B streamed from memory once instead of packed. */
   if (g->m < t.mr) t.mr = (int)g->m;
   t.direct = g->b_row && g->m <= t.mr;
-  /* A's rows read in place unless 4 KiB apart: the MR rows of a tile would then
-   * fall in one L1 set (1024^3: 3-5% slower than packed). */
-  t.a_inplace = g->a_row && !g->a_col && g->a_ld > 0 && g->a_ld % 1024 != 0 && !g->a_shared;
+  /* A read in place: by rows (a_row) unless they are 4 KiB apart (the MR rows
+   * of a tile would then fall in one L1 set; 1024^3: 3-5% slower than
+   * packed); by columns (a_col, p-major groups of MR a stride apart) when one
+   * column panel reads it once (n <= NR; with more panels packing pays). */
+  bool ld = g->a_ld > 0 && !g->a_shared;
+  t.a_inplace = ld && (g->a_col ? g->n <= t.nr : g->a_row && g->a_ld % 1024 != 0);
   t.nkb = ceil_div(g->k, GEMM_KC);
   t.kc = ceil_div(g->k, t.nkb);
   t.kcp = round_up(t.kc, t.vl);
@@ -531,7 +534,7 @@ static void block_tiles(Lower *L, const GemmOps *g, const Tiles *tl, const Block
   LLVMValueRef lo = lw_add(L, b->i0, lw_mulc(L, gi, tl->mr)), row0 = lo, ap;
   if (tl->a_inplace) { /* a last panel past m moves up to end at m; it stores only from lo */
     row0 = lw_smin(L, lo, lw_i64(L, g->m - tl->mr));
-    ap = g->a_row(L, g, t, row0, pc);
+    ap = g->a_col ? g->a_col(L, g, t, row0, pc) : g->a_row(L, g, t, row0, pc);
   } else {
     ap = a_panel(L, tl, apack, poff, gi);
   }
@@ -643,8 +646,8 @@ void lw_gemm(Lower *L, Kernel *k, const GemmOps *g) {
    * contiguous (p-major groups of MR are then one load each) or A is packed
    * once for many batch entries (its packing cost is then negligible). */
   tl.arow = g->a_row && !g->a_col && !ashared;
-  tl.a_rs = tl.a_inplace ? g->a_ld : tl.arow ? round_up(depth, tl.vl) : 1;
-  tl.a_ps = tl.arow ? 1 : tl.mr;
+  tl.a_rs = tl.a_inplace && tl.arow ? g->a_ld : tl.arow ? round_up(depth, tl.vl) : 1;
+  tl.a_ps = tl.a_inplace && !tl.arow ? g->a_ld : tl.arow ? 1 : tl.mr;
   tl.a_gs = tl.arow ? tl.a_rs * tl.mr : depth * tl.mr;
   LLVMValueRef apack = tl.a_inplace ? NULL : lw_stack(L, L->f32, tl.mc / tl.mr * tl.a_gs);
   LLVMValueRef bpack = tl.direct ? NULL : lw_stack(L, L->f32, tl.kcp * tl.nc);

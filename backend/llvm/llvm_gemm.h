@@ -25,12 +25,13 @@ typedef LLVMValueRef GemmVec(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMVal
 struct GemmOps {
   int64_t batch, m, n, k;
   GemmLoad *load_a, *load_b;
-  GemmAddr *a_col;   /* optional: &A[t][i][p] when A[t][i+1][p] is the next float */
-  GemmAddr *a_row;   /* optional: &A[t][i][p] when A[t][i][p+1] is the next float */
-  int64_t a_ld;      /* with a_row: floats from A[t][i][p] to A[t][i+1][p] when one stride, or 0 */
-  GemmAddr *b_col;   /* optional: &B[t][p][j] (as (t, p, j)) when B[t][p+1][j] is the next float */
-  GemmRow *b_row;    /* optional fast paths for packing B: rows, */
-  GemmVec *b_vec;    /* or vectors of a row */
+  GemmAddr *a_col; /* optional: &A[t][i][p] when A[t][i+1][p] is the next float */
+  GemmAddr *a_row; /* optional: &A[t][i][p] when A[t][i][p+1] is the next float */
+  int64_t a_ld;    /* floats from A[t][i][p] to A[t][i+1][p] (a_row) or to A[t][i][p+1] (a_col) when
+                    * that is one stride, else 0 */
+  GemmAddr *b_col; /* optional: &B[t][p][j] (as (t, p, j)) when B[t][p+1][j] is the next float */
+  GemmRow *b_row;  /* optional fast paths for packing B: rows, */
+  GemmVec *b_vec;  /* or vectors of a row */
   LLVMValueRef bias; /* f32 [m] or NULL */
   bool a_shared;     /* A does not depend on t (load_a ignores it) */
   Epilogue *epi;     /* NULL, or the kernel's fused epilogue: gets C's final values */

@@ -346,8 +346,10 @@ void lower_matmul(Lower *L, Kernel *k) {
   bool ok = strided_of(&n->in[0]->type, k->view ? k->view[0] : NULL, ot, &mo.a) &&
             strided_of(&n->in[1]->type, k->view ? k->view[1] : NULL, ot, &mo.b);
   IR_ASSERT(ok, "llvm: %s reads a view the GEMM cannot", k->name);
+  /* A's other stride: its rows' when its p is contiguous, else its p's. */
   int64_t a_ld = 0;
-  if (!llvm_view_single(&mo.a.v, mo.a.v.rank - 2, &a_ld)) a_ld = 0;
+  bool acol = unit_stride(&mo.a.v, mo.a.v.rank - 2);
+  if (!llvm_view_single(&mo.a.v, mo.a.v.rank - (acol ? 1 : 2), &a_ld)) a_ld = 0;
   GemmOps g = {.batch = batch,
                .m = m,
                .n = nn,
@@ -355,7 +357,7 @@ void lower_matmul(Lower *L, Kernel *k) {
                .a_ld = a_ld,
                .load_a = matmul_a,
                .load_b = matmul_b,
-               .a_col = unit_stride(&mo.a.v, mo.a.v.rank - 2) ? matmul_aaddr : NULL,
+               .a_col = acol ? matmul_aaddr : NULL,
                .a_row = unit_stride(&mo.a.v, mo.a.v.rank - 1) ? matmul_aaddr : NULL,
                .b_row = unit_stride(&mo.b.v, mo.b.v.rank - 1) ? matmul_brow : NULL,
                .b_col = unit_stride(&mo.b.v, mo.b.v.rank - 2) ? matmul_baddr : NULL,
