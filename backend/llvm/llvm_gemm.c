@@ -31,6 +31,7 @@
 #define GEMM_NC_PANELS     16
 #define GEMM_MIN_ITERS     8
 #define GEMM_ASHARED_BYTES (256 * 1024)
+#define GEMM_NV_MAX        8 /* vectors per tile row (transposed skinny tiles) */
 /* Epilogues costing more per element (llvm_lower_fused.c's estimate) run in
  * a loop over the tile's rows instead of unrolled for each of them. */
 #define GEMM_EPI_UNROLL_COST 8
@@ -127,6 +128,7 @@ typedef struct Tiles {
   int64_t kc, mc, nc, nkb, nib, njb;
   int64_t kcp; /* rows of a packed B micro-panel: kc rounded up to whole vectors */
   bool direct; /* B read in place (rows contiguous), not packed: one row tile in all */
+  bool ct;     /* C^T = B^T A^T is computed (skinny n: vectors along m; see swap_ops) */
   /* Packed A's element (r, p) of micro-panel g is at g*a_gs + r*a_rs + p*a_ps: rows of
    * contiguous p (a_rs = padded depth, a_ps = 1) when A's rows are contiguous, so
    * packing is vector copies; else MR-float groups per p (a_rs = 1, a_ps = MR). */
@@ -179,8 +181,9 @@ static void choose_blocks(const GemmOps *g, Tiles *t) {
   }
 }
 
-static Tiles choose_tiles(Lower *L, const GemmOps *g) {
+static Tiles choose_tiles(Lower *L, const GemmOps *g, bool ct) {
   Tiles t;
+  t.ct = ct;
   t.vl = L->avx512 ? 16 : 8;
   t.nv = g->n <= t.vl ? 1 : 2;
   t.nr = t.nv * t.vl;
@@ -192,6 +195,14 @@ static Tiles choose_tiles(Lower *L, const GemmOps *g) {
   /* Few rows (batch-1 inference): tiles of exactly m rows, no FMAs on
    * padding rows, and B streamed from memory once instead of packed. */
   if (g->m < t.mr) t.mr = (int)g->m;
+  /* Transposed skinny tiles have few rows: more vectors per row keep 24
+   * accumulators (n = 2: 2 x 128). */
+  if (ct) {
+    int64_t nv = 24 / t.mr, most = ceil_div(g->n, t.vl);
+    nv = nv > GEMM_NV_MAX ? GEMM_NV_MAX : nv > most ? most : nv;
+    t.nv = nv < 2 ? 2 : (int)nv;
+    t.nr = t.nv * t.vl;
+  }
   t.direct = g->b_row && g->m <= t.mr;
   /* A read in place: by rows (a_row) unless they are 4 KiB apart (the MR rows
    * of a tile would then fall in one L1 set; 1024^3: 3-5% slower than
@@ -384,11 +395,11 @@ static void tile_masks(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef
 /* The tile's stores: C (+)= acc, row by row (rows past m skipped, columns
  * past n masked). With epi, C's final value goes to the epilogue instead,
  * which stores it and what the fused chain computes from it. */
-static void store_tile(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef acc[][2],
+static void store_tile(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef acc[][GEMM_NV_MAX],
                        LLVMValueRef t, LLVMValueRef row0, LLVMValueRef lo, LLVMValueRef col0,
                        LLVMValueRef first, bool epi) {
   LLVMTypeRef vt = LLVMVectorType(L->f32, (unsigned)tl->vl);
-  LLVMValueRef masks[2];
+  LLVMValueRef masks[GEMM_NV_MAX];
   tile_masks(L, g, tl, col0, masks);
   for (int r = 0; r < tl->mr; r++) {
     LLVMValueRef i = lw_addc(L, row0, r);
@@ -418,15 +429,15 @@ static void store_tile(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef
 /* The tile's final values through an epilogue too costly to repeat for
  * every row in the code: acc goes to a tile buffer on the stack (L1), then
  * one loop over its rows runs the epilogue once per vector of a row. */
-static void store_tile_looped(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef acc[][2],
-                              LLVMValueRef t, LLVMValueRef row0, LLVMValueRef lo,
-                              LLVMValueRef col0) {
+static void store_tile_looped(Lower *L, const GemmOps *g, const Tiles *tl,
+                              LLVMValueRef acc[][GEMM_NV_MAX], LLVMValueRef t, LLVMValueRef row0,
+                              LLVMValueRef lo, LLVMValueRef col0) {
   LLVMTypeRef vt = LLVMVectorType(L->f32, (unsigned)tl->vl);
   LLVMValueRef tile = lw_stack(L, L->f32, (int64_t)tl->mr * tl->nr);
   for (int r = 0; r < tl->mr; r++)
     for (int v = 0; v < tl->nv; v++)
       vstore(L, lw_get(L, vt, acc[r][v]), tile, lw_i64(L, r * tl->nr + v * tl->vl), 64);
-  LLVMValueRef masks[2];
+  LLVMValueRef masks[GEMM_NV_MAX];
   tile_masks(L, g, tl, col0, masks);
   LwLoop lr;
   LLVMValueRef rows = lw_smin(L, lw_i64(L, tl->mr), LLVMBuildSub(L->b, lw_i64(L, g->m), row0, ""));
@@ -443,19 +454,90 @@ static void store_tile_looped(Lower *L, const GemmOps *g, const Tiles *tl, LLVMV
   lw_next(L, &lr);
 }
 
+/* A skinny product computed transposed (swap_ops): its GemmOps, and the original's. */
+typedef struct SwapOps {
+  GemmOps g; /* C^T = B^T A^T: m and n swapped; the loaders call the original's */
+  const GemmOps *orig;
+} SwapOps;
+
+static const GemmOps *orig_of(const GemmOps *g) { return ((const SwapOps *)g)->orig; }
+
+/* A transposed tile: lane c of acc[r][v] is C[t][col0 + v*VL + c][row0 + r].
+ * Each VL x VL block is transposed in registers into rows of C, kept in a
+ * tile buffer; one loop over C's rows then stores them (C (+)= row, lanes
+ * past n masked) or hands them to the epilogue. */
+static void store_tile_ct(Lower *L, const GemmOps *g, const Tiles *tl,
+                          LLVMValueRef acc[][GEMM_NV_MAX], LLVMValueRef t, LLVMValueRef row0,
+                          LLVMValueRef col0, LLVMValueRef first, bool epi) {
+  const GemmOps *o = orig_of(g);
+  LLVMTypeRef vt = LLVMVectorType(L->f32, (unsigned)tl->vl);
+  LLVMValueRef tile = lw_stack(L, L->f32, (int64_t)tl->nr * tl->vl);
+  for (int v = 0; v < tl->nv; v++) {
+    LLVMValueRef x[16];
+    for (int l = 0; l < tl->vl; l++)
+      x[l] = l < tl->mr ? lw_get(L, vt, acc[l][v]) : LLVMConstNull(vt);
+    transpose(L, tl->vl, x);
+    for (int c = 0; c < tl->vl; c++)
+      vstore(L, x[c], tile, lw_i64(L, (v * tl->vl + c) * tl->vl), 64);
+  }
+  LLVMValueRef mask = col_mask(L, tl->vl, row0, o->n);
+  LwLoop lr;
+  LLVMValueRef rows = lw_smin(L, lw_i64(L, tl->nr), LLVMBuildSub(L->b, lw_i64(L, o->m), col0, ""));
+  LLVMValueRef r = lw_for(L, &lr, lw_i64(L, 0), rows);
+  CRow c = c_row(L, o, vt, t, lw_add(L, col0, r));
+  LLVMValueRef cp = lw_gep(L, L->f32, c.row, row0), base = c.init;
+  if (!epi || tl->nkb > 1) {
+    LLVMValueRef old = masked_load(L, vt, cp, mask);
+    base = epi ? old : LLVMBuildSelect(L->b, first, c.init, old, "");
+  }
+  LLVMValueRef val = LLVMBuildFAdd(L->b, base, vload(L, vt, tile, lw_mulc(L, r, tl->vl), 64), "");
+  if (epi)
+    lw_epilogue_store(o->epi, c.flat, row0, mask, val);
+  else
+    masked_store(L, vt, val, cp, mask);
+  lw_next(L, &lr);
+}
+
+/* The tile's final stores: C (+)= acc, through the epilogue after the last slice. */
+static void store_any(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef acc[][GEMM_NV_MAX],
+                      LLVMValueRef t, LLVMValueRef row0, LLVMValueRef lo, LLVMValueRef col0,
+                      LLVMValueRef first, bool epi) {
+  if (tl->ct)
+    store_tile_ct(L, g, tl, acc, t, row0, col0, first, epi);
+  else if (epi && lw_epilogue_cost(g->epi) > GEMM_EPI_UNROLL_COST)
+    store_tile_looped(L, g, tl, acc, t, row0, lo, col0);
+  else
+    store_tile(L, g, tl, acc, t, row0, lo, col0, first, epi);
+}
+
+static void finish_tile(Lower *L, const GemmOps *g, const Tiles *tl,
+                        LLVMValueRef acc[][GEMM_NV_MAX], LLVMValueRef t, LLVMValueRef row0,
+                        LLVMValueRef lo, LLVMValueRef col0, LLVMValueRef first, LLVMValueRef last) {
+  if (!g->epi || tl->nkb == 1) {
+    store_any(L, g, tl, acc, t, row0, lo, col0, first, g->epi != NULL);
+    return;
+  }
+  LwIf fin;
+  lw_if(L, &fin, last);
+  store_any(L, g, tl, acc, t, row0, lo, col0, first, true);
+  lw_else(L, &fin);
+  store_any(L, g, tl, acc, t, row0, lo, col0, first, false);
+  lw_endif(L, &fin);
+}
+
 /* One MR x NR tile: acc = apanel . bpanel over kc, then C (+)= acc; at the
  * last slice (last) through the epilogue when there is one. */
 static void micro_tile(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef ap,
                        LLVMValueRef bp, LLVMValueRef kc, LLVMValueRef t, LLVMValueRef row0,
                        LLVMValueRef lo, LLVMValueRef col0, LLVMValueRef first, LLVMValueRef last) {
   LLVMTypeRef vt = LLVMVectorType(L->f32, (unsigned)tl->vl);
-  LLVMValueRef acc[32][2], bmask[2] = {NULL, NULL};
+  LLVMValueRef acc[32][GEMM_NV_MAX], bmask[GEMM_NV_MAX];
   for (int r = 0; r < tl->mr; r++)
     for (int v = 0; v < tl->nv; v++) acc[r][v] = lw_var(L, vt, LLVMConstNull(vt));
   if (tl->direct) tile_masks(L, g, tl, col0, bmask);
   LwLoop lp;
   LLVMValueRef p = lw_for(L, &lp, lw_i64(L, 0), kc);
-  LLVMValueRef bv[2];
+  LLVMValueRef bv[GEMM_NV_MAX];
   if (tl->direct) { /* bp: the slice's first row index pc (an i64), B read in place */
     LLVMValueRef row = lw_gep(L, L->f32, g->b_row(L, g, t, lw_add(L, bp, p)), col0);
     for (int v = 0; v < tl->nv; v++)
@@ -474,25 +556,7 @@ static void micro_tile(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef
     }
   }
   lw_next(L, &lp);
-  bool looped = g->epi && lw_epilogue_cost(g->epi) > GEMM_EPI_UNROLL_COST;
-  if (!g->epi) {
-    store_tile(L, g, tl, acc, t, row0, lo, col0, first, false);
-  } else if (tl->nkb == 1) {
-    if (looped)
-      store_tile_looped(L, g, tl, acc, t, row0, lo, col0);
-    else
-      store_tile(L, g, tl, acc, t, row0, lo, col0, first, true);
-  } else {
-    LwIf fin;
-    lw_if(L, &fin, last);
-    if (looped)
-      store_tile_looped(L, g, tl, acc, t, row0, lo, col0);
-    else
-      store_tile(L, g, tl, acc, t, row0, lo, col0, first, true);
-    lw_else(L, &fin);
-    store_tile(L, g, tl, acc, t, row0, lo, col0, first, false);
-    lw_endif(L, &fin);
-  }
+  finish_tile(L, g, tl, acc, t, row0, lo, col0, first, last);
 }
 
 /* A block's rows and columns: i0, j0 and the micro-panel counts. */
@@ -622,8 +686,57 @@ static void run_ashared(Lower *L, const GemmOps *g, const Tiles *tl, int64_t tb,
   lw_next(L, &outer);
 }
 
+/* The swapped product's operands: A' = B^T, B' = A^T. */
+static LLVMValueRef swap_load_a(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMValueRef i,
+                                LLVMValueRef p) {
+  const GemmOps *o = orig_of(g);
+  return o->load_b(L, o, t, p, i);
+}
+
+static LLVMValueRef swap_load_b(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMValueRef p,
+                                LLVMValueRef j) {
+  const GemmOps *o = orig_of(g);
+  return o->load_a(L, o, t, j, p);
+}
+
+/* &A'[t][i][p] = &B[t][p][i], B's rows contiguous. */
+static LLVMValueRef swap_a_col(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMValueRef i,
+                               LLVMValueRef p) {
+  const GemmOps *o = orig_of(g);
+  return lw_gep(L, L->f32, o->b_row(L, o, t, p), i);
+}
+
+/* &B'[t][p][0] = &A[t][0][p], A's rows adjacent. */
+static LLVMValueRef swap_b_row(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMValueRef p) {
+  const GemmOps *o = orig_of(g);
+  return o->a_col(L, o, t, lw_i64(L, 0), p);
+}
+
+/* Skinny n (<= 12) over many rows: C = A B computed as C^T = B^T A^T, whose
+ * vectors run along m instead of n (n = 10 fills 10 of 16 lanes, n = 2 only
+ * 2; at 13-16 the plain tiles are faster), C stored through register transposes. When B's rows are
+ * contiguous (B^T packs as A') and A's rows are adjacent (A^T's rows are read in place as B'); no
+ * bias. With A's p contiguous instead (NN), A^T would be a full transpose of A for few FMAs per
+ * element: slower than the plain tiles. */
+static bool swap_ops(Lower *L, const GemmOps *g, SwapOps *sw) {
+  if (!L->avx512 || g->n > 12 || g->m < 32 || g->bias || g->a_shared || g->b_vec || !g->b_row ||
+      !g->a_col)
+    return false;
+  memset(sw, 0, sizeof *sw);
+  sw->orig = g;
+  GemmOps *s = &sw->g;
+  s->batch = g->batch, s->m = g->n, s->n = g->m, s->k = g->k;
+  s->load_a = swap_load_a, s->load_b = swap_load_b, s->a_col = swap_a_col;
+  s->b_row = swap_b_row;
+  s->epi = g->epi, s->user = g->user;
+  return true;
+}
+
 void lw_gemm(Lower *L, Kernel *k, const GemmOps *g) {
-  Tiles tl = choose_tiles(L, g);
+  SwapOps sw;
+  bool ct = swap_ops(L, g, &sw);
+  if (ct) g = &sw.g;
+  Tiles tl = choose_tiles(L, g, ct);
   double work = (double)tl.mc * (double)tl.nc * (double)g->k;
   int64_t blocks = tl.nib * tl.njb;
   /* A shared by the batch (a convolution's weights): pack all of A's block
