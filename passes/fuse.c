@@ -23,7 +23,9 @@
  * readers read through them), injective ops (each output element reads
  * one input element, so a reader evaluating it by index reads no more than it would read from
  * the stored copy) and cheap elementwise ops left alone in a kernel whose arena inputs are no
- * larger than their result (relu of a stored value read by two matmuls). Those are inline. */
+ * larger than their result (relu of a stored value read by two matmuls), and costly activations
+ * read only by matrix products whose input is stored anyway (fuse_mark_gemm_maps). Those are
+ * inline. */
 #include "passes.h"
 
 #include <stdlib.h>
@@ -153,6 +155,32 @@ static void fuse_mark_inline(Fuse *F) {
     /* A reshape is a view of its input's bytes: its readers read through it. */
     bool view = node_at(F, i)->op == OP_RESHAPE;
     F->inl[i] = !named && !F->root[i] && (p == PAT_SOURCE || p == PAT_INJECTIVE || view);
+  }
+}
+
+/* Read only by f32 matrix products, directly or through inline reshapes and permutes. */
+static bool gemm_reads_only(const Fuse *F, const Node *n, int depth) {
+  if (depth > 8 || n->nusers == 0) return false;
+  for (int u = 0; u < n->nusers; u++) {
+    const Node *r = n->users[u];
+    if (r->op == OP_MATMUL && r->type.dtype == DT_F32) continue;
+    bool view = r->op == OP_RESHAPE || r->op == OP_PERMUTE;
+    if (!view || !F->inl[posof(F, r)] || !gemm_reads_only(F, r, depth + 1)) return false;
+  }
+  return true;
+}
+
+/* A costly unary activation read only by matrix products whose input stays stored anyway (for
+ * its gradient: gelu(u) beside gelu_grad(u)) is inline too: the GEMMs apply it while packing
+ * that operand, so it takes no buffer (the transformer's MLP activations, 2 MB a block at the
+ * peak of the train step), for one more evaluation per element in the backward's product. */
+static void fuse_mark_gemm_maps(Fuse *F) {
+  for (int i = 0; i < F->nn; i++) {
+    const Node *n = node_at(F, i);
+    bool act = n->op == OP_GELU || n->op == OP_SILU || n->op == OP_TANH || n->op == OP_SIGMOID;
+    if (!act || F->inl[i] || F->root[i] || n->type.dtype != DT_F32 || n->in[0]->nusers < 2)
+      continue;
+    if (gemm_reads_only(F, n, 0)) F->inl[i] = true;
   }
 }
 
@@ -492,6 +520,7 @@ bool pass_fuse(Graph *g, PassCtx *cx) {
   Fuse F;
   fuse_init(&F, g);
   fuse_mark_inline(&F);
+  fuse_mark_gemm_maps(&F);
   while (fuse_sweep(&F) > 0) {
   }
   fuse_inline_singletons(&F);

@@ -203,12 +203,12 @@ static Tiles choose_tiles(Lower *L, const GemmOps *g, bool ct) {
     t.nv = nv < 2 ? 2 : (int)nv;
     t.nr = t.nv * t.vl;
   }
-  t.direct = g->b_row && g->m <= t.mr;
+  t.direct = g->b_row && g->m <= t.mr && !g->map_b;
   /* A read in place: by rows (a_row) unless they are 4 KiB apart (the MR rows
    * of a tile would then fall in one L1 set; 1024^3: 3-5% slower than
    * packed); by columns (a_col, p-major groups of MR a stride apart) when one
    * column panel reads it once (n <= NR; with more panels packing pays). */
-  bool ld = g->a_ld > 0 && !g->a_shared;
+  bool ld = g->a_ld > 0 && !g->a_shared && !g->map_a;
   t.a_inplace = ld && (g->a_col ? g->n <= t.nr : g->a_row && g->a_ld % 1024 != 0);
   t.nkb = ceil_div(g->k, GEMM_KC);
   t.kc = ceil_div(g->k, t.nkb);
@@ -221,6 +221,14 @@ static Tiles choose_tiles(Lower *L, const GemmOps *g, bool ct) {
 static LLVMValueRef a_panel(Lower *L, const Tiles *tl, LLVMValueRef apack, LLVMValueRef poff,
                             LLVMValueRef gi) {
   return lw_gep(L, L->f32, apack, lw_add(L, lw_mulc(L, gi, tl->a_gs), lw_mulc(L, poff, tl->a_ps)));
+}
+
+/* v through the operand's map; lanes off in mask (not loaded) stay 0. */
+static LLVMValueRef mapped(Lower *L, const GemmOps *g, GemmMap *map, LLVMValueRef v,
+                           LLVMValueRef mask) {
+  if (!map) return v;
+  LLVMValueRef m = map(L, g, v);
+  return mask ? LLVMBuildSelect(L->b, mask, m, LLVMConstNull(LLVMTypeOf(v)), "") : m;
 }
 
 /* A's p contiguous: each row's kc floats by vector copies into [r][p]. */
@@ -238,8 +246,8 @@ static void pack_a_rows(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRe
   LLVMValueRef to = lw_gep(L, L->f32, dst, lw_mulc(L, r, tl->a_rs));
   LLVMValueRef nvec = lw_divc(L, lw_addc(L, kc, tl->vl - 1), tl->vl);
   LLVMValueRef at = lw_mulc(L, lw_for(L, &lv, lw_i64(L, 0), nvec), tl->vl);
-  LLVMValueRef x = masked_load(L, vt, lw_gep(L, L->f32, src, at),
-                               lanes_below(L, tl->vl, LLVMBuildSub(L->b, kc, at, "")));
+  LLVMValueRef in = lanes_below(L, tl->vl, LLVMBuildSub(L->b, kc, at, ""));
+  LLVMValueRef x = mapped(L, g, g->map_a, masked_load(L, vt, lw_gep(L, L->f32, src, at), in), in);
   vstore(L, x, to, at, 4);
   lw_next(L, &lv);
   lw_next(L, &lr);
@@ -259,6 +267,7 @@ static void pack_a_cols(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRe
   LLVMValueRef dst = a_panel(L, tl, apack, poff, gi);
   LLVMValueRef p = lw_for(L, &lp, lw_i64(L, 0), kc);
   LLVMValueRef v = masked_load(L, vt, g->a_col(L, g, t, row0, lw_add(L, pc, p)), in);
+  v = mapped(L, g, g->map_a, v, in);
   masked_store(L, vt, v, lw_gep(L, L->f32, dst, lw_mulc(L, p, tl->mr)), panel);
   lw_next(L, &lp);
   lw_next(L, &lg);
@@ -286,7 +295,8 @@ static void pack_a(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef apa
   LLVMValueRef p = lw_for(L, &lp, lw_i64(L, 0), kc);
   LLVMValueRef pp = lw_add(L, pc, p), at = lw_mulc(L, p, tl->mr);
   for (int r = 0; r < tl->mr; r++)
-    lw_store(L, L->f32, dst, lw_addc(L, at, r), g->load_a(L, g, t, rows[r], pp));
+    lw_store(L, L->f32, dst, lw_addc(L, at, r),
+             mapped(L, g, g->map_a, g->load_a(L, g, t, rows[r], pp), NULL));
   lw_next(L, &lp);
   lw_next(L, &lg);
 }
@@ -323,7 +333,8 @@ static void pack_b_cols(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRe
     LLVMValueRef x[16];
     for (int c = 0; c < tl->vl; c++) {
       LLVMValueRef j = lw_smin(L, lw_addc(L, col0, v * tl->vl + c), lw_i64(L, g->n - 1));
-      x[c] = masked_load(L, vt, g->b_col(L, g, t, lw_add(L, pc, p0), j), in);
+      x[c] = mapped(L, g, g->map_b, masked_load(L, vt, g->b_col(L, g, t, lw_add(L, pc, p0), j), in),
+                    in);
     }
     transpose(L, tl->vl, x);
     for (int p = 0; p < tl->vl; p++)
@@ -350,6 +361,7 @@ static void pack_b(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef bpa
   LLVMValueRef p = lw_for(L, &lp, lw_i64(L, 0), kc);
   LLVMValueRef pp = lw_add(L, pc, p), at = lw_mulc(L, p, tl->nr);
   if (g->b_vec) {
+    IR_ASSERT(!g->map_b, "llvm: a mapped B has no vector loader");
     for (int v = 0; v < tl->nv; v++)
       vstore(L, g->b_vec(L, g, t, pp, lw_addc(L, col0, v * tl->vl), tl->vl), dst,
              lw_addc(L, at, v * tl->vl), 64);
@@ -357,14 +369,16 @@ static void pack_b(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef bpa
     LLVMValueRef row = g->b_row(L, g, t, pp);
     for (int v = 0; v < tl->nv; v++) {
       LLVMValueRef col = lw_addc(L, col0, v * tl->vl);
+      LLVMValueRef in = col_mask(L, tl->vl, col, g->n);
       LLVMValueRef x =
-          masked_load(L, vt, lw_gep(L, L->f32, row, col), col_mask(L, tl->vl, col, g->n));
+          mapped(L, g, g->map_b, masked_load(L, vt, lw_gep(L, L->f32, row, col), in), in);
       vstore(L, x, dst, lw_addc(L, at, v * tl->vl), 64);
     }
   } else {
     LLVMValueRef c = lw_for(L, &lc, lw_i64(L, 0), lw_i64(L, tl->nr));
     LLVMValueRef j = lw_smin(L, lw_add(L, col0, c), lw_i64(L, g->n - 1));
-    lw_store(L, L->f32, dst, lw_add(L, at, c), g->load_b(L, g, t, pp, j));
+    lw_store(L, L->f32, dst, lw_add(L, at, c),
+             mapped(L, g, g->map_b, g->load_b(L, g, t, pp, j), NULL));
     lw_next(L, &lc);
   }
   lw_next(L, &lp);
@@ -720,7 +734,7 @@ static LLVMValueRef swap_b_row(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMV
  * element: slower than the plain tiles. */
 static bool swap_ops(Lower *L, const GemmOps *g, SwapOps *sw) {
   if (!L->avx512 || g->n > 12 || g->m < 32 || g->bias || g->a_shared || g->b_vec || !g->b_row ||
-      !g->a_col)
+      g->map_a || g->map_b || !g->a_col)
     return false;
   memset(sw, 0, sizeof *sw);
   sw->orig = g;

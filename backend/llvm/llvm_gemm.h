@@ -18,6 +18,10 @@ typedef LLVMValueRef GemmRow(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMVal
 typedef LLVMValueRef GemmVec(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMValueRef p,
                              LLVMValueRef j0, int vl);
 
+/* v (a loaded scalar or vector of the operand) through elementwise maps the operand is read
+ * through (gelu(u) recomputed instead of stored: llvm_view.c). */
+typedef LLVMValueRef GemmMap(Lower *L, const GemmOps *g, LLVMValueRef v);
+
 /* C[t] = A[t] B[t] (+ bias[i] on every row i), t < batch, A [m,k], B [k,n],
  * C the kernel's output, C[t][i][j] at (t*m + i)*n + j. The operands are
  * read only through the loaders, so any layout (transposed, broadcast,
@@ -32,9 +36,11 @@ struct GemmOps {
   GemmAddr *b_col; /* optional: &B[t][p][j] (as (t, p, j)) when B[t][p+1][j] is the next float */
   GemmRow *b_row;  /* optional fast paths for packing B: rows, */
   GemmVec *b_vec;  /* or vectors of a row */
-  LLVMValueRef bias; /* f32 [m] or NULL */
-  bool a_shared;     /* A does not depend on t (load_a ignores it) */
-  Epilogue *epi;     /* NULL, or the kernel's fused epilogue: gets C's final values */
+  LLVMValueRef bias;      /* f32 [m] or NULL */
+  bool a_shared;          /* A does not depend on t (load_a ignores it) */
+  Epilogue *epi;          /* NULL, or the kernel's fused epilogue: gets C's final values */
+  GemmMap *map_a, *map_b; /* NULL, or applied to every element packed (such an operand is
+                             always packed, never read in place) */
   const void *user;
 };
 

@@ -216,7 +216,7 @@ static bool plan_materialize(Plan *pl, Node *n) {
 /* A contiguous inline view (reshape, slice) read at its source's place. */
 static bool in_place_view(const Plan *pl, const Node *a, View *v) {
   return a->kernel == IR_KERNEL_INLINE && pl->tmp[a->id] < 0 && llvm_view_of(a, v) &&
-         llvm_view_contiguous(v);
+         v->nmaps == 0 && llvm_view_contiguous(v);
 }
 
 /* Before a launch reads a: computes it into scratch unless it has a place

@@ -282,6 +282,13 @@ static LLVMValueRef strided_at(Lower *L, const MatmulOps *mo, const Strided *st,
       lw_add(L, lw_view_digit(L, &st->v, rank - 2, r), lw_view_digit(L, &st->v, rank - 1, c)));
 }
 
+static LLVMValueRef matmul_map_a(Lower *L, const GemmOps *g, LLVMValueRef x) {
+  return lw_view_maps(L, &((const MatmulOps *)g->user)->a.v, x);
+}
+static LLVMValueRef matmul_map_b(Lower *L, const GemmOps *g, LLVMValueRef x) {
+  return lw_view_maps(L, &((const MatmulOps *)g->user)->b.v, x);
+}
+
 static LLVMValueRef matmul_a(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMValueRef i,
                              LLVMValueRef p) {
   const MatmulOps *mo = g->user;
@@ -361,6 +368,8 @@ void lower_matmul(Lower *L, Kernel *k) {
                .a_row = unit_stride(&mo.a.v, mo.a.v.rank - 1) ? matmul_aaddr : NULL,
                .b_row = unit_stride(&mo.b.v, mo.b.v.rank - 1) ? matmul_brow : NULL,
                .b_col = unit_stride(&mo.b.v, mo.b.v.rank - 2) ? matmul_baddr : NULL,
+               .map_a = mo.a.v.nmaps ? matmul_map_a : NULL,
+               .map_b = mo.b.v.nmaps ? matmul_map_b : NULL,
                .user = &mo};
   gemm_with_epilogue(L, k, &g);
 }

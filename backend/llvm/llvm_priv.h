@@ -258,14 +258,23 @@ void lw_copy(Lower *L, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef bytes);
  * (x_0, ..., x_rank-1) is src's element offset + sum_d digits of x_d, dim d
  * owning atoms [first[d], first[d+1]) (sizes and strides in elements,
  * innermost last). */
+#define VIEW_MAX_MAPS 4
 typedef struct View {
   const Node *src;
   int64_t offset;
   int rank, natoms;
   int64_t size[VIEW_MAX_ATOMS], stride[VIEW_MAX_ATOMS];
   int first[IR_MAX_RANK + 1];
+  /* Unary elementwise ops in the chain (gelu(u) that fuse.c leaves to the GEMM reading it),
+   * applied to every element loaded, maps[0] first; they commute with the moves. */
+  const Node *maps[VIEW_MAX_MAPS];
+  int nmaps;
 } View;
-/* n is an inline reshape, permute or slice (of the same element type). */
+/* n is an inline reshape, permute or slice (of the same element type), or an inline unary
+ * elementwise op a GEMM applies while packing (llvm_view_map_op). */
+bool llvm_view_map_op(OpKind op);
+/* v through the chain's maps, source first. */
+LLVMValueRef lw_view_maps(Lower *L, const View *v, LLVMValueRef x);
 bool llvm_view_node(const Node *n);
 /* The chain from top down to the first node that is not one; false when top
  * is not a view node or no atoms describe the chain. */

@@ -16,10 +16,21 @@
 #include <stdlib.h>
 #include <string.h>
 
+bool llvm_view_map_op(OpKind op) {
+  return op == OP_GELU || op == OP_SILU || op == OP_TANH || op == OP_SIGMOID || op == OP_RELU ||
+         op == OP_NEG || op == OP_ABS || op == OP_EXP;
+}
+
 static bool view_op(const Node *n) {
   if (n->kernel != IR_KERNEL_INLINE || n->nin != 1) return false;
   if (n->in[0]->type.dtype != n->type.dtype) return false;
+  if (llvm_view_map_op(n->op)) return n->type.dtype == DT_F32;
   return n->op == OP_RESHAPE || n->op == OP_PERMUTE || n->op == OP_SLICE;
+}
+
+LLVMValueRef lw_view_maps(Lower *L, const View *v, LLVMValueRef x) {
+  for (int i = 0; i < v->nmaps; i++) x = lw_map_value(L, v->maps[i], &x);
+  return x;
 }
 
 bool llvm_view_node(const Node *n) { return view_op(n); }
@@ -36,6 +47,7 @@ void llvm_view_plain(const Type *t, View *v) {
   int64_t s = 1;
   v->src = NULL;
   v->offset = 0;
+  v->nmaps = 0;
   v->natoms = t->rank;
   for (int d = t->rank - 1; d >= 0; d--) {
     v->size[d] = t->dims[d], v->stride[d] = s, s *= t->dims[d];
@@ -126,6 +138,11 @@ bool llvm_view_of(const Node *top, View *v) {
   v->src = x;
   for (int i = n - 1; i >= 0; i--) {
     const Node *c = chain[i];
+    if (llvm_view_map_op(c->op)) {
+      if (v->nmaps == VIEW_MAX_MAPS) return false;
+      v->maps[v->nmaps++] = c;
+      continue;
+    }
     bool ok = c->op == OP_PERMUTE ? view_permute(v, c)
               : c->op == OP_SLICE ? view_slice(v, c)
                                   : view_reshape(v, &c->type);
