@@ -119,7 +119,12 @@ int cmd_compile(Options *o);
 int cmd_build(Options *o);
 int cli_run_jit(Options *o);
 /* Writes each tensor as DIR/NAME.npy (NAME its name), all or none (run.c). */
-int cli_write_npy_files(const char *dir, const KilnTensor *ts, int n);
+/* ts[0..n) as DIR/NAME.npy and, with grads, grads[0..ngrads) as DIR/grads.safetensors: all
+ * of them or none (written into a temporary folder first). */
+int cli_write_npy_files(const char *dir, const KilnTensor *ts, int n, const KilnTensor *grads,
+                        int ngrads);
+/* kiln run --grads: the model has a train statement and autodiff recorded its gradients. */
+int cli_grads_checks(const Options *o, const Graph *g);
 
 /* ---- --max-memory (cli.c) ----------------------------------------------- */
 

@@ -92,6 +92,7 @@ static int alloc_output(const kiln_tensor_desc *t, KilnTensor *y) {
 
 typedef struct JitRun {
   const kiln_model_desc *d;
+  const Graph *g;
   void *self;
   KilnTensor *xs, *ys;
 } JitRun;
@@ -114,14 +115,101 @@ static int jit_infer(const Options *o, JitRun *r) {
   return EXIT_INTERNAL;
 }
 
-/* Weights, threads, inputs, the call, the outputs. */
+/* --grads: m_grad over the train inputs; gs[0] the loss (in the loss's element type: an f64
+ * model's m_grad returns it as a float), then d loss / d param, views of the instance's
+ * gradients under the params' names (as the interpreter's grads.safetensors). */
+static int jit_grads(const Options *o, JitRun *r, KilnTensor *gs, int *ngs, double *loss_buf) {
+  const kiln_model_desc *d = r->d;
+  const Graph *g = r->g;
+  if (!d->entry.grad) return cli_error("the compiled model has no grad entry");
+  KilnTensor *xs = calloc((size_t)d->ntrain_inputs + 1, sizeof *xs);
+  void **args = calloc((size_t)d->ntrain_inputs + 2, sizeof *args);
+  int rc = xs && args ? EXIT_OK : cli_error("out of memory");
+  for (int k = 0; !rc && k < d->ntrain_inputs; k++) {
+    rc = read_input(o, &d->inputs[d->train_inputs[k]], &xs[k]);
+    args[k] = xs[k].data;
+  }
+  float loss = 0;
+  if (!rc) {
+    args[d->ntrain_inputs] = &loss;
+    int st = kiln_invoke(d->entry.grad, r->self, args, d->ntrain_inputs + 1);
+    if (st == KILN_ERR_RANGE) {
+      rc = entry_error(r->self, st, "gradients failed");
+    } else if (st != KILN_OK) {
+      fprintf(stderr, "kiln: internal error: gradients failed with status %d: %s\n", st,
+              st < 0 ? "cannot call the entry point" : kiln_rt_strerror(st));
+      rc = EXIT_INTERNAL;
+    }
+  }
+  if (!rc) {
+    if (g->loss->type.dtype == DT_F64)
+      *loss_buf = loss;
+    else
+      memcpy(loss_buf, &loss, sizeof loss);
+    gs[0] = cli_tensor_view(g->loss, g->loss->name ? g->loss->name : "loss", loss_buf);
+    *ngs = 1;
+    for (int k = 0; !rc && k < g->ngrads; k++) {
+      const char *name = g->grads[k].param->name;
+      const float *grad = d->entry.param_grad(r->self, name);
+      if (!grad) {
+        fprintf(stderr, "kiln: internal error: no gradient of '%s' in the instance\n", name);
+        rc = EXIT_INTERNAL;
+      } else {
+        gs[(*ngs)++] = cli_tensor_view(g->grads[k].grad, name, grad);
+      }
+    }
+  }
+  for (int k = 0; xs && k < d->ntrain_inputs; k++) kiln_tensor_free(&xs[k]);
+  free(xs);
+  free(args);
+  return rc;
+}
+
+/* --grads: the params of a weights file, as the interpreter binds them (a train checkpoint's
+ * optim.* tensors are skipped: m_grad needs no optimizer state), copied into the instance. */
+static int jit_load_params(JitRun *r, const char *path) {
+  const kiln_model_desc *d = r->d;
+  kiln_instance *self = r->self;
+  KilnTensorFile f = {0};
+  char err[ERR_LEN];
+  if (kiln_safetensors_read(path, &f, err, sizeof err) != 0) return cli_error("%s", err);
+  int rc = EXIT_OK;
+  for (int i = 0; !rc && i < f.n; i++) {
+    const KilnTensor *x = &f.tensors[i];
+    if (strncmp(x->name, "optim.", 6) == 0) continue;
+    const kiln_tensor_desc *t = NULL;
+    for (int k = 0; k < d->nparams && !t; k++)
+      if (strcmp(d->params[k].name, x->name) == 0) t = &d->params[k];
+    if (!t) {
+      rc = cli_error("%s: unexpected tensor '%s': the model has no param of that name", path,
+                     x->name);
+      break;
+    }
+    char want[256], have[256];
+    desc_type_str(t, want, sizeof want);
+    tensor_type_str(x, have, sizeof have);
+    if (strcmp(want, have) != 0)
+      rc = cli_error("%s: param '%s' is %s, the model expects %s", path, x->name, have, want);
+    else
+      memcpy(self->mem + t->offset, x->data, x->nbytes);
+  }
+  for (int k = 0; !rc && k < d->nparams; k++)
+    if (!kiln_tensor_find(&f, d->params[k].name))
+      rc = cli_error("%s: missing param '%s'", path, d->params[k].name);
+  kiln_tensor_file_free(&f);
+  return rc;
+}
+
+/* Weights, threads, inputs, the call, the outputs (and with --grads, the gradients). */
 static int jit_steps(const Options *o, JitRun *r) {
   const kiln_model_desc *d = r->d;
   int rc = check_input_names(o, d);
   if (!rc && d->nparams > 0 && !o->weights)
     rc = cli_usage_error(o->cmd, "missing --weights W.safetensors (kiln init writes one)");
   int st;
-  if (!rc && o->weights && (st = d->entry.load(r->self, o->weights)) != KILN_OK)
+  if (!rc && o->weights && o->grads)
+    rc = jit_load_params(r, o->weights);
+  else if (!rc && o->weights && (st = d->entry.load(r->self, o->weights)) != KILN_OK)
     rc = entry_error(r->self, st, "cannot load weights");
   if (!rc && o->threads && (st = d->entry.set_threads(r->self, o->threads)) != KILN_OK)
     rc = entry_error(r->self, st, "--threads");
@@ -129,12 +217,17 @@ static int jit_steps(const Options *o, JitRun *r) {
     rc = read_input(o, &d->inputs[d->infer_inputs[i]], &r->xs[i]);
   for (int i = 0; !rc && i < d->noutputs; i++) rc = alloc_output(&d->outputs[i], &r->ys[i]);
   if (!rc) rc = jit_infer(o, r);
-  if (!rc) rc = cli_write_npy_files(o->out_dir, r->ys, d->noutputs);
+  KilnTensor *gs = o->grads ? calloc((size_t)r->g->ngrads + 1, sizeof *gs) : NULL;
+  int ngs = 0;
+  double loss_buf = 0;
+  if (!rc && o->grads) rc = gs ? jit_grads(o, r, gs, &ngs, &loss_buf) : cli_error("out of memory");
+  if (!rc) rc = cli_write_npy_files(o->out_dir, r->ys, d->noutputs, gs, ngs);
+  free(gs);
   return rc;
 }
 
-static int jit_instance(const Options *o, const kiln_model_desc *d) {
-  JitRun r = {d, NULL, calloc((size_t)d->ninfer_inputs + 1, sizeof(KilnTensor)),
+static int jit_instance(const Options *o, const Graph *g, const kiln_model_desc *d) {
+  JitRun r = {d, g, NULL, calloc((size_t)d->ninfer_inputs + 1, sizeof(KilnTensor)),
               calloc((size_t)d->noutputs + 1, sizeof(KilnTensor))};
   int st = r.xs && r.ys ? d->entry.create(&r.self, o->seed) : KILN_ERR_NOMEM;
   int rc = EXIT_OK;
@@ -154,9 +247,10 @@ static int jit_instance(const Options *o, const kiln_model_desc *d) {
 int cli_run_jit(Options *o) {
   if (!kiln_rt_symbols[0].addr) return EXIT_INTERNAL; /* keeps the runtime linked in whole */
   Loaded m;
-  o->passes.inference = true;
+  o->passes.inference = !o->grads;
   int rc = cli_load_model(o, &m, STAGE_PLANNED);
-  LlvmOptions lo = {.opt_level = o->opt_level, .train = false};
+  if (!rc && o->grads) rc = cli_grads_checks(o, m.graph);
+  LlvmOptions lo = {.opt_level = o->opt_level, .train = o->grads};
   char err[ERR_LEN];
   double t0 = cli_now_ms();
   LlvmJit *j = rc ? NULL : llvm_jit_compile(m.graph, &lo, err, sizeof err);
@@ -166,7 +260,7 @@ int cli_run_jit(Options *o) {
   }
   if (!rc && o->verbose)
     fprintf(stderr, "kiln: JIT-compiled %s in %.1f ms\n", m.graph->name, cli_now_ms() - t0);
-  if (!rc) rc = jit_instance(o, llvm_jit_desc(j));
+  if (!rc) rc = jit_instance(o, m.graph, llvm_jit_desc(j));
   if (j) llvm_jit_free(j);
   cli_loaded_free(&m);
   return rc;

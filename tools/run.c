@@ -277,11 +277,12 @@ static int write_outputs(const Interp *it, const Graph *g, const char *dir, bool
   return rc ? rc : closed;
 }
 
-int cli_write_npy_files(const char *dir, const KilnTensor *ts, int n) {
+int cli_write_npy_files(const char *dir, const KilnTensor *ts, int n, const KilnTensor *grads,
+                        int ngrads) {
   OutDir d;
   int rc = outdir_open(&d, dir);
   if (rc) return rc;
-  const char **files = calloc((size_t)n + 1, sizeof *files);
+  const char **files = calloc((size_t)n + 2, sizeof *files);
   int k = 0;
   if (!files) rc = cli_error("out of memory");
   for (; !rc && k < n; k++) {
@@ -295,6 +296,13 @@ int cli_write_npy_files(const char *dir, const KilnTensor *ts, int n) {
     KilnTensor t = ts[k];
     t.name = NULL;
     if (!rc && kiln_npy_write(path, &t, err, sizeof err) != 0) rc = cli_error("%s", err);
+  }
+  if (!rc && grads) { /* grads.safetensors: as write_grads */
+    char path[4200], err[ERR_LEN];
+    if (!(files[k] = strdup("grads.safetensors"))) rc = cli_error("out of memory");
+    if (!rc) rc = outdir_path(&d, false, files[k++], path, sizeof path);
+    if (!rc && kiln_safetensors_write(path, grads, ngrads, err, sizeof err) != 0)
+      rc = cli_error("%s", err);
   }
   int closed = outdir_close(&d, files, k, rc == EXIT_OK);
   for (int i = 0; i < k; i++) free((char *)files[i]);
@@ -311,7 +319,7 @@ static int run_checks(const Options *o) {
 }
 
 /* --grads needs the train statement's loss and the gradients autodiff records. */
-static int grads_checks(const Options *o, const Graph *g) {
+int cli_grads_checks(const Options *o, const Graph *g) {
   if (!g->loss)
     return cli_usage_error(o->cmd, "--grads needs a model with a train statement; %s has none",
                            o->model);
@@ -327,12 +335,12 @@ static int grads_checks(const Options *o, const Graph *g) {
 int cmd_run(Options *o) {
   int rc = run_checks(o);
   if (rc) return rc;
-  /* Inference on the JIT (jit_run.c); --grads runs on the interpreter. */
-  if (o->backend == BACKEND_JIT && !o->grads) return cli_run_jit(o);
+  /* The JIT (jit_run.c: m_infer, and m_grad for --grads), or the interpreter. */
+  if (o->backend == BACKEND_JIT) return cli_run_jit(o);
   Loaded m;
   o->passes.inference = !o->grads;
   rc = cli_load_model(o, &m, o->grads ? STAGE_GRAD : STAGE_GRAPH);
-  if (!rc && o->grads) rc = grads_checks(o, m.graph);
+  if (!rc && o->grads) rc = cli_grads_checks(o, m.graph);
   Interp *it = rc ? NULL : interp_new(m.graph);
   if (!rc && !it) rc = cli_error("out of memory for the interpreter");
   bool has_params = false;

@@ -108,6 +108,25 @@ if sys.argv[1] == "data":
                  ("optim.w.exp_avg", "F32", [2, 2], [0.0] * 4)])
 elif sys.argv[1] == "keys":
     keys(d)
+elif sys.argv[1] == "close":
+    # Two safetensors files with the same tensors and values within rtol 1e-4, atol 1e-6.
+    def read(path):
+        b = open(path, "rb").read()
+        n = struct.unpack("<Q", b[:8])[0]
+        out = {}
+        for k, v in json.loads(b[8:8 + n]).items():
+            if k == "__metadata__":
+                continue
+            s, e = v["data_offsets"]
+            f = {"F32": "f", "F64": "d"}[v["dtype"]]
+            out[k] = struct.unpack("<%d%s" % ((e - s) // struct.calcsize(f), f), b[8 + n + s:8 + n + e])
+        return out
+    a, b = read(d), read(sys.argv[3])
+    bad = [k for k in b if k not in a or len(a[k]) != len(b[k]) or
+           any(abs(x - y) > 1e-6 + 1e-4 * abs(y) for x, y in zip(a[k], b[k]))]
+    if sorted(a) != sorted(b) or bad:
+        print("differ:", sorted(a), sorted(b), bad)
+        sys.exit(1)
 EOF
 mkdir -p "$tmp"/{npy,short,shape,dtype,missing,batch}
 if ! python3 "$tmp/gen.py" data "$tmp"; then
@@ -213,6 +232,11 @@ expect 0 '' run "$tmp/adam.kl" --weights "$tmp/w.safetensors" --input "x=$tmp/ba
 [ "$(keys "$tmp/g/grads.safetensors" 2>/dev/null)" = "b,loss,w" ] && ok ||
   bad "grads.safetensors names: $(keys "$tmp/g/grads.safetensors" 2>&1)"
 [ -z "$(find "$tmp/g" -name '.kiln-out-*')" ] && ok || bad "run --grads left its temporary folder"
+# The default backend (the JIT's m_grad) and the interpreter give the same loss and gradients.
+expect 0 '' run "$tmp/adam.kl" --backend=interp --weights "$tmp/w.safetensors" \
+  --input "x=$tmp/batch/x.npy" --input "y=$tmp/batch/y.npy" --out "$tmp/gi" --grads
+python3 "$tmp/gen.py" close "$tmp/g/grads.safetensors" "$tmp/gi/grads.safetensors" && ok ||
+  bad "run --grads: the JIT's gradients differ from the interpreter's"
 # A train checkpoint runs inference and gradients too: its optim.* state is skipped.
 expect 0 '' run "$tmp/adam.kl" --weights "$tmp/a7.safetensors" --input "x=$tmp/batch/x.npy" \
   --input "y=$tmp/batch/y.npy" --out "$tmp/g2" --grads
