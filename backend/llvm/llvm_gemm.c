@@ -165,7 +165,9 @@ static void choose_blocks(const GemmOps *g, Tiles *t) {
     for (int64_t nc = nc_max;; nc = round_up(nc / 2, t->nr)) {
       int64_t nib = ceil_div(g->m, mc), njb = ceil_div(g->n, nc);
       int64_t iters = g->batch * nib * njb;
-      bool ok = flops < 4e6 || iters >= GEMM_MIN_ITERS;
+      /* B read in place (a few rows: batch-1 inference) costs no packing per block, so even
+       * a small product is split for the threads: each reads its part of the weights. */
+      bool ok = (flops < 4e6 && !t->direct) || iters >= GEMM_MIN_ITERS;
       double vol = pack_volume(g, t, nib, njb);
       bool better = !have || (ok && !best_ok);
       if (have && ok == best_ok)
