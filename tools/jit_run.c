@@ -8,6 +8,7 @@
 #include "kiln_rt.h"
 #include "llvm_backend.h"
 #include "tensor_io.h"
+#include "train_jit.h"
 
 /*
  * The JIT'd model is driven exactly as any compiled model is by a generic
@@ -165,41 +166,6 @@ static int jit_grads(const Options *o, JitRun *r, KilnTensor *gs, int *ngs, doub
   return rc;
 }
 
-/* --grads: the params of a weights file, as the interpreter binds them (a train checkpoint's
- * optim.* tensors are skipped: m_grad needs no optimizer state), copied into the instance. */
-static int jit_load_params(JitRun *r, const char *path) {
-  const kiln_model_desc *d = r->d;
-  kiln_instance *self = r->self;
-  KilnTensorFile f = {0};
-  char err[ERR_LEN];
-  if (kiln_safetensors_read(path, &f, err, sizeof err) != 0) return cli_error("%s", err);
-  int rc = EXIT_OK;
-  for (int i = 0; !rc && i < f.n; i++) {
-    const KilnTensor *x = &f.tensors[i];
-    if (strncmp(x->name, "optim.", 6) == 0) continue;
-    const kiln_tensor_desc *t = NULL;
-    for (int k = 0; k < d->nparams && !t; k++)
-      if (strcmp(d->params[k].name, x->name) == 0) t = &d->params[k];
-    if (!t) {
-      rc = cli_error("%s: unexpected tensor '%s': the model has no param of that name", path,
-                     x->name);
-      break;
-    }
-    char want[256], have[256];
-    desc_type_str(t, want, sizeof want);
-    tensor_type_str(x, have, sizeof have);
-    if (strcmp(want, have) != 0)
-      rc = cli_error("%s: param '%s' is %s, the model expects %s", path, x->name, have, want);
-    else
-      memcpy(self->mem + t->offset, x->data, x->nbytes);
-  }
-  for (int k = 0; !rc && k < d->nparams; k++)
-    if (!kiln_tensor_find(&f, d->params[k].name))
-      rc = cli_error("%s: missing param '%s'", path, d->params[k].name);
-  kiln_tensor_file_free(&f);
-  return rc;
-}
-
 /* Weights, threads, inputs, the call, the outputs (and with --grads, the gradients). */
 static int jit_steps(const Options *o, JitRun *r) {
   const kiln_model_desc *d = r->d;
@@ -207,9 +173,11 @@ static int jit_steps(const Options *o, JitRun *r) {
   if (!rc && d->nparams > 0 && !o->weights)
     rc = cli_usage_error(o->cmd, "missing --weights W.safetensors (kiln init writes one)");
   int st;
-  if (!rc && o->weights && o->grads)
-    rc = jit_load_params(r, o->weights);
-  else if (!rc && o->weights && (st = d->entry.load(r->self, o->weights)) != KILN_OK)
+  KilnTensor steps = {0}; /* a train checkpoint's optim.steps_done: the training loop's */
+  if (!rc && o->weights && o->grads) {
+    rc = train_jit_load_into(r->self, o->weights, "optim.steps_done", &steps);
+    kiln_tensor_free(&steps);
+  } else if (!rc && o->weights && (st = d->entry.load(r->self, o->weights)) != KILN_OK)
     rc = entry_error(r->self, st, "cannot load weights");
   if (!rc && o->threads && (st = d->entry.set_threads(r->self, o->threads)) != KILN_OK)
     rc = entry_error(r->self, st, "--threads");

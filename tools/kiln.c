@@ -61,9 +61,9 @@ static const Command commands[] = {
      "--grads (models with a train statement) also writes DIR/grads.safetensors: the\n"
      "loss under its own name and d loss / d param for every param under its name.\n"
      "--backend=jit (the default) compiles the model with LLVM in memory and calls it\n"
-     "through its descriptor (--grads through m_grad; a train checkpoint's optim.* state\n"
-     "is skipped); --backend=interp runs the reference interpreter. --threads N sets the\n"
-     "JIT's thread count.",
+     "through its descriptor (--grads through m_grad; W may be a kiln train checkpoint);\n"
+     "--backend=interp runs the reference interpreter. --threads N sets the JIT's thread\n"
+     "count.",
      COMMON_FLAGS " --weights --input --out --backend --grads"},
     {"compile", cmd_compile,
      "kiln compile MODEL.kl -o OUT [--emit=so|obj|header|llvm|asm] [-O0..3] [--no-train]\n"

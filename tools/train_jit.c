@@ -91,8 +91,8 @@ static bool same_type(const kiln_tensor_desc *t, const KilnTensor *x) {
 }
 
 /* One tensor of a checkpoint into the instance. */
-static int load_one(JitTrainer *j, const char *path, const KilnTensor *x) {
-  const kiln_tensor_desc *t = find_tensor(j->desc, x->name);
+static int load_one(kiln_instance *self, const char *path, const KilnTensor *x) {
+  const kiln_tensor_desc *t = find_tensor(self->desc, x->name);
   if (!t && strncmp(x->name, "optim.", 6) == 0) {
     fprintf(stderr, "kiln: warning: %s: ignoring '%s': the model's optimizer keeps no such state\n",
             path, x->name);
@@ -108,11 +108,17 @@ static int load_one(JitTrainer *j, const char *path, const KilnTensor *x) {
     const char *what = strncmp(x->name, "optim.", 6) == 0 ? "state" : "param";
     return cli_error("%s: %s '%s' expects %s, got %s", path, what, x->name, want, got);
   }
-  memcpy(j->self->mem + t->offset, x->data, desc_bytes(t));
+  memcpy(self->mem + t->offset, x->data, desc_bytes(t));
   return EXIT_OK;
 }
 
 int train_jit_load(JitTrainer *j, const char *path, const char *steps_name, KilnTensor *steps) {
+  return train_jit_load_into(j->self, path, steps_name, steps);
+}
+
+int train_jit_load_into(kiln_instance *self, const char *path, const char *steps_name,
+                        KilnTensor *steps) {
+  const kiln_model_desc *d = self->desc;
   KilnTensorFile f = {0};
   char err[ERR_LEN];
   if (kiln_safetensors_read(path, &f, err, sizeof err) != 0) return cli_error("%s", err);
@@ -124,11 +130,11 @@ int train_jit_load(JitTrainer *j, const char *path, const char *steps_name, Kiln
       memset(x, 0, sizeof *x);
       continue;
     }
-    rc = load_one(j, path, x);
+    rc = load_one(self, path, x);
   }
-  for (int i = 0; !rc && i < j->desc->nparams; i++)
-    if (!kiln_tensor_find(&f, j->desc->params[i].name))
-      rc = cli_error("%s: missing param '%s'", path, j->desc->params[i].name);
+  for (int i = 0; !rc && i < d->nparams; i++)
+    if (!kiln_tensor_find(&f, d->params[i].name))
+      rc = cli_error("%s: missing param '%s'", path, d->params[i].name);
   kiln_tensor_file_free(&f);
   return rc;
 }

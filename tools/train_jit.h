@@ -3,6 +3,7 @@
 #define KILN_TRAIN_JIT_H
 
 #include "cli.h"
+#include "kiln_rt.h"
 #include "tensor_io.h"
 
 typedef struct JitTrainer JitTrainer;
@@ -14,6 +15,9 @@ void train_jit_close(JitTrainer *j);
 /* Params (all required) and optimizer state from a checkpoint; the tensor
  * named steps_name, if present, is moved to *steps (the caller frees it). */
 int train_jit_load(JitTrainer *j, const char *path, const char *steps_name, KilnTensor *steps);
+/* The same into any compiled model's instance (kiln run --grads on the JIT). */
+int train_jit_load_into(kiln_instance *self, const char *path, const char *steps_name,
+                        KilnTensor *steps);
 /* The current values of a param or state, or NULL. */
 const void *train_jit_source(const JitTrainer *j, const char *name);
 /* One train step with the n named input batches. */
