@@ -117,28 +117,28 @@ void lw_endif(Lower *L, LwIf *c) {
   LLVMPositionBuilderAtEnd(L->b, c->done);
 }
 
-LLVMValueRef lw_stack(Lower *L, LLVMTypeRef elt, int64_t count) {
+/* An alloca of ty at the top of the kernel's entry block (so SROA and the stack frame see it
+ * once), the builder left where it was. */
+static LLVMValueRef entry_alloca(Lower *L, LLVMTypeRef ty, const char *name) {
   LLVMBasicBlockRef here = LLVMGetInsertBlock(L->b);
   LLVMValueRef first = LLVMGetFirstInstruction(L->entry_bb);
   if (first)
     LLVMPositionBuilderBefore(L->b, first);
   else
     LLVMPositionBuilderAtEnd(L->b, L->entry_bb);
-  LLVMValueRef v = LLVMBuildAlloca(L->b, LLVMArrayType2(elt, (uint64_t)count), "stack");
-  LLVMSetAlignment(v, 64);
+  LLVMValueRef v = LLVMBuildAlloca(L->b, ty, name);
   LLVMPositionBuilderAtEnd(L->b, here);
   return v;
 }
 
+LLVMValueRef lw_stack(Lower *L, LLVMTypeRef elt, int64_t count) {
+  LLVMValueRef v = entry_alloca(L, LLVMArrayType2(elt, (uint64_t)count), "stack");
+  LLVMSetAlignment(v, 64);
+  return v;
+}
+
 LLVMValueRef lw_var(Lower *L, LLVMTypeRef ty, LLVMValueRef init) {
-  LLVMBasicBlockRef here = LLVMGetInsertBlock(L->b);
-  LLVMValueRef first = LLVMGetFirstInstruction(L->entry_bb);
-  if (first)
-    LLVMPositionBuilderBefore(L->b, first);
-  else
-    LLVMPositionBuilderAtEnd(L->b, L->entry_bb);
-  LLVMValueRef v = LLVMBuildAlloca(L->b, ty, "");
-  LLVMPositionBuilderAtEnd(L->b, here);
+  LLVMValueRef v = entry_alloca(L, ty, "");
   LLVMBuildStore(L->b, init, v);
   return v;
 }
