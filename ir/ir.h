@@ -228,6 +228,9 @@ AttrVal *ir_attr(Node *n, const char *name);
 const AttrVal *ir_attr_c(const Node *n, const char *name);
 int64_t ir_attr_int(const Node *n, const char *name);
 double ir_attr_float(const Node *n, const char *name);
+/* A sum over the last axis (of more than one element) with keepdim: its rows' sums, which
+ * the fusion pass lets an epilogue over the input's rows read as a broadcast. */
+bool ir_is_row_sum(const Node *n);
 void ir_set_attr_int(Node *n, const char *name, int64_t v);
 void ir_set_attr_ints(Node *n, const char *name, const int64_t *v, int count);
 void ir_set_attr_float(Node *n, const char *name, double v);

@@ -206,6 +206,14 @@ double ir_attr_float(const Node *n, const char *name) {
   return n->attr[attr_index_kind(n, name, ATTR_FLOAT)].f[0];
 }
 
+bool ir_is_row_sum(const Node *n) {
+  if (n->op != OP_SUM || n->nin != 1) return false;
+  const AttrVal *axes = ir_attr_c(n, "axes");
+  int r = n->in[0]->type.rank;
+  return r >= 1 && n->in[0]->type.dims[r - 1] > 1 && axes->n == 1 && axes->i[0] == r - 1 &&
+         ir_attr_int(n, "keepdim") == 1;
+}
+
 static void check_count(const Node *n, const char *name, int count) {
   IR_ASSERT(count >= 0 && count <= IR_MAX_ATTR_LEN, "op %s: attribute '%s': %d values",
             ir_op_name(n->op), name, count);

@@ -250,17 +250,6 @@ static int64_t in_space(const Fuse *F, int anchor) {
   return s;
 }
 
-/* A sum over the last axis with keepdim: its epilogue may run over its input's rows, reading
- * the row's sum as a broadcast (the gradients of softmax and log_softmax: one kernel for the
- * sum and the elementwise work after it). */
-static bool row_reduction(const Node *a) {
-  if (a->op != OP_SUM || a->nin != 1) return false;
-  const AttrVal *axes = ir_attr_c(a, "axes");
-  int r = a->in[0]->type.rank;
-  return r >= 1 && a->in[0]->type.dims[r - 1] > 1 && axes->n == 1 && axes->i[0] == r - 1 &&
-         ir_attr_int(a, "keepdim") == 1;
-}
-
 /* Every member of F->tmp[0..n) runs in its side's iteration space. */
 static Reason check_spaces(Fuse *F, int n, int anchor) {
   if (anchor < 0) {
@@ -270,7 +259,9 @@ static Reason check_spaces(Fuse *F, int n, int anchor) {
   }
   Pattern ap = fuse_pattern(node_at(F, anchor)->op);
   int64_t out = numel(F, anchor), pro = ap == PAT_REDUCTION ? in_space(F, anchor) : -1;
-  bool row = ap == PAT_REDUCTION && row_reduction(node_at(F, anchor));
+  /* A row sum's epilogue may instead run over its input's rows, reading the row's sum as a
+   * broadcast (softmax's and log_softmax's gradients: one kernel for the sum and after). */
+  bool row = ap == PAT_REDUCTION && ir_is_row_sum(node_at(F, anchor));
   int at_out = 0, at_in = 0; /* epilogue members in the output's and in the input's space */
   for (int k = 0; k < n; k++) {
     int m = F->tmp[k];

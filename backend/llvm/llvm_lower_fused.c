@@ -194,11 +194,7 @@ void lower_fused(Lower *L, Kernel *k) {
  * gradients): its epilogue runs over the rows of its input, the row's sum in
  * every lane. */
 static bool row_sum(const Node *n) {
-  if (n->op != OP_SUM || n->type.dtype != DT_F32 || n->in[0]->type.dtype != DT_F32) return false;
-  const AttrVal *axes = ir_attr_c(n, "axes");
-  int r = n->in[0]->type.rank;
-  return r >= 1 && n->in[0]->type.dims[r - 1] > 1 && axes->n == 1 && axes->i[0] == r - 1 &&
-         ir_attr_int(n, "keepdim") == 1;
+  return ir_is_row_sum(n) && n->type.dtype == DT_F32 && n->in[0]->type.dtype == DT_F32;
 }
 
 const Type *llvm_epilogue_space(const Node *anchor) {
