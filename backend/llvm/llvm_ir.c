@@ -44,6 +44,12 @@ LLVMValueRef lw_in(Lower *L, int i) {
 LLVMValueRef lw_out(Lower *L) { return L->bufs[L->k->nargs]; }
 LLVMValueRef lw_scratch(Lower *L) { return L->bufs[L->k->nargs + 2]; }
 
+LLVMValueRef lw_load_index(Lower *L, int arg, LLVMValueRef p, int64_t limit, LLVMValueRef *bad) {
+  LLVMValueRef id = LLVMBuildSExt(L->b, lw_load(L, L->i32, lw_in(L, arg), p), L->i64, "");
+  *bad = LLVMBuildICmp(L->b, LLVMIntUGE, id, lw_i64(L, limit), "");
+  return id;
+}
+
 void lw_range_error(Lower *L) {
   LLVMValueRef st = LLVMBuildStore(L->b, lw_i32(L, KILN_ERR_RANGE), L->bufs[L->k->nargs + 1]);
   LLVMSetOrdering(st, LLVMAtomicOrderingMonotonic);

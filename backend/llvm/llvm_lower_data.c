@@ -247,13 +247,6 @@ void lower_concat(Lower *L, Kernel *k) {
   lw_next(L, &outer);
 }
 
-/* ids[p] as i64, and whether it lies outside [0, limit). */
-static LLVMValueRef load_id(Lower *L, int arg, LLVMValueRef p, int64_t limit, LLVMValueRef *bad) {
-  LLVMValueRef id = LLVMBuildSExt(L->b, lw_load(L, L->i32, lw_in(L, arg), p), L->i64, "");
-  *bad = LLVMBuildICmp(L->b, LLVMIntUGE, id, lw_i64(L, limit), "");
-  return id;
-}
-
 /* F.embedding: out[p, :] = table[ids[p], :]; an id outside [0, V) sets
  * KILN_ERR_RANGE and zeroes its row. */
 void lower_embedding(Lower *L, Kernel *k) {
@@ -266,7 +259,7 @@ void lower_embedding(Lower *L, Kernel *k) {
   LwLoop outer, lp;
   LwIf c;
   LLVMValueRef p = lw_outer(L, &outer), bad;
-  LLVMValueRef id = load_id(L, 0, p, v, &bad);
+  LLVMValueRef id = lw_load_index(L, 0, p, v, &bad);
   LLVMValueRef dst = lw_gep(L, ft, lw_out(L), lw_mulc(L, p, d));
   lw_if(L, &c, bad);
   lw_range_error(L);
@@ -293,7 +286,7 @@ void lower_embedding_grad(Lower *L, Kernel *k) {
   lw_outer(L, &outer);
   lw_zero(L, lw_out(L), lw_i64(L, v * d * (int64_t)ir_dtype_size(n->type.dtype)));
   LLVMValueRef p = lw_for(L, &lp, lw_i64(L, 0), lw_i64(L, count)), bad;
-  LLVMValueRef id = load_id(L, 0, p, v, &bad);
+  LLVMValueRef id = lw_load_index(L, 0, p, v, &bad);
   lw_if(L, &c, bad);
   lw_range_error(L);
   lw_else(L, &c);

@@ -107,8 +107,7 @@ static LLVMValueRef fz_embedding(Fz *f, const Node *n, LLVMValueRef idx) {
   IR_ASSERT(ids >= 0 && table >= 0, "llvm: %s: embedding operands not read", f->k->name);
   bool own = idx == f->flat && f->row && same_dims(&n->type, f->space);
   LLVMValueRef row = own ? f->row : lw_divc(L, idx, d), col = own ? f->j : lw_remc(L, idx, d);
-  LLVMValueRef id = LLVMBuildSExt(L->b, lw_load(L, L->i32, lw_in(L, ids), row), L->i64, "");
-  LLVMValueRef bad = LLVMBuildICmp(L->b, LLVMIntUGE, id, lw_i64(L, v), "");
+  LLVMValueRef bad, id = lw_load_index(L, ids, row, v, &bad);
   LwIf c;
   lw_if(L, &c, bad);
   lw_range_error(L);

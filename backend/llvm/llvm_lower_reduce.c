@@ -737,11 +737,9 @@ void lower_layer_norm_grad(Lower *L, Kernel *k) {
 
 /* ---- cross_entropy and its gradient ------------------------------------- */
 
-/* labels[p] as i64, and whether it lies outside [0, limit). */
+/* labels[p] (argument 1) as i64, and whether it lies outside [0, limit). */
 static LLVMValueRef load_label(Lower *L, LLVMValueRef p, int64_t limit, LLVMValueRef *bad) {
-  LLVMValueRef id = LLVMBuildSExt(L->b, lw_load(L, L->i32, lw_in(L, 1), p), L->i64, "");
-  *bad = LLVMBuildICmp(L->b, LLVMIntUGE, id, lw_i64(L, limit), "");
-  return id;
+  return lw_load_index(L, 1, p, limit, bad);
 }
 
 static LLVMValueRef ext(Lower *L, LLVMValueRef x) { return lw_fconv(L, x, L->f64); }

@@ -184,6 +184,8 @@ LLVMValueRef lw_out(Lower *L);
 LLVMValueRef lw_scratch(Lower *L);
 /* Stores KILN_ERR_RANGE into the instance's status (atomically: threads may race). */
 void lw_range_error(Lower *L);
+/* Buffer arg's i32 element p (an id or a label) as i64, and whether it lies outside [0, limit). */
+LLVMValueRef lw_load_index(Lower *L, int arg, LLVMValueRef p, int64_t limit, LLVMValueRef *bad);
 
 /* for (i = from; i < to; i++): lw_for returns i and leaves the builder in
  * the body; lw_next closes the loop and leaves it after. */
