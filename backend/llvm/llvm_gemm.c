@@ -233,7 +233,8 @@ static LLVMValueRef mapped(Lower *L, const GemmOps *g, GemmMap *map, LLVMValueRe
   return mask ? LLVMBuildSelect(L->b, mask, m, LLVMConstNull(LLVMTypeOf(v)), "") : m;
 }
 
-/* A's p contiguous: each row's kc floats by vector copies into [r][p]. */
+/* A's p contiguous (a_row) or loaded by vectors along p (a_vec): each row's kc floats by
+ * vector copies into [r][p]. */
 static void pack_a_rows(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef apack,
                         LLVMValueRef poff, LLVMValueRef t, LLVMValueRef i0, LLVMValueRef ngi,
                         LLVMValueRef pc, LLVMValueRef kc) {
@@ -244,12 +245,14 @@ static void pack_a_rows(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRe
   LLVMValueRef row0 = lw_add(L, i0, lw_mulc(L, gi, tl->mr));
   LLVMValueRef r = lw_for(L, &lr, lw_i64(L, 0), lw_i64(L, tl->mr));
   LLVMValueRef row = lw_smin(L, lw_add(L, row0, r), lw_i64(L, g->m - 1));
-  LLVMValueRef src = g->a_row(L, g, t, row, pc);
+  LLVMValueRef src = g->a_row ? g->a_row(L, g, t, row, pc) : NULL;
   LLVMValueRef to = lw_gep(L, L->f32, dst, lw_mulc(L, r, tl->a_rs));
   LLVMValueRef nvec = lw_divc(L, lw_addc(L, kc, tl->vl - 1), tl->vl);
   LLVMValueRef at = lw_mulc(L, lw_for(L, &lv, lw_i64(L, 0), nvec), tl->vl);
   LLVMValueRef in = lanes_below(L, tl->vl, LLVMBuildSub(L->b, kc, at, ""));
-  LLVMValueRef x = mapped(L, g, g->map_a, masked_load(L, vt, lw_gep(L, L->f32, src, at), in), in);
+  LLVMValueRef x = src ? masked_load(L, vt, lw_gep(L, L->f32, src, at), in)
+                       : g->a_vec(L, g, t, row, lw_add(L, pc, at), tl->vl, in);
+  x = mapped(L, g, g->map_a, x, in);
   vstore(L, x, to, at, 4);
   lw_next(L, &lv);
   lw_next(L, &lr);
@@ -322,8 +325,9 @@ static void transpose(Lower *L, int vl, LLVMValueRef *x) {
   }
 }
 
-/* B's columns contiguous in p (B read transposed): per VL x VL block, VL
- * column loads of VL p each, transposed in registers into VL row vectors. */
+/* B's columns contiguous in p (B read transposed) or loaded by vectors along p
+ * (b_cvec): per VL x VL block, VL column loads of VL p each, transposed in
+ * registers into VL row vectors. */
 static void pack_b_cols(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef dst,
                         LLVMValueRef t, LLVMValueRef col0, LLVMValueRef pc, LLVMValueRef kc) {
   LwLoop lp;
@@ -335,8 +339,10 @@ static void pack_b_cols(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRe
     LLVMValueRef x[16];
     for (int c = 0; c < tl->vl; c++) {
       LLVMValueRef j = lw_smin(L, lw_addc(L, col0, v * tl->vl + c), lw_i64(L, g->n - 1));
-      x[c] = mapped(L, g, g->map_b, masked_load(L, vt, g->b_col(L, g, t, lw_add(L, pc, p0), j), in),
-                    in);
+      LLVMValueRef at = lw_add(L, pc, p0);
+      x[c] = g->b_col ? masked_load(L, vt, g->b_col(L, g, t, at, j), in)
+                      : g->b_cvec(L, g, t, j, at, tl->vl, in);
+      x[c] = mapped(L, g, g->map_b, x[c], in);
     }
     transpose(L, tl->vl, x);
     for (int p = 0; p < tl->vl; p++)
@@ -350,7 +356,7 @@ static void pack_b(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef bpa
                    LLVMValueRef j0, LLVMValueRef ngj, LLVMValueRef pc, LLVMValueRef kc) {
   LwLoop lg, lp, lc;
   LLVMTypeRef vt = LLVMVectorType(L->f32, (unsigned)tl->vl);
-  if (g->b_col && !g->b_vec && !g->b_row) {
+  if ((g->b_col || g->b_cvec) && !g->b_vec && !g->b_row) {
     LLVMValueRef gj = lw_for(L, &lg, lw_i64(L, 0), ngj);
     LLVMValueRef dst = lw_gep(L, L->f32, bpack, lw_mulc(L, gj, tl->kcp * tl->nr));
     pack_b_cols(L, g, tl, dst, t, lw_add(L, j0, lw_mulc(L, gj, tl->nr)), pc, kc);
@@ -774,7 +780,7 @@ void lw_gemm(Lower *L, Kernel *k, const GemmOps *g) {
   /* Rows of A packed row by row, with vector copies, unless A's columns are
    * contiguous (p-major groups of MR are then one load each) or A is packed
    * once for many batch entries (its packing cost is then negligible). */
-  tl.arow = g->a_row && !g->a_col && !ashared;
+  tl.arow = (g->a_row || g->a_vec) && !g->a_col && !ashared;
   tl.a_rs = tl.a_inplace && tl.arow ? g->a_ld : tl.arow ? round_up(depth, tl.vl) : 1;
   tl.a_ps = tl.a_inplace && !tl.arow ? g->a_ld : tl.arow ? 1 : tl.mr;
   tl.a_gs = tl.arow ? tl.a_rs * tl.mr : depth * tl.mr;

@@ -18,6 +18,11 @@ typedef LLVMValueRef GemmRow(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMVal
 typedef LLVMValueRef GemmVec(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMValueRef p,
                              LLVMValueRef j0, int vl);
 
+/* Column j of B, B[t][p0 .. p0+VL)[j], or row i of A, A[t][i][p0 .. p0+VL), as a
+ * <VL x float>: lanes off in mask (past the slice's depth) 0 and not read. */
+typedef LLVMValueRef GemmLanes(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMValueRef ij,
+                               LLVMValueRef p0, int vl, LLVMValueRef mask);
+
 /* v (a loaded scalar or vector of the operand) through elementwise maps the operand is read
  * through (gelu(u) recomputed instead of stored: llvm_view.c). */
 typedef LLVMValueRef GemmMap(Lower *L, const GemmOps *g, LLVMValueRef v);
@@ -29,16 +34,18 @@ typedef LLVMValueRef GemmMap(Lower *L, const GemmOps *g, LLVMValueRef v);
 struct GemmOps {
   int64_t batch, m, n, k;
   GemmLoad *load_a, *load_b;
-  GemmAddr *a_col; /* optional: &A[t][i][p] when A[t][i+1][p] is the next float */
-  GemmAddr *a_row; /* optional: &A[t][i][p] when A[t][i][p+1] is the next float */
+  GemmAddr *a_col;  /* optional: &A[t][i][p] when A[t][i+1][p] is the next float */
+  GemmAddr *a_row;  /* optional: &A[t][i][p] when A[t][i][p+1] is the next float */
+  GemmLanes *a_vec; /* optional: A's rows by vectors along p (when no a_row describes them) */
   int64_t a_ld;    /* floats from A[t][i][p] to A[t][i+1][p] (a_row) or to A[t][i][p+1] (a_col) when
                     * that is one stride, else 0 */
   GemmAddr *b_col; /* optional: &B[t][p][j] (as (t, p, j)) when B[t][p+1][j] is the next float */
-  GemmRow *b_row;  /* optional fast paths for packing B: rows, */
-  GemmVec *b_vec;  /* or vectors of a row */
-  LLVMValueRef bias;      /* f32 [m] or NULL */
-  bool a_shared;          /* A does not depend on t (load_a ignores it) */
-  Epilogue *epi;          /* NULL, or the kernel's fused epilogue: gets C's final values */
+  GemmLanes *b_cvec; /* optional: B's columns by vectors along p (when no b_col describes them) */
+  GemmRow *b_row;    /* optional fast paths for packing B: rows, */
+  GemmVec *b_vec;    /* or vectors of a row */
+  LLVMValueRef bias; /* f32 [m] or NULL */
+  bool a_shared;     /* A does not depend on t (load_a ignores it) */
+  Epilogue *epi;     /* NULL, or the kernel's fused epilogue: gets C's final values */
   GemmMap *map_a, *map_b; /* NULL, or applied to every element packed (such an operand is
                              always packed, never read in place) */
   const void *user;

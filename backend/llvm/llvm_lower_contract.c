@@ -487,6 +487,35 @@ static LLVMValueRef convw_bvec(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMV
   return lw_gemm_gather(L, vl, img, idx, ok);
 }
 
+/* Lanes p0 .. p0+vl of a depth running over (image b, pixel pix), p = b*hw + pix, hw >= vl:
+ * the first lane's image b0 and pixel pix0, the lanes in image b0 + 1 (second), and each
+ * lane's pixel within its image (pix, i32). */
+typedef struct PixLanes {
+  int64_t hw;
+  LLVMValueRef b0, pix0, second, pix;
+} PixLanes;
+
+static PixLanes pix_lanes(Lower *L, LLVMValueRef p0, int64_t hw, int vl) {
+  PixLanes pl = {.hw = hw, .b0 = lw_divc(L, p0, hw), .pix0 = lw_remc(L, p0, hw)};
+  LLVMValueRef pv = lw_gemm_lanes(L, pl.pix0, vl);
+  pl.second = LLVMBuildICmp(L->b, LLVMIntUGE, pv, vc(L, vl, hw), "");
+  pl.pix = LLVMBuildSelect(L->b, pl.second, vadd(L, pv, vc(L, vl, -hw)), pv, "");
+  return pl;
+}
+
+/* Lane l of the vector at base0[pix0 + l + shift] while it is in image b0, and at
+ * base0[stride + pix0 + l - hw + shift] (image b0 + 1, stride floats further) after: two
+ * masked loads, lanes off in ok 0. */
+static LLVMValueRef pix_load(Lower *L, int vl, const PixLanes *pl, LLVMValueRef base0,
+                             int64_t stride, int64_t shift, LLVMValueRef ok) {
+  LLVMValueRef at = lw_addc(L, pl->pix0, shift);
+  LLVMValueRef first = vand(L, ok, LLVMBuildNot(L->b, pl->second, ""));
+  LLVMValueRef v0 = lw_gemm_load_masked(L, vl, gep_raw(L, base0, at), first);
+  LLVMValueRef v1 = lw_gemm_load_masked(L, vl, gep_raw(L, base0, lw_addc(L, at, stride - pl->hw)),
+                                        vand(L, ok, pl->second));
+  return LLVMBuildSelect(L->b, pl->second, v1, v0, "");
+}
+
 /* Forward: per image, C[co][oh*Wo+ow] = W[co][ci*KK+q] . im2col[ci*KK+q][pix]. */
 static LLVMValueRef convf_a(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMValueRef i,
                             LLVMValueRef p) {
@@ -650,6 +679,47 @@ static LLVMValueRef convw_b(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMValu
   return load_inside(L, lw_in(L, 0), lw_add(L, lw_mulc(L, b, c->ci), ci), ih, iw, c->h, c->w);
 }
 
+/* The weight gradient's A row co along p = (n, pix): dy[n][co][pix], contiguous within an
+ * image. */
+static LLVMValueRef convw_avec(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMValueRef i,
+                               LLVMValueRef p0, int vl, LLVMValueRef in) {
+  const ConvDims *c = g->user;
+  (void)t;
+  int64_t hw = c->ho * c->wo;
+  PixLanes pl = pix_lanes(L, p0, hw, vl);
+  LLVMValueRef base =
+      gep_raw(L, lw_in(L, 1), lw_mulc(L, lw_add(L, lw_mulc(L, pl.b0, c->co), i), hw));
+  return pix_load(L, vl, &pl, base, c->co * hw, 0, in);
+}
+
+/* The weight gradient's B column j = (ci, kh, kw) along p = (n, oh, ow): the tap's input
+ * x[n][ci][oh*s-p+kh][ow*s-p+kw], 0 in the padding. Stride 1 and W = Wo make it x's plane
+ * shifted by (kh-p)*W + kw-p (two masked loads); otherwise a gather. */
+static LLVMValueRef convw_bcvec(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMValueRef j,
+                                LLVMValueRef p0, int vl, LLVMValueRef in) {
+  const ConvDims *c = g->user;
+  (void)t;
+  int64_t kk = c->kh * c->kw, plane = c->h * c->w;
+  LLVMValueRef ci = lw_divc(L, j, kk), q = lw_remc(L, j, kk);
+  LLVMValueRef kh = lw_addc(L, lw_divc(L, q, c->kw), -c->p),
+               kw = lw_addc(L, lw_remc(L, q, c->kw), -c->p);
+  PixLanes pl = pix_lanes(L, p0, c->ho * c->wo, vl);
+  LLVMValueRef ohv = vdivc(L, vl, pl.pix, c->wo), owv = vrem_of(L, vl, pl.pix, ohv, c->wo);
+  LLVMValueRef ihv = vadd(L, vmulc(L, vl, ohv, c->s), vsplat(L, vl, kh));
+  LLVMValueRef iwv = vadd(L, vmulc(L, vl, owv, c->s), vsplat(L, vl, kw));
+  LLVMValueRef ok = vand(L, in, vand(L, vult(L, vl, ihv, c->h), vult(L, vl, iwv, c->w)));
+  LLVMValueRef base =
+      gep_raw(L, lw_in(L, 0), lw_mulc(L, lw_add(L, lw_mulc(L, pl.b0, c->ci), ci), plane));
+  int64_t stride = c->ci * plane;
+  if (c->s == 1 && c->w == c->wo) {
+    LLVMValueRef shift = lw_add(L, lw_mulc(L, kh, c->w), kw);
+    return pix_load(L, vl, &pl, gep_raw(L, base, shift), stride, 0, ok);
+  }
+  LLVMValueRef img = LLVMBuildSelect(L->b, pl.second, vc(L, vl, stride), vc(L, vl, 0), "");
+  LLVMValueRef idx = vadd(L, img, vadd(L, vmulc(L, vl, ihv, c->w), iwv));
+  return lw_gemm_gather(L, vl, base, idx, ok);
+}
+
 void lower_conv2d_grad_weight(Lower *L, Kernel *k) {
   const Node *n = k->out;
   ConvDims c = conv_dims(n, &n->in[0]->type, &n->type, &n->in[1]->type);
@@ -663,7 +733,12 @@ void lower_conv2d_grad_weight(Lower *L, Kernel *k) {
                .k = c.nb * c.ho * c.wo,
                .load_a = convw_a,
                .load_b = convw_b,
-               .b_vec = convw_bvec,
                .user = &c};
+  /* Vectors along the depth (within an image, or across two: hw >= VL), transposed into B's
+   * panels; else B's rows gathered. */
+  if (c.ho * c.wo >= (L->avx512 ? 16 : 8))
+    g.a_vec = convw_avec, g.b_cvec = convw_bcvec;
+  else
+    g.b_vec = convw_bvec;
   lw_gemm(L, k, &g);
 }
