@@ -69,7 +69,7 @@ enum {
   IR_F_BROADCAST = 1 << 2,   /* elementwise after NumPy broadcasting */
   IR_F_INJECTIVE = 1 << 3,   /* each output element copies one input element */
   IR_F_REDUCTION = 1 << 4,   /* reduces over one or more axes */
-  IR_F_ANCHOR = 1 << 5,      /* matmul, conv, lstm: out-elementwise-fusable */
+  IR_F_ANCHOR = 1 << 5,      /* matmul, conv, lstm, pool grads: out-elementwise-fusable */
   IR_F_COMMUTATIVE = 1 << 6, /* f(a, b) == f(b, a) */
   IR_F_BACKWARD = 1 << 7,    /* made by autodiff for a gradient; never differentiated */
 };

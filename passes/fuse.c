@@ -6,7 +6,9 @@
  *
  * Patterns, from the IR_F_* flags: elementwise (and broadcast; reshape too: it keeps the flat
  * order), injective (other data movement), reduction, anchor (matmul, conv, lstm and their
- * gradients), opaque (no flag). A reduction and an anchor both count as a kernel's anchor.
+ * gradients, and the pooling gradients: max_pool2d_grad(%r, dy) * greater(%r, 0), the backward
+ * relu mask, is one kernel writing the product, not the pooled gradient), opaque (no flag: the
+ * embedding gradient). A reduction and an anchor both count as a kernel's anchor.
  *
  * Rules (docs/IR.md, "Kernels and buffers"):
  *   - a kernel is [prologue] anchor [epilogue], or an elementwise chain. A prologue is elementwise
