@@ -363,17 +363,26 @@ static void pack_b(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef bpa
     lw_next(L, &lg);
     return;
   }
+  if (g->b_vec) { /* rows outer: a row's index arithmetic (im2col taps) once for all panels */
+    IR_ASSERT(!g->map_b, "llvm: a mapped B has no vector loader");
+    LLVMValueRef p = lw_for(L, &lp, lw_i64(L, 0), kc);
+    LLVMValueRef pp = lw_add(L, pc, p), at = lw_mulc(L, p, tl->nr);
+    LLVMValueRef gj = lw_for(L, &lg, lw_i64(L, 0), ngj);
+    LLVMValueRef dst = lw_gep(L, L->f32, bpack, lw_mulc(L, gj, tl->kcp * tl->nr));
+    LLVMValueRef col0 = lw_add(L, j0, lw_mulc(L, gj, tl->nr));
+    for (int v = 0; v < tl->nv; v++)
+      vstore(L, g->b_vec(L, g, t, pp, lw_addc(L, col0, v * tl->vl), tl->vl), dst,
+             lw_addc(L, at, v * tl->vl), 64);
+    lw_next(L, &lg);
+    lw_next(L, &lp);
+    return;
+  }
   LLVMValueRef gj = lw_for(L, &lg, lw_i64(L, 0), ngj);
   LLVMValueRef dst = lw_gep(L, L->f32, bpack, lw_mulc(L, gj, tl->kcp * tl->nr));
   LLVMValueRef col0 = lw_add(L, j0, lw_mulc(L, gj, tl->nr));
   LLVMValueRef p = lw_for(L, &lp, lw_i64(L, 0), kc);
   LLVMValueRef pp = lw_add(L, pc, p), at = lw_mulc(L, p, tl->nr);
-  if (g->b_vec) {
-    IR_ASSERT(!g->map_b, "llvm: a mapped B has no vector loader");
-    for (int v = 0; v < tl->nv; v++)
-      vstore(L, g->b_vec(L, g, t, pp, lw_addc(L, col0, v * tl->vl), tl->vl), dst,
-             lw_addc(L, at, v * tl->vl), 64);
-  } else if (g->b_row) {
+  if (g->b_row) {
     LLVMValueRef row = g->b_row(L, g, t, pp);
     for (int v = 0; v < tl->nv; v++) {
       LLVMValueRef col = lw_addc(L, col0, v * tl->vl);

@@ -1,6 +1,8 @@
 /* llvm_lower_contract.c - contraction kernels: batched matmul, conv2d and its gradients. */
 #include "llvm_gemm.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define CONTRACT_CHUNK_WORK 65536
@@ -414,6 +416,48 @@ static LLVMValueRef gep_raw(Lower *L, LLVMValueRef base, LLVMValueRef idx) {
   return LLVMBuildGEP2(L->b, L->f32, base, &idx, 1, "");
 }
 
+/* The lanes of a stride-1 convolution's packed row that are inside, for tap q = (kh, kw) and
+ * columns j0 .. j0+VL (j0 a multiple of VL: B's vectors start at whole vectors): a constant
+ * table of one VL-bit mask per (tap, vector) of the n columns, so packing loads a mask instead
+ * of dividing lane indices. Forward: columns (oh, ow) read x at (oh-p+kh, ow-p+kw), inside
+ * [0, H) x [0, W); input gradient: columns (ih, iw) read dy at (ih+p-kh, iw+p-kw), inside
+ * [0, Ho) x [0, Wo). */
+static LLVMValueRef tap_mask(Lower *L, const ConvDims *c, bool grad_input, LLVMValueRef q,
+                             LLVMValueRef j0, int64_t n, int vl) {
+  int64_t kk = c->kh * c->kw, nvec = (n + vl - 1) / vl;
+  int64_t cols = grad_input ? c->w : c->wo, rows = grad_input ? c->ho : c->h;
+  int64_t width = grad_input ? c->wo : c->w, sign = grad_input ? -1 : 1;
+  LLVMTypeRef bits = LLVMIntTypeInContext(L->ctx, (unsigned)vl);
+  char name[128];
+  snprintf(name, sizeof name, "kiln_tapmask_%c%lldx%lld_%lldx%lld_%lldx%lld_p%lld_v%d",
+           grad_input ? 'i' : 'f', (long long)c->kh, (long long)c->kw, (long long)c->h,
+           (long long)c->w, (long long)c->ho, (long long)c->wo, (long long)c->p, vl);
+  LLVMValueRef table = LLVMGetNamedGlobal(L->mod, name);
+  if (!table) {
+    LLVMValueRef *vals = malloc((size_t)(kk * nvec) * sizeof *vals);
+    IR_ASSERT(vals, "llvm: out of memory");
+    for (int64_t t = 0; t < kk; t++)
+      for (int64_t v = 0; v < nvec; v++) {
+        unsigned long long m = 0;
+        for (int l = 0; l < vl; l++) {
+          int64_t j = v * vl + l, a = j / cols, b = j % cols;
+          int64_t r = a + sign * (t / c->kw - c->p), s = b + sign * (t % c->kw - c->p);
+          if (j < n && r >= 0 && r < rows && s >= 0 && s < width) m |= 1ull << l;
+        }
+        vals[t * nvec + v] = LLVMConstInt(bits, m, 0);
+      }
+    LLVMValueRef init = LLVMConstArray2(bits, vals, (uint64_t)(kk * nvec));
+    free(vals);
+    table = LLVMAddGlobal(L->mod, LLVMTypeOf(init), name);
+    LLVMSetInitializer(table, init);
+    LLVMSetGlobalConstant(table, 1);
+    LLVMSetLinkage(table, LLVMPrivateLinkage);
+    LLVMSetUnnamedAddr(table, 1);
+  }
+  LLVMValueRef m = lw_load(L, bits, table, lw_add(L, lw_mulc(L, q, nvec), lw_divc(L, j0, vl)));
+  return LLVMBuildBitCast(L->b, m, LLVMVectorType(LLVMInt1TypeInContext(L->ctx), (unsigned)vl), "");
+}
+
 /* Forward im2col row p = (ci, kh, kw), columns j0.. = (oh, ow): x[ci][oh*s-p+kh][ow*s-p+kw];
  * contiguous (a masked load) when s = 1 and W = Wo, else a gather. */
 static LLVMValueRef convf_bvec(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMValueRef p,
@@ -423,17 +467,18 @@ static LLVMValueRef convf_bvec(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMV
   LLVMValueRef ci = lw_divc(L, p, kk), q = lw_remc(L, p, kk);
   LLVMValueRef kh = lw_addc(L, lw_divc(L, q, c->kw), -c->p),
                kw = lw_addc(L, lw_remc(L, q, c->kw), -c->p);
+  LLVMValueRef plane =
+      gep_raw(L, lw_in(L, 0), lw_mulc(L, lw_add(L, lw_mulc(L, t, c->ci), ci), c->h * c->w));
+  if (c->s == 1 && c->w == c->wo)
+    return lw_gemm_load_masked(
+        L, vl, gep_raw(L, plane, lw_add(L, j0, lw_add(L, lw_mulc(L, kh, c->w), kw))),
+        tap_mask(L, c, false, q, j0, g->n, vl));
   LLVMValueRef jv = lw_gemm_lanes(L, j0, vl);
   LLVMValueRef ohv = vdivc(L, vl, jv, c->wo), owv = vrem_of(L, vl, jv, ohv, c->wo);
   LLVMValueRef ihv = vadd(L, vmulc(L, vl, ohv, c->s), vsplat(L, vl, kh));
   LLVMValueRef iwv = vadd(L, vmulc(L, vl, owv, c->s), vsplat(L, vl, kw));
   LLVMValueRef ok =
       vand(L, vand(L, vult(L, vl, ihv, c->h), vult(L, vl, iwv, c->w)), vult(L, vl, jv, g->n));
-  LLVMValueRef plane =
-      gep_raw(L, lw_in(L, 0), lw_mulc(L, lw_add(L, lw_mulc(L, t, c->ci), ci), c->h * c->w));
-  if (c->s == 1 && c->w == c->wo)
-    return lw_gemm_load_masked(
-        L, vl, gep_raw(L, plane, lw_add(L, j0, lw_add(L, lw_mulc(L, kh, c->w), kw))), ok);
   return lw_gemm_gather(L, vl, plane, vadd(L, vmulc(L, vl, ihv, c->w), iwv), ok);
 }
 
@@ -446,6 +491,13 @@ static LLVMValueRef convi_bvec(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMV
   LLVMValueRef co = lw_divc(L, p, kk), q = lw_remc(L, p, kk);
   LLVMValueRef dh = LLVMBuildSub(L->b, lw_i64(L, c->p), lw_divc(L, q, c->kw), "");
   LLVMValueRef dw = LLVMBuildSub(L->b, lw_i64(L, c->p), lw_remc(L, q, c->kw), "");
+  if (c->s == 1 && c->w == c->wo) {
+    LLVMValueRef plane =
+        gep_raw(L, lw_in(L, 0), lw_mulc(L, lw_add(L, lw_mulc(L, t, c->co), co), c->ho * c->wo));
+    return lw_gemm_load_masked(
+        L, vl, gep_raw(L, plane, lw_add(L, j0, lw_add(L, lw_mulc(L, dh, c->wo), dw))),
+        tap_mask(L, c, true, q, j0, g->n, vl));
+  }
   LLVMValueRef jv = lw_gemm_lanes(L, j0, vl);
   LLVMValueRef ihv = vdivc(L, vl, jv, c->w), iwv = vrem_of(L, vl, jv, ihv, c->w);
   LLVMValueRef th = vadd(L, ihv, vsplat(L, vl, dh)), tw = vadd(L, iwv, vsplat(L, vl, dw));
@@ -453,9 +505,6 @@ static LLVMValueRef convi_bvec(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMV
                          vult(L, vl, jv, g->n));
   LLVMValueRef plane =
       gep_raw(L, lw_in(L, 0), lw_mulc(L, lw_add(L, lw_mulc(L, t, c->co), co), c->ho * c->wo));
-  if (c->s == 1 && c->w == c->wo)
-    return lw_gemm_load_masked(
-        L, vl, gep_raw(L, plane, lw_add(L, j0, lw_add(L, lw_mulc(L, dh, c->wo), dw))), ok);
   if (c->s != 1) {
     LLVMValueRef zero = vc(L, vl, 0);
     LLVMValueRef qh = vdivc(L, vl, th, c->s), qw = vdivc(L, vl, tw, c->s);
