@@ -499,7 +499,8 @@ static bool plan_epilogue(Plan *pl, Node *anchor, Node **seg, int nseg) {
           resident(pl, k->args[i]) ? -1 : tmp_of(pl, k->args[i], (int64_t)value_bytes(k->args[i]));
     /* A non-resident anchor needs scratch only to accumulate K slices or for a
      * later reader; else it is never stored and its pointer never read (a row
-     * kernel's: layer_norm, layer_norm_grad). */
+     * kernel's: layer_norm, layer_norm_grad; a pooling gradient's, whose
+     * planes add up on the stack). */
     bool gemm = anchor->op == OP_MATMUL || anchor->op == OP_CONV2D;
     bool buffer = sc.anchor_store || (gemm && !lw_gemm_one_slice(llvm_gemm_depth(anchor)));
     k->at[nargs] = resident(pl, anchor) ? -1

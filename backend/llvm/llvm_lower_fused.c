@@ -208,6 +208,8 @@ int llvm_epilogue_trail(const Node *anchor) {
   if ((anchor->op == OP_LAYER_NORM || anchor->op == OP_LAYER_NORM_GRAD) &&
       anchor->type.dtype == DT_F32)
     return 1;
+  /* Pooling gradients hand each finished dx plane over: rows of H*W. */
+  if (llvm_pool_grad_epilogue(anchor)) return 2;
   return 0;
 }
 

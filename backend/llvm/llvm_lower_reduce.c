@@ -307,25 +307,36 @@ static void inner_nest(Lower *L, Reduce *r, RowAcc *a, int level, LLVMValueRef o
   lw_next(L, &lp);
 }
 
-/* A row sum's fused epilogue (llvm_lower_fused.c) over the d elements of
- * row `row` of its input, vector by vector (the last one masked), the sum s
- * in every lane. */
-static void row_epilogue(Lower *L, Epilogue *epi, LLVMValueRef row, int64_t d, LLVMValueRef s) {
+/* The anchor's vector handed to an epilogue at columns [j0, j0 + vl) of a row. */
+typedef LLVMValueRef EpiVec(Lower *L, LLVMValueRef j0, unsigned vl, void *cx);
+
+/* A fused epilogue (llvm_lower_fused.c) over the d elements of row `row` of
+ * its space, vector by vector (the last one masked), the anchor's values
+ * from f. */
+static void row_epilogue(Lower *L, Epilogue *epi, LLVMValueRef row, int64_t d, EpiVec *f,
+                         void *cx) {
   unsigned vl = vec_width(L, L->f32);
-  LLVMValueRef v = vsplat(L, s, vl), bits[64];
+  LLVMValueRef bits[64];
   LLVMTypeRef i1 = LLVMInt1TypeInContext(L->ctx);
   int64_t full = d / vl, tail = d % vl;
   if (full > 0) {
     for (unsigned l = 0; l < vl; l++) bits[l] = LLVMConstInt(i1, 1, false);
     LwLoop lp;
-    LLVMValueRef c = lw_for(L, &lp, lw_i64(L, 0), lw_i64(L, full));
-    lw_epilogue_store(epi, row, lw_mulc(L, c, vl), LLVMConstVector(bits, vl), v);
+    LLVMValueRef j0 = lw_mulc(L, lw_for(L, &lp, lw_i64(L, 0), lw_i64(L, full)), vl);
+    lw_epilogue_store(epi, row, j0, LLVMConstVector(bits, vl), f(L, j0, vl, cx));
     lw_next(L, &lp);
   }
   if (tail > 0) {
     for (unsigned l = 0; l < vl; l++) bits[l] = LLVMConstInt(i1, l < tail, false);
-    lw_epilogue_store(epi, row, lw_i64(L, full * vl), LLVMConstVector(bits, vl), v);
+    LLVMValueRef j0 = lw_i64(L, full * vl);
+    lw_epilogue_store(epi, row, j0, LLVMConstVector(bits, vl), f(L, j0, vl, cx));
   }
+}
+
+/* A row sum's epilogue sees the sum (*cx) in every lane. */
+static LLVMValueRef epi_splat(Lower *L, LLVMValueRef j0, unsigned vl, void *cx) {
+  (void)j0;
+  return vsplat(L, *(LLVMValueRef *)cx, vl);
 }
 
 /* Innermost dim reduced: output elements o0 .. o0 + g - 1 fold their
@@ -353,7 +364,8 @@ static void reduce_inner(Lower *L, Reduce *r, LLVMValueRef o0, int g, int64_t pe
     /* With an epilogue the sum has a buffer only when something reads it later. */
     if (!r->epi || L->k->anchor_store) lw_store(L, r->ft, lw_out(L), lw_addc(L, o0, j), v[j]);
   }
-  for (int j = 0; r->epi && j < g; j++) row_epilogue(L, r->epi, lw_addc(L, o0, j), per, v[j]);
+  for (int j = 0; r->epi && j < g; j++)
+    row_epilogue(L, r->epi, lw_addc(L, o0, j), per, epi_splat, &v[j]);
 }
 
 /* A block of output columns: lanes of w at column offset col, each its own accumulator. */
@@ -860,32 +872,69 @@ void lower_pool2d(Lower *L, Kernel *k) {
   lw_next(L, &outer);
 }
 
+/* A pooling gradient with a fused epilogue accumulates each dx plane in a stack buffer of at
+ * most this many floats (64 KiB; 112 x 112 planes fit), then hands it to the epilogue. */
+#define POOL_PLANE_MAX 16384
+
+bool llvm_pool_grad_epilogue(const Node *n) {
+  const Type *t = &n->type;
+  return (n->op == OP_MAX_POOL2D_GRAD || n->op == OP_AVG_POOL2D_GRAD) && t->dtype == DT_F32 &&
+         t->rank == 4 && t->dims[2] * t->dims[3] <= POOL_PLANE_MAX;
+}
+
 /* The windows of a pooling gradient: one dx plane per iteration (so overlapping windows of
- * a plane accumulate in one thread), zeroed first; then every output position, with start
- * its window's first dx element and dyat its dy element. pool_windows_end closes the loops. */
+ * a plane accumulate in one thread), zeroed first: the plane p's elements in the output, or
+ * with an epilogue a stack buffer (rounded up to whole vectors) that pool_windows_end hands
+ * over vector by vector while it is in L1, so the gradient itself is stored only when
+ * something reads it (the relu mask's product is what the backward needs). Then every
+ * output position, with start its window's first element in the plane and dyat its dy
+ * element. pool_windows_end closes the loops. */
 typedef struct PoolWindows {
   LwLoop outer, loh, low;
+  LLVMValueRef p, plane; /* the plane, and the index of its first element in x and dx */
+  LLVMValueRef dx;       /* the plane's first dx element (in the output or on the stack) */
   LLVMValueRef start, dyat;
+  int64_t hw;
+  Epilogue *epi;
 } PoolWindows;
 
 static void pool_windows_begin(Lower *L, Kernel *k, const PoolDims *pd, PoolWindows *pw) {
   const Node *n = k->out;
+  LLVMTypeRef ft = lw_elt(L, n->type.dtype);
+  unsigned vl = vec_width(L, L->f32);
+  pw->hw = pd->h * pd->w;
+  pw->epi = k->nepi ? lw_epilogue_new(L, k, (int)vl) : NULL;
+  int64_t epi_work = pw->epi ? pw->hw * (lw_epilogue_cost(pw->epi) + 1) : 0;
   k->range = pd->planes;
-  k->min_chunk = chunk_for(pd->ho * pd->wo * pd->k * pd->k);
-  LLVMValueRef p = lw_outer(L, &pw->outer);
-  LLVMValueRef plane = lw_mulc(L, p, pd->h * pd->w);
-  lw_zero(L, lw_gep(L, lw_elt(L, n->type.dtype), lw_out(L), plane),
-          lw_i64(L, pd->h * pd->w * (int64_t)ir_dtype_size(n->type.dtype)));
+  k->min_chunk = chunk_for(pd->ho * pd->wo * pd->k * pd->k + epi_work);
+  int64_t len = pw->epi ? (pw->hw + vl - 1) / vl * vl : pw->hw;
+  LLVMValueRef stack = pw->epi ? lw_stack(L, ft, len) : NULL;
+  pw->p = lw_outer(L, &pw->outer);
+  pw->plane = lw_mulc(L, pw->p, pw->hw);
+  pw->dx = stack ? stack : lw_gep(L, ft, lw_out(L), pw->plane);
+  lw_zero(L, pw->dx, lw_i64(L, len * (int64_t)ir_dtype_size(n->type.dtype)));
   LLVMValueRef oh = lw_for(L, &pw->loh, lw_i64(L, 0), lw_i64(L, pd->ho));
   LLVMValueRef ow = lw_for(L, &pw->low, lw_i64(L, 0), lw_i64(L, pd->wo));
-  pw->start = lw_add(L, plane, lw_add(L, lw_mulc(L, oh, pd->s * pd->w), lw_mulc(L, ow, pd->s)));
-  pw->dyat = lw_add(L, lw_mulc(L, p, pd->ho * pd->wo), lw_add(L, lw_mulc(L, oh, pd->wo), ow));
+  pw->start = lw_add(L, lw_mulc(L, oh, pd->s * pd->w), lw_mulc(L, ow, pd->s));
+  pw->dyat = lw_add(L, lw_mulc(L, pw->p, pd->ho * pd->wo), lw_add(L, lw_mulc(L, oh, pd->wo), ow));
+}
+
+/* The plane's final dx at [j0, j0 + vl), from the stack buffer. */
+static LLVMValueRef epi_plane(Lower *L, LLVMValueRef j0, unsigned vl, void *cx) {
+  return vload(L, L->f32, ((PoolWindows *)cx)->dx, j0, vl);
 }
 
 static void pool_windows_end(Lower *L, PoolWindows *pw) {
   lw_next(L, &pw->low);
   lw_next(L, &pw->loh);
+  if (pw->epi) row_epilogue(L, pw->epi, pw->p, pw->hw, epi_plane, pw);
   lw_next(L, &pw->outer);
+  lw_epilogue_free(pw->epi);
+}
+
+/* dx[at] += g in the plane. */
+static void pool_add(Lower *L, LLVMTypeRef ft, PoolWindows *pw, LLVMValueRef at, LLVMValueRef g) {
+  lw_store(L, ft, pw->dx, at, lw_fadd(L, lw_load(L, ft, pw->dx, at), g));
 }
 
 /* max_pool2d_grad(x, dy): dx = 0, then each dy goes to its window's first
@@ -897,21 +946,21 @@ void lower_max_pool2d_grad(Lower *L, Kernel *k) {
   PoolWindows pw;
   pool_windows_begin(L, k, &pd, &pw);
   LwLoop li, lj;
-  LLVMValueRef m = lw_var(L, ft, lw_load(L, ft, lw_in(L, 0), pw.start));
+  LLVMValueRef x = lw_gep(L, ft, lw_in(L, 0), pw.plane);
+  LLVMValueRef m = lw_var(L, ft, lw_load(L, ft, x, pw.start));
   LLVMValueRef at = lw_var(L, L->i64, lw_i64(L, 0));
   LLVMValueRef i = lw_for(L, &li, lw_i64(L, 0), lw_i64(L, pd.k));
   LLVMValueRef j = lw_for(L, &lj, lw_i64(L, 0), lw_i64(L, pd.k));
   LLVMValueRef off = lw_add(L, lw_mulc(L, i, pd.w), j);
-  LLVMValueRef v = lw_load(L, ft, lw_in(L, 0), lw_add(L, pw.start, off));
+  LLVMValueRef v = lw_load(L, ft, x, lw_add(L, pw.start, off));
   LLVMValueRef mv = lw_get(L, ft, m);
   LLVMValueRef take = LLVMBuildOr(L->b, lw_fcmp(L, LLVMRealOGT, v, mv), lw_isnan(L, v), "");
   lw_set(L, m, lw_select(L, take, v, mv));
   lw_set(L, at, lw_select(L, take, off, lw_get(L, L->i64, at)));
   lw_next(L, &lj);
   lw_next(L, &li);
-  LLVMValueRef dst = lw_add(L, pw.start, lw_get(L, L->i64, at));
   LLVMValueRef g = lw_load(L, ft, lw_in(L, 1), pw.dyat);
-  lw_store(L, ft, lw_out(L), dst, lw_fadd(L, lw_load(L, ft, lw_out(L), dst), g));
+  pool_add(L, ft, &pw, lw_add(L, pw.start, lw_get(L, L->i64, at)), g);
   pool_windows_end(L, &pw);
 }
 
@@ -927,8 +976,7 @@ void lower_avg_pool2d_grad(Lower *L, Kernel *k) {
       lw_fdiv(L, lw_load(L, ft, lw_in(L, 0), pw.dyat), lw_fc(L, ft, (double)(pd.k * pd.k)));
   LLVMValueRef i = lw_for(L, &li, lw_i64(L, 0), lw_i64(L, pd.k));
   LLVMValueRef j = lw_for(L, &lj, lw_i64(L, 0), lw_i64(L, pd.k));
-  LLVMValueRef dst = lw_add(L, pw.start, lw_add(L, lw_mulc(L, i, pd.w), j));
-  lw_store(L, ft, lw_out(L), dst, lw_fadd(L, lw_load(L, ft, lw_out(L), dst), g));
+  pool_add(L, ft, &pw, lw_add(L, pw.start, lw_add(L, lw_mulc(L, i, pd.w), j)), g);
   lw_next(L, &lj);
   lw_next(L, &li);
   pool_windows_end(L, &pw);

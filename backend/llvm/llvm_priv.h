@@ -135,14 +135,15 @@ LowerFn lower_source, lower_const, lower_causal_mask, lower_map, lower_reduce, l
     lower_bce, lower_layer_norm_grad, lower_conv2d_grad_input, lower_conv2d_grad_weight,
     lower_max_pool2d_grad, lower_avg_pool2d_grad, lower_embedding_grad, lower_lstm_grad,
     lower_cross_entropy_grad, lower_fused;
-/* Epilogues (llvm_lower_fused.c): nodes after a GEMM anchor evaluated on
- * vectors of its output. The anchor's output [..., n] is seen as rows of n
- * columns, n the product of its last ntrail dims (1: matmul, 2: conv2d's
- * H*W). llvm_epilogue_ok: the chain seg (elementwise, f32, the anchor's dims
- * or reshapes of them, which are stored at the same flat index but never read
- * in the loop) can be, its reads (values not evaluated in the loop:
- * loop_node false) broadcasting along whole rows or with one stride along a
- * row. */
+/* Epilogues (llvm_lower_fused.c): nodes after an anchor (a GEMM, a row
+ * kernel, a pooling gradient) evaluated on vectors of its output. The
+ * anchor's output [..., n] is seen as rows of n columns, n the product of its
+ * last ntrail dims (1: matmul, layer_norm; 2: conv2d's and a pooling
+ * gradient's H*W). llvm_epilogue_ok: the chain seg (elementwise, f32, the
+ * anchor's dims or reshapes of them, which are stored at the same flat index
+ * but never read in the loop) can be, its reads (values not evaluated in the
+ * loop: loop_node false) broadcasting along whole rows or with one stride
+ * along a row. */
 typedef struct Epilogue Epilogue;
 int llvm_epilogue_trail(const Node *anchor); /* 0: not an anchor with an epilogue */
 /* The chain's iteration space: the anchor's type; for a sum of the last axis
@@ -159,6 +160,9 @@ void lw_epilogue_store(Epilogue *e, LLVMValueRef rowflat, LLVMValueRef j0, LLVMV
 void lw_epilogue_free(Epilogue *e);
 /* A rough cost per element of the chain (1 per arithmetic op, more for exp, gelu, ...). */
 int64_t lw_epilogue_cost(const Epilogue *e);
+/* A max_pool2d_grad or avg_pool2d_grad that hands its dx planes to an epilogue (f32, a plane
+ * small enough to accumulate on the stack; llvm_lower_reduce.c). */
+bool llvm_pool_grad_epilogue(const Node *n);
 /* Matmul node n lowers to the GEMM template (so it can read operands through permutes). */
 bool llvm_matmul_gemm(const Node *n);
 /* The GEMM of matmul n can read its operand i, an inline view, in place (llvm_view.c). */
