@@ -14,8 +14,10 @@
  *
  * Orders tried: the fused order and a memory-aware list schedule (among ready kernels, the one
  * freeing the most bytes net). Placements tried: greedy by size, by lifetime, by size x lifetime
- * and in order of birth, each best-fit and first-fit, with and without in-place reuse; up to
- * PLAN_EXACT_MAX buffers are solved exactly by branch and bound. The smallest arena wins. */
+ * and in order of birth, each best-fit and first-fit, with and without in-place reuse, each
+ * order then improved by local search (one buffer moved earlier, up to PLAN_IMPROVE_MAX
+ * buffers); up to PLAN_EXACT_MAX buffers are solved exactly by branch and bound. The smallest
+ * arena wins. */
 #include "passes.h"
 
 #include <stdlib.h>
@@ -23,6 +25,7 @@
 
 #define PLAN_EXACT_MAX    12
 #define PLAN_EXACT_BUDGET 2000000 /* search nodes before branch and bound gives up */
+#define PLAN_IMPROVE_MAX  24      /* slots up to which a heuristic's order is improved locally */
 
 typedef struct Slot {
   int64_t size, start, end; /* bytes (aligned); first and last step, inclusive */
@@ -308,6 +311,8 @@ static int64_t place_one(Slot *sl, const int *placed, int np, int s, bool best, 
 
 typedef enum Order { BY_SIZE, BY_LIFETIME, BY_AREA, BY_BIRTH, NORDERS } Order;
 static const char *const order_name[NORDERS] = {"size", "lifetime", "size x lifetime", "birth"};
+static const char *const improved_name[NORDERS] = {"size, improved", "lifetime, improved",
+                                                   "size x lifetime, improved", "birth, improved"};
 
 static int64_t sort_key(const Slot *s, Order o) {
   int64_t life = s->end - s->start + 1;
@@ -360,6 +365,36 @@ static int64_t place_all(Slot *sl, int n, const int *idx, bool best) {
   free(placed);
   free(tmp);
   return top;
+}
+
+/* Local search from a placement order (idx, giving arena *top): moving one slot to an earlier
+ * place in the order, kept when the arena shrinks, until no move helps (a few passes; small
+ * plans only: each try places all n). Returns true when it found a smaller arena (idx and the
+ * offsets in sl are then the improved order's). */
+static bool improve_order(Slot *sl, int n, int *idx, bool best, int64_t *top, int64_t bound) {
+  if (n > PLAN_IMPROVE_MAX || n < 3) return false;
+  int *try_idx = plan_alloc((size_t)n, sizeof *try_idx);
+  bool found = false;
+  for (int pass = 0; pass < 4 && *top > bound; pass++) {
+    bool moved = false;
+    for (int j = 1; j<n && * top> bound; j++)
+      for (int i = 0; i<j && * top> bound; i++) {
+        memcpy(try_idx, idx, (size_t)i * sizeof *idx);
+        try_idx[i] = idx[j];
+        memcpy(try_idx + i + 1, idx + i, (size_t)(j - i) * sizeof *idx);
+        memcpy(try_idx + j + 1, idx + j + 1, (size_t)(n - j - 1) * sizeof *idx);
+        int64_t arena = place_all(sl, n, try_idx, best);
+        if (arena < *top) {
+          *top = arena;
+          memcpy(idx, try_idx, (size_t)n * sizeof *idx);
+          moved = found = true;
+        }
+      }
+    if (!moved) break;
+  }
+  place_all(sl, n, idx, best); /* the offsets of the order kept */
+  free(try_idx);
+  return found;
 }
 
 /* The most bytes live at one step. */
@@ -466,6 +501,9 @@ static void plan_place(const Plan *P, Best *b) {
         int64_t arena = place_all(sl, n, idx, best);
         const char *how = o == 0 ? (best ? "best-fit by size" : "first-fit by size (TFLite greedy)")
                                  : order_name[o];
+        if (improve_order(sl, n, idx, best, &arena, bound))
+          how = o == 0 ? (best ? "best-fit by size, improved" : "first-fit by size, improved")
+                       : improved_name[o];
         /* After the last heuristic, search for better than the variant's best so far. */
         bool last = o == NORDERS - 1 && best == 0;
         int64_t upper = variant_best >= 0 && variant_best < arena ? variant_best : arena;
