@@ -458,6 +458,89 @@ static bool epilogue_reads(Plan *pl, const Node *anchor, Node *n, bool *seen, No
   return true;
 }
 
+/* The values a prologue reads from memory, from n down (x's loop nodes are evaluated). */
+static bool prologue_reads(Plan *pl, const Node *x, Node *n, bool *seen, Node **reads,
+                           int *nreads) {
+  if (seen[n->id]) return true;
+  seen[n->id] = true;
+  if (!pl->inseg[n->id] && !llvm_prologue_loop_node(x, n)) {
+    if (!plan_read(pl, n)) return false;
+    reads[(*nreads)++] = n;
+    return true;
+  }
+  for (int i = 0; i < n->nin; i++)
+    if (!prologue_reads(pl, x, n->in[i], seen, reads, nreads)) return false;
+  return true;
+}
+
+/* A row kernel (layer_norm) and the elementwise chain seg[0..nseg) computing its input x: one
+ * launch, each row of x computed by the prologue (into x's home when it has one or a later
+ * launch reads it, else into a row on the stack) right before the row kernel reads it. */
+static bool plan_prologue(Plan *pl, Node *anchor, Node **seg, int nseg) {
+  Program *p = pl->p;
+  Node *x = anchor->in[0];
+  for (int i = 1; i < anchor->nin; i++)
+    if (!plan_read(pl, anchor->in[i])) return false;
+  Scan sc;
+  memset(&sc, 0, sizeof sc);
+  size_t ids = (size_t)p->g->next_id + 1;
+  sc.seen = calloc(ids, sizeof *sc.seen);
+  sc.reads = calloc(ids, sizeof *sc.reads);
+  sc.outs = calloc((size_t)nseg + 1, sizeof *sc.outs);
+  bool ok = sc.seen && sc.reads && sc.outs, x_stored = false;
+  for (int i = 0; i < nseg; i++) pl->inseg[seg[i]->id] = true;
+  pl->inseg[anchor->id] = true;
+  for (int i = 0; ok && i < nseg; i++) {
+    Node *n = seg[i];
+    ok = prologue_reads(pl, x, n, sc.seen, sc.reads, &sc.nreads);
+    bool stored = resident(pl, n) || read_later(pl, n);
+    if (stored && !resident(pl, n)) tmp_of(pl, n, (int64_t)value_bytes(n));
+    if (n == x)
+      x_stored = stored;
+    else if (stored)
+      sc.outs[sc.nouts++] = n;
+  }
+  for (int i = 0; i < nseg; i++) pl->inseg[seg[i]->id] = false;
+  pl->inseg[anchor->id] = false;
+  int nargs = anchor->nin + sc.nreads + sc.nouts;
+  Kernel *k = ok ? new_launch(p) : NULL;
+  if (k) {
+    k->nodes = own(p, ((size_t)nseg + 1) * sizeof *k->nodes);
+    k->args = own(p, (size_t)nargs * sizeof *k->args);
+    k->at = own(p, ((size_t)nargs + 1) * sizeof *k->at);
+    ok = k->nodes && k->args && k->at;
+  }
+  if (k && ok) {
+    k->nodes[0] = anchor;
+    memcpy(k->nodes + 1, seg, (size_t)nseg * sizeof *seg);
+    k->nnodes = nseg + 1;
+    k->npro = nseg;
+    k->pro_stack = !x_stored;
+    memcpy(k->args, anchor->in, (size_t)anchor->nin * sizeof *k->args);
+    memcpy(k->args + anchor->nin, sc.reads, (size_t)sc.nreads * sizeof *sc.reads);
+    memcpy(k->args + anchor->nin + sc.nreads, sc.outs, (size_t)sc.nouts * sizeof *sc.outs);
+    k->epi_args = anchor->nin;
+    k->nreads = sc.nreads;
+    k->nargs = nargs;
+    k->out = anchor;
+    /* x: its home (written by the prologue), or never read (a row on the stack). */
+    k->at[0] = x_stored ? place_of(pl, x) : pl->base;
+    for (int i = 1; ok && i < anchor->nin + sc.nreads; i++) ok = place_read(pl, k, i);
+    for (int i = anchor->nin + sc.nreads; i < nargs; i++) k->at[i] = place_of(pl, k->args[i]);
+    k->at[nargs] = resident(pl, anchor) ? -1 : tmp_of(pl, anchor, (int64_t)value_bytes(anchor));
+    k->writes_update = anchor->offset == IR_BUF_UPDATE;
+    for (int i = 0; i < sc.nouts; i++) k->writes_update |= sc.outs[i]->offset == IR_BUF_UPDATE;
+    char what[64];
+    snprintf(what, sizeof what, "%s_pro%d_%s", ir_op_name(anchor->op), nseg,
+             ir_op_name(seg[nseg - 1]->op));
+    launch_common(pl, k, what);
+  } else {
+    ok = false;
+  }
+  scan_free(&sc);
+  return ok;
+}
+
 /* The anchor (a GEMM) and the elementwise chain seg[0..nseg) after it: one
  * launch, the chain applied to the GEMM's results in registers. The anchor
  * keeps a buffer (its home, or scratch): the GEMM accumulates K slices in it. */
@@ -541,8 +624,21 @@ static bool reshape_in_place(Plan *pl, const Node *r) {
   return true;
 }
 
+/* Whether anchor group[a] takes an epilogue of the nodes after it (plan_group). */
+static bool epilogue_follows(Node **group, int ng, int a) {
+  Node *n = group[a];
+  if (!llvm_epilogue_trail(n)) return false;
+  int e = a + 1;
+  while (e < ng && node_fusable(group[e]) &&
+         ir_type_numel(&group[e]->type) == ir_type_numel(llvm_epilogue_space(n)))
+    e++;
+  while (e > a + 1 && !llvm_epilogue_ok(n, &group[a + 1], e - a - 1)) e--;
+  return e > a + 1;
+}
+
 /* The group as segments: each maximal run of fusable elementwise nodes over
- * one element count is one loop, every other node a launch of its own. */
+ * one element count is one loop (with a row kernel after it that reads it: that kernel's
+ * prologue), every other node a launch of its own. */
 static bool plan_group(Plan *pl) {
   Node **group = malloc((size_t)pl->ngroup * sizeof *group);
   if (!group) return false;
@@ -573,6 +669,11 @@ static bool plan_group(Plan *pl) {
     int e = j + 1;
     int64_t numel = ir_type_numel(&n->type);
     while (e < ng && node_fusable(group[e]) && ir_type_numel(&group[e]->type) == numel) e++;
+    if (e < ng && !epilogue_follows(group, ng, e) && llvm_prologue_ok(group[e], &group[j], e - j)) {
+      ok = plan_prologue(pl, group[e], &group[j], e - j);
+      j = e + 1;
+      continue;
+    }
     ok = plan_fused(pl, &group[j], e - j);
     j = e;
   }

@@ -285,11 +285,60 @@ bool llvm_epilogue_ok(const Node *anchor, Node *const *seg, int nseg) {
   return true;
 }
 
+/* ---- Prologues ------------------------------------------------------------ */
+
+bool llvm_prologue_anchor(const Node *anchor) {
+  const Node *x = anchor->nin > 0 ? anchor->in[0] : NULL;
+  /* A row of x up to 64 KiB: the stack row when nothing else reads x. */
+  return anchor->op == OP_LAYER_NORM && anchor->type.dtype == DT_F32 && x->type.dtype == DT_F32 &&
+         x->type.rank >= 2 && x->type.dims[x->type.rank - 1] <= 16384;
+}
+
+static bool f32_embedding(const Node *n) {
+  return n->op == OP_EMBEDDING && n->type.dtype == DT_F32 && n->in[1]->type.dtype == DT_F32;
+}
+
+bool llvm_prologue_loop_node(const Node *x, const Node *n) {
+  return n->op == OP_CONST ||
+         (n->kernel == IR_KERNEL_INLINE && (f32_fusable(n) || f32_embedding(n)) &&
+          same_dims(&n->type, &x->type));
+}
+
+/* The operands of prologue node n: consts, nodes of the chain, loop nodes (followed), or
+ * f32 values read from memory (an embedding's ids: i32, read by its evaluator). */
+static bool prologue_inputs_ok(const Node *x, const Node *n, Node *const *seg, int nseg,
+                               int depth) {
+  if (depth > 32) return false;
+  for (int i = 0; i < n->nin; i++) {
+    const Node *a = n->in[i];
+    if (a->op == OP_CONST || in_seg(a, seg, nseg)) continue;
+    if (f32_embedding(n)) continue; /* ids and table: read whole */
+    if (llvm_prologue_loop_node(x, a)) {
+      if (!prologue_inputs_ok(x, a, seg, nseg, depth + 1)) return false;
+    } else if (a->type.dtype != DT_F32) {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool llvm_prologue_ok(const Node *anchor, Node *const *seg, int nseg) {
+  if (!llvm_prologue_anchor(anchor) || nseg < 1 || !in_seg(anchor->in[0], seg, nseg)) return false;
+  const Node *x = anchor->in[0];
+  for (int i = 1; i < anchor->nin; i++)
+    if (in_seg(anchor->in[i], seg, nseg)) return false;
+  for (int i = 0; i < nseg; i++)
+    if (!f32_fusable(seg[i]) || !same_dims(&seg[i]->type, &x->type) ||
+        !prologue_inputs_ok(x, seg[i], seg, nseg, 0))
+      return false;
+  return true;
+}
+
 struct Epilogue {
   Lower *L;
   Kernel *k;
-  const Node *anchor;
-  const Type *space; /* the chain's iteration space: the anchor's, or a row sum's input's */
+  const Node *anchor; /* NULL for a prologue */
+  const Type *space;  /* the chain's iteration space: the anchor's, or a row sum's input's */
   LLVMTypeRef vt;
   int vl, trail;
   int64_t ncols;      /* n: the product of the trailing dims */
@@ -312,6 +361,23 @@ Epilogue *lw_epilogue_new(Lower *L, Kernel *k, int vl) {
   const Type *t = e->space;
   e->ncols = 1;
   for (int d = t->rank - e->trail; d < t->rank; d++) e->ncols *= t->dims[d];
+  e->cval = calloc((size_t)g->next_id + 1, sizeof *e->cval);
+  e->cgen = calloc((size_t)g->next_id + 1, sizeof *e->cgen);
+  IR_ASSERT(e->cval && e->cgen, "llvm: out of memory lowering %s", k->name);
+  return e;
+}
+
+Epilogue *lw_prologue_new(Lower *L, Kernel *k, int vl) {
+  const Graph *g = L->p->g;
+  Epilogue *e = calloc(1, sizeof *e);
+  IR_ASSERT(e, "llvm: out of memory lowering %s", k->name);
+  e->L = L;
+  e->k = k;
+  e->vl = vl;
+  e->vt = LLVMVectorType(L->f32, (unsigned)vl);
+  e->trail = 1;
+  e->space = &k->args[0]->type;
+  e->ncols = e->space->dims[e->space->rank - 1];
   e->cval = calloc((size_t)g->next_id + 1, sizeof *e->cval);
   e->cgen = calloc((size_t)g->next_id + 1, sizeof *e->cgen);
   IR_ASSERT(e->cval && e->cgen, "llvm: out of memory lowering %s", k->name);
@@ -351,6 +417,25 @@ static LLVMValueRef epi_load(Epilogue *e, const Node *a, int ai) {
   return lw_gemm_gather(L, e->vl, p, idx, e->mask);
 }
 
+/* An inline embedding of the space's dims at the current row and lanes: the row of the table
+ * its id names, 0 (and KILN_ERR_RANGE) for an id outside the table, as lower_embedding. */
+static LLVMValueRef epi_embedding(Epilogue *e, const Node *n) {
+  Lower *L = e->L;
+  Kernel *k = e->k;
+  int ids = fz_arg(k, n->in[0], k->epi_args, k->epi_args + k->nreads);
+  int table = fz_arg(k, n->in[1], k->epi_args, k->epi_args + k->nreads);
+  IR_ASSERT(ids >= 0 && table >= 0, "llvm: %s: embedding operands not read", k->name);
+  int64_t v = n->in[1]->type.dims[0], d = n->in[1]->type.dims[1];
+  LLVMValueRef bad, id = lw_load_index(L, ids, e->rowflat, v, &bad);
+  LwIf c;
+  lw_if(L, &c, bad);
+  lw_range_error(L);
+  lw_endif(L, &c);
+  LLVMValueRef at = lw_add(L, lw_mulc(L, lw_select(L, bad, lw_i64(L, 0), id), d), e->j0);
+  LLVMValueRef x = lw_gemm_load_masked(L, e->vl, lw_gep(L, L->f32, lw_in(L, table), at), e->mask);
+  return LLVMBuildSelect(L->b, bad, LLVMConstNull(e->vt), x, "");
+}
+
 static LLVMValueRef epi_eval(Epilogue *e, const Node *n) {
   Lower *L = e->L;
   Kernel *k = e->k;
@@ -360,6 +445,8 @@ static LLVMValueRef epi_eval(Epilogue *e, const Node *n) {
   int a = fz_arg(k, n, k->epi_args, k->epi_args + k->nreads);
   if (a >= 0) {
     v = epi_load(e, n, a);
+  } else if (n->op == OP_EMBEDDING) {
+    v = epi_embedding(e, n);
   } else if (n->op == OP_CONST) {
     v = lw_fc(L, e->vt, ir_attr_float(n, "value"));
   } else if (n->op == OP_RESHAPE) {
@@ -384,6 +471,34 @@ static void epi_store(Epilogue *e, LLVMValueRef buf, LLVMValueRef v) {
   unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
   LLVMValueRef f = LLVMGetIntrinsicDeclaration(L->mod, id, over, 2);
   LLVMBuildCall2(L->b, LLVMIntrinsicGetType(L->ctx, id, over, 2), f, args, 4, "");
+}
+
+void lw_prologue_row(Epilogue *e, LLVMValueRef rowflat, int64_t d, LLVMValueRef dst) {
+  Lower *L = e->L;
+  Kernel *k = e->k;
+  int first_out = k->epi_args + k->nreads, nouts = k->nargs - first_out;
+  LLVMValueRef vals[64];
+  IR_ASSERT(nouts <= 64, "llvm: %s has %d prologue outputs", k->name, nouts);
+  LwLoop lv;
+  LLVMValueRef j0 =
+      lw_mulc(L, lw_for(L, &lv, lw_i64(L, 0), lw_i64(L, (d + e->vl - 1) / e->vl)), e->vl);
+  LLVMValueRef lanes = lw_gemm_lanes(L, lw_i64(L, 0), e->vl);
+  LLVMTypeRef it = LLVMVectorType(L->i32, (unsigned)e->vl);
+  LLVMValueRef left = LLVMBuildTrunc(L->b, LLVMBuildSub(L->b, lw_i64(L, d), j0, ""), L->i32, "");
+  e->gen++;
+  e->rowflat = rowflat, e->j0 = j0, e->v = NULL;
+  e->mask = LLVMBuildICmp(L->b, LLVMIntSLT, lanes, lw_gemm_splat(L, it, left), "");
+  /* Every value before any store, as the epilogues. */
+  LLVMValueRef x = epi_eval(e, k->args[0]);
+  for (int o = 0; o < nouts; o++) vals[o] = epi_eval(e, k->args[first_out + o]);
+  LLVMTypeRef over[2] = {e->vt, L->ptr};
+  LLVMValueRef args[4] = {x, lw_gep(L, L->f32, dst, j0), lw_i32(L, 4), e->mask};
+  const char *name = "llvm.masked.store";
+  unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
+  LLVMValueRef f = LLVMGetIntrinsicDeclaration(L->mod, id, over, 2);
+  LLVMBuildCall2(L->b, LLVMIntrinsicGetType(L->ctx, id, over, 2), f, args, 4, "");
+  for (int o = 0; o < nouts; o++) epi_store(e, lw_in(L, first_out + o), vals[o]);
+  lw_next(L, &lv);
 }
 
 void lw_epilogue_store(Epilogue *e, LLVMValueRef rowflat, LLVMValueRef j0, LLVMValueRef mask,

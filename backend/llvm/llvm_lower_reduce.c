@@ -680,14 +680,16 @@ static void norm_out(Lower *L, LLVMValueRef i, unsigned w, void *cx) {
   norm_store(L, r, i, w, y);
 }
 
-/* The kernel's rows row0 .. row0 + n - 1 of d: x, dy and out row pointers. */
+/* The kernel's rows row0 .. row0 + n - 1 of d: x, dy and out row pointers. With a prologue
+ * (pro), each row of x is computed first: into x's home, or into stack rows (xs). */
 static void norm_rows(Lower *L, NormRow *r, void **cx, int n, LLVMValueRef row0, int64_t d,
-                      bool grad) {
+                      bool grad, Epilogue *pro, LLVMValueRef xs) {
   for (int j = 0; j < n; j++) {
     r[j] = r[0];
     r[j].row = lw_addc(L, row0, j);
     LLVMValueRef off = lw_mulc(L, r[j].row, d);
-    r[j].x = lw_gep(L, r[0].ft, lw_in(L, 0), off);
+    r[j].x = xs ? lw_gep(L, r[0].ft, xs, lw_i64(L, j * d)) : lw_gep(L, r[0].ft, lw_in(L, 0), off);
+    if (pro) lw_prologue_row(pro, r[j].row, d, r[j].x);
     r[j].dy = grad ? lw_gep(L, r[0].ft, lw_in(L, 2), off) : NULL;
     r[j].out = lw_gep(L, r[0].ft, lw_out(L), off);
     cx[j] = &r[j];
@@ -705,13 +707,16 @@ void lower_layer_norm(Lower *L, Kernel *k) {
   void *cx[REDUCE_GROUP];
   int g = row_group(L, r[0].ft, rows, d, 2);
   k->range = rows / g;
-  k->min_chunk = chunk_for(d * g * 4);
+  k->min_chunk = chunk_for(d * g * (4 + k->npro));
+  Epilogue *pro = k->npro ? lw_prologue_new(L, k, (int)vec_width(L, r[0].ft)) : NULL;
+  LLVMValueRef xs = k->pro_stack ? lw_stack(L, r[0].ft, g * d) : NULL;
   LwLoop outer;
-  norm_rows(L, r, cx, g, lw_mulc(L, lw_outer(L, &outer), g), d, false);
+  norm_rows(L, r, cx, g, lw_mulc(L, lw_outer(L, &outer), g), d, false, pro, xs);
   norm_stats(L, r, cx, g, d, ir_attr_float(k->out, "eps"));
   rows_loop(L, vec_width(L, r[0].ft), d, norm_out, cx, g);
   lw_next(L, &outer);
   lw_epilogue_free(r[0].epi);
+  lw_epilogue_free(pro);
 }
 
 /* dx = rstd (g - mean(g) - xhat mean(g xhat)) */
@@ -735,7 +740,7 @@ void lower_layer_norm_grad(Lower *L, Kernel *k) {
   k->range = rows / g;
   k->min_chunk = chunk_for(d * g * 8);
   LwLoop outer;
-  norm_rows(L, r, cx, g, lw_mulc(L, lw_outer(L, &outer), g), d, true);
+  norm_rows(L, r, cx, g, lw_mulc(L, lw_outer(L, &outer), g), d, true, NULL, NULL);
   norm_stats(L, r, cx, g, d, ir_attr_float(k->out, "eps"));
   LLVMValueRef dn = lw_fc(L, ft, (double)d), v[REDUCE_GROUP];
   rows_reduce(L, ft, d, ROW_SUM, term_g, cx, g, v);

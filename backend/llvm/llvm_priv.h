@@ -56,6 +56,12 @@ typedef struct Kernel {
                anything is stored; args = the anchor's operands, then nreads values
                the chain reads (from epi_args), then outputs after out (the anchor) */
   int epi_args;
+  int npro; /* a row kernel (nodes[0], layer_norm) with a fused prologue: nodes[1..1+npro)
+               compute its input x (args[0]) row by row into x's home, or into a row on the
+               stack when nothing else reads x (pro_stack); args = the anchor's operands,
+               then nreads values the prologue reads (from epi_args), then its other
+               stored nodes */
+  bool pro_stack;
   bool anchor_store;  /* with an epilogue: the anchor's own value is needed later */
   bool writes_update; /* writes an update target in place: m_train_step skips it after an error */
   char name[80];
@@ -160,6 +166,18 @@ void lw_epilogue_store(Epilogue *e, LLVMValueRef rowflat, LLVMValueRef j0, LLVMV
 void lw_epilogue_free(Epilogue *e);
 /* A rough cost per element of the chain (1 per arithmetic op, more for exp, gelu, ...). */
 int64_t lw_epilogue_cost(const Epilogue *e);
+/* Prologues (llvm_lower_fused.c): an elementwise chain seg computing a row kernel's input x
+ * (anchor->in[0], f32, rows of its last dim), evaluated row by row in the kernel with the
+ * epilogues' vector evaluator: inline elementwise nodes and embeddings of x's dims are
+ * evaluated, other values read (any broadcast). llvm_prologue_anchor: the anchor takes one
+ * (layer_norm). */
+bool llvm_prologue_anchor(const Node *anchor);
+bool llvm_prologue_loop_node(const Node *x, const Node *n);
+bool llvm_prologue_ok(const Node *anchor, Node *const *seg, int nseg);
+Epilogue *lw_prologue_new(Lower *L, Kernel *k, int vl);
+/* Evaluates the prologue over row rowflat (d columns) of x's space: x into dst (the row's
+ * first element), the other stored nodes into their homes. */
+void lw_prologue_row(Epilogue *e, LLVMValueRef rowflat, int64_t d, LLVMValueRef dst);
 /* A max_pool2d_grad or avg_pool2d_grad that hands its dx planes to an epilogue (f32, a plane
  * small enough to accumulate on the stack; llvm_lower_reduce.c). */
 bool llvm_pool_grad_epilogue(const Node *n);

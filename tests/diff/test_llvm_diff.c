@@ -294,7 +294,8 @@ static bool check_optable(void) {
 }
 
 /* An embedding id out of range: status KILN_ERR_RANGE, no crash; the embedding as its own
- * kernel (unplanned) and read inline by a fused loop (planned: the add evaluates it). */
+ * kernel (unplanned), read inline by a fused loop (planned: the add evaluates it) and by a
+ * layer_norm's prologue. */
 static bool check_range_error_in(const char *src, Stage stage, const char *what) {
   TestCase c = {.name = "range_error"};
   bool ok = case_parse(&c, "<range>", src, strlen(src));
@@ -327,7 +328,12 @@ static bool check_range_error(void) {
                     "  y = embedding(ids, t)\n  output y\n}\n";
   const char *fused = "model e {\n  input ids: i32[3]\n  param t: f32[4, 2] = ones\n"
                       "  param p: f32[2] = ones\n  y = embedding(ids, t) + p\n  output y\n}\n";
+  const char *pro = "model e {\n  input ids: i32[3]\n  param t: f32[4, 2] = ones\n"
+                    "  param p: f32[2] = ones\n  param g: f32[2] = ones\n"
+                    "  param b: f32[2] = zeros\n  y = layer_norm(embedding(ids, t) + p, g, b)\n"
+                    "  output y\n}\n";
   bool ok = check_range_error_in(own, STAGE_GRAPH, "(embedding kernel)");
+  ok = check_range_error_in(pro, STAGE_PLANNED, "(embedding in a layer_norm prologue)") && ok;
   return check_range_error_in(fused, STAGE_PLANNED, "(embedding in a fused loop)") && ok;
 }
 

@@ -126,7 +126,7 @@ expect 0 'kiln_k0_conv2d_epi1_relu' "$kiln" dump models/cnn.kl --stage=llvm
 
 # Identical kernels share one function (llvm_twin.c): the transformer's q, k and v projections
 # are one GEMM function launched with three contexts, and far fewer functions than launches.
-expect 0 '@kiln_k2_matmul_epi1_add, ptr nonnull %kiln_k3_matmul_epi1_add\.ctx' \
+expect 0 '@kiln_k1_matmul_epi1_add, ptr nonnull %kiln_k2_matmul_epi1_add\.ctx' \
   "$kiln" dump models/transformer.kl --stage=llvm
 fns=$(grep -c '^define internal' "$tmp/out")
 launches=$(grep -oE '%kiln_k[0-9]+_[a-z0-9_]+\.ctx[0-9]* = alloca' "$tmp/out" |
