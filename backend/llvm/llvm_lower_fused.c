@@ -347,41 +347,34 @@ struct Epilogue {
   LLVMValueRef rowflat, j0, mask, v;
 };
 
-Epilogue *lw_epilogue_new(Lower *L, Kernel *k, int vl) {
+/* An evaluator over rows of ncols columns of space (the chain's last trail dims). */
+static Epilogue *evaluator_new(Lower *L, Kernel *k, int vl, const Node *anchor, const Type *space,
+                               int trail) {
   const Graph *g = L->p->g;
   Epilogue *e = calloc(1, sizeof *e);
   IR_ASSERT(e, "llvm: out of memory lowering %s", k->name);
   e->L = L;
   e->k = k;
-  e->anchor = k->nodes[0];
+  e->anchor = anchor;
   e->vl = vl;
   e->vt = LLVMVectorType(L->f32, (unsigned)vl);
-  e->trail = llvm_epilogue_trail(e->anchor);
-  e->space = llvm_epilogue_space(e->anchor);
-  const Type *t = e->space;
+  e->trail = trail;
+  e->space = space;
   e->ncols = 1;
-  for (int d = t->rank - e->trail; d < t->rank; d++) e->ncols *= t->dims[d];
+  for (int d = space->rank - trail; d < space->rank; d++) e->ncols *= space->dims[d];
   e->cval = calloc((size_t)g->next_id + 1, sizeof *e->cval);
   e->cgen = calloc((size_t)g->next_id + 1, sizeof *e->cgen);
   IR_ASSERT(e->cval && e->cgen, "llvm: out of memory lowering %s", k->name);
   return e;
 }
 
+Epilogue *lw_epilogue_new(Lower *L, Kernel *k, int vl) {
+  const Node *a = k->nodes[0];
+  return evaluator_new(L, k, vl, a, llvm_epilogue_space(a), llvm_epilogue_trail(a));
+}
+
 Epilogue *lw_prologue_new(Lower *L, Kernel *k, int vl) {
-  const Graph *g = L->p->g;
-  Epilogue *e = calloc(1, sizeof *e);
-  IR_ASSERT(e, "llvm: out of memory lowering %s", k->name);
-  e->L = L;
-  e->k = k;
-  e->vl = vl;
-  e->vt = LLVMVectorType(L->f32, (unsigned)vl);
-  e->trail = 1;
-  e->space = &k->args[0]->type;
-  e->ncols = e->space->dims[e->space->rank - 1];
-  e->cval = calloc((size_t)g->next_id + 1, sizeof *e->cval);
-  e->cgen = calloc((size_t)g->next_id + 1, sizeof *e->cgen);
-  IR_ASSERT(e->cval && e->cgen, "llvm: out of memory lowering %s", k->name);
-  return e;
+  return evaluator_new(L, k, vl, NULL, &k->args[0]->type, 1);
 }
 
 int64_t lw_epilogue_cost(const Epilogue *e) {
