@@ -142,8 +142,10 @@ static bool program_layout(Program *p) {
  *     home go to kernel scratch instead of registers).
  * Inline nodes that cannot be evaluated in the loop (injective ops,
  * causal_mask, any inline input of a fallback launch) are materialized into
- * kernel scratch by a launch of their own just before their reader. Scratch
- * lies after the arena; every group reuses it from its start. */
+ * kernel scratch by a launch of their own just before their reader (but an
+ * lstm reads an inline embedding x, and lstm_grad an inline pad of dy along
+ * time, through them: plan_lstm_args). Scratch lies after the arena; every
+ * group reuses it from its start. */
 
 static void *own(Program *p, size_t bytes) {
   if (p->nowned == p->capowned) {
@@ -276,16 +278,58 @@ static bool plan_views(Plan *pl, Node *n, Node ***args, Node ***view) {
   return true;
 }
 
+/* An lstm or lstm_grad whose x is an inline f32 embedding: it reads x's rows from the table. */
+static bool lstm_embed_x(const Plan *pl, const Node *n) {
+  if (n->op != OP_LSTM && n->op != OP_LSTM_GRAD) return false;
+  const Node *x = n->in[0];
+  return x->op == OP_EMBEDDING && x->kernel == IR_KERNEL_INLINE && pl->tmp[x->id] < 0 &&
+         x->type.dtype == DT_F32 && x->in[1]->type.dtype == DT_F32 && !llvm_const_global(x);
+}
+
+/* An lstm_grad whose dy is an inline pad along the time axis only: it reads dy's rows from the
+ * pad's source, zero outside it. */
+static bool lstm_pad_dy(const Plan *pl, const Node *n) {
+  if (n->op != OP_LSTM_GRAD) return false;
+  const Node *d = n->in[5];
+  if (d->op != OP_PAD || d->kernel != IR_KERNEL_INLINE || pl->tmp[d->id] >= 0 ||
+      d->type.dtype != n->type.dtype || d->type.rank != 3 || d->in[0]->type.dims[1] < 1 ||
+      llvm_const_global(d))
+    return false;
+  const AttrVal *b = ir_attr_c(d, "before"), *a = ir_attr_c(d, "after");
+  return b->i[0] == 0 && a->i[0] == 0 && b->i[2] == 0 && a->i[2] == 0;
+}
+
+/* The values an lstm or lstm_grad reads instead of an inline embedding x (its ids in x's
+ * place, the table after the operands) or an inline pad dy (its source in dy's place), so
+ * neither is materialized (Kernel.x_embed, dy_pad). */
+static bool plan_lstm_args(Plan *pl, Node *n, Node ***args, int *nargs, bool *x_embed,
+                           bool *dy_pad) {
+  *x_embed = lstm_embed_x(pl, n);
+  *dy_pad = lstm_pad_dy(pl, n);
+  *nargs = n->nin + *x_embed;
+  if (!*x_embed && !*dy_pad) return true;
+  Node **a = own(pl->p, (size_t)*nargs * sizeof *a);
+  if (!a) return false;
+  memcpy(a, n->in, (size_t)n->nin * sizeof *a);
+  if (*x_embed) a[0] = n->in[0]->in[0], a[n->nin] = n->in[0]->in[1];
+  if (*dy_pad) a[5] = n->in[5]->in[0];
+  *args = a;
+  return true;
+}
+
 /* One node by its own lowering; inputs from their homes or scratch. */
 static bool plan_single(Plan *pl, Node *n) {
   Program *p = pl->p;
   Node **args, **view;
-  if (!plan_views(pl, n, &args, &view)) return false;
-  for (int i = 0; i < n->nin; i++)
+  int nargs;
+  bool x_embed, dy_pad;
+  if (!plan_views(pl, n, &args, &view) || !plan_lstm_args(pl, n, &args, &nargs, &x_embed, &dy_pad))
+    return false;
+  for (int i = 0; i < nargs; i++)
     if (!plan_read(pl, args[i])) return false;
-  int64_t *at = own(p, ((size_t)n->nin + 1) * sizeof *at);
+  int64_t *at = own(p, ((size_t)nargs + 1) * sizeof *at);
   if (!at) return false;
-  at[n->nin] = resident(pl, n) ? -1 : tmp_of(pl, n, (int64_t)value_bytes(n));
+  at[nargs] = resident(pl, n) ? -1 : tmp_of(pl, n, (int64_t)value_bytes(n));
   Kernel *k = new_launch(p);
   if (!k) return false;
   k->nodes = own(p, sizeof *k->nodes);
@@ -295,9 +339,11 @@ static bool plan_single(Plan *pl, Node *n) {
   k->out = n;
   k->args = args;
   k->view = view;
-  k->nargs = n->nin;
+  k->nargs = nargs;
   k->at = at;
-  for (int i = 0; i < n->nin; i++)
+  k->x_embed = x_embed;
+  k->dy_pad = dy_pad;
+  for (int i = 0; i < nargs; i++)
     if (!place_read(pl, k, i)) return false;
   k->writes_update = n->offset == IR_BUF_UPDATE;
   k->scratch_bytes = llvm_scratch_bytes(p->g, n);

@@ -291,13 +291,50 @@ static LLVMValueRef vsub1(Lower *L, const Lstm *s, LLVMValueRef x) {
   return lw_fsub(L, vconst(L, s, 1.0), x);
 }
 
+/* ---- Inputs ------------------------------------------------------------- */
+
+/* Row r (b T + t) of x: x's own, or the table row of an inline embedding's id r (Kernel.x_embed:
+ * args[0] the ids, the table last); an id out of range reports KILN_ERR_RANGE and reads row 0. */
+static LLVMValueRef x_row(Lower *L, const Lstm *s, LLVMValueRef r) {
+  if (!L->k->x_embed) return lw_gep(L, s->ft, lw_in(L, 0), lw_mulc(L, r, s->in));
+  int64_t vocab = L->k->out->in[0]->in[1]->type.dims[0];
+  LLVMValueRef bad, id = lw_load_index(L, 0, r, vocab, &bad);
+  LwIf c;
+  lw_if(L, &c, bad);
+  lw_range_error(L);
+  lw_endif(L, &c);
+  LLVMValueRef row = lw_select(L, bad, lw_i64(L, 0), id);
+  return lw_gep(L, s->ft, lw_in(L, L->k->nargs - 1), lw_mulc(L, row, s->in));
+}
+
+/* dy[b, t][j0 ..] (lanes below H - j0): dy's own, or through an inline pad along time
+ * (Kernel.dy_pad: args[5] the pad's source): the source's row (b, t - before) inside it, zero
+ * outside. */
+static LLVMValueRef dy_load(Lower *L, const Lstm *s, LLVMValueRef b, LLVMValueRef t,
+                            LLVMValueRef j0) {
+  LLVMValueRef left = LLVMBuildSub(L->b, lw_i64(L, s->h), j0, "");
+  if (!L->k->dy_pad) {
+    LLVMValueRef at = lw_add(L, lw_mulc(L, lw_add(L, lw_mulc(L, b, s->t), t), s->h), j0);
+    return vload_part(L, s, lw_in(L, 5), at, left, s->h);
+  }
+  const Node *pad = L->k->out->in[5];
+  int64_t before = ir_attr_c(pad, "before")->i[1], ts = pad->in[0]->type.dims[1];
+  LLVMValueRef ti = lw_addc(L, t, -before);
+  LLVMValueRef in = LLVMBuildICmp(L->b, LLVMIntULT, ti, lw_i64(L, ts), "");
+  LLVMValueRef tc = lw_smin(L, lw_smax(L, ti, lw_i64(L, 0)), lw_i64(L, ts - 1));
+  LLVMValueRef at = lw_add(L, lw_mulc(L, lw_add(L, lw_mulc(L, b, ts), tc), s->h), j0);
+  return lw_select(L, in, vload_part(L, s, lw_in(L, 5), at, left, s->h), LLVMConstNull(s->vt));
+}
+
 /* ---- Register-blocked products ------------------------------------------ */
 
 /* One operand pair of a product: A[row][p] = a[row arow + p astep], B[p][v] = b[p bstep + v VL],
- * p < k. */
+ * p < k; with xt, A's rows are x's rows (row T + xt) (x_row: an inline embedding's gathered from
+ * its table, once per tile and block; a and arow unused). */
 typedef struct Seg {
   LLVMValueRef a, b, k;
   int64_t arow, astep, bstep;
+  LLVMValueRef xt;
 } Seg;
 
 typedef struct Product Product;
@@ -409,8 +446,12 @@ static void product_tiles(Lower *L, const Lstm *s, const Product *p, const Block
   LLVMValueRef zero = LLVMConstNull(s->vt), col = lw_mulc(L, cv, s->vl);
   for (int r = 0; r < p->mr; r++) {
     LLVMValueRef row = lw_smin(L, lw_addc(L, row0, r), last_row);
-    arow[r] = lw_gep(L, s->ft, bk->g->a,
-                     lw_add(L, lw_mulc(L, row, bk->g->arow), lw_mulc(L, bk->k0, bk->g->astep)));
+    if (bk->g->xt)
+      arow[r] = lw_gep(L, s->ft, x_row(L, s, lw_add(L, lw_mulc(L, row, s->t), bk->g->xt)),
+                       lw_mulc(L, bk->k0, bk->g->astep));
+    else
+      arow[r] = lw_gep(L, s->ft, bk->g->a,
+                       lw_add(L, lw_mulc(L, row, bk->g->arow), lw_mulc(L, bk->k0, bk->g->astep)));
     zat[r] = p->z ? lw_add(L, lw_mulc(L, row, p->zrow), col) : NULL;
     for (int v = 0; v < nv; v++) {
       LLVMValueRef init = zero;
@@ -647,8 +688,8 @@ void lower_lstm(Lower *L, Kernel *k) {
   LLVMValueRef prev = lw_smax(L, lw_addc(L, t, -1), lw_i64(L, 0));
   LLVMValueRef has_h = LLVMBuildICmp(L->b, LLVMIntSGT, t, lw_i64(L, 0), "");
   Product p = {
-      .seg = {{lw_gep(L, s.ft, lw_in(L, 0), lw_mulc(L, t, s.in)), wf, lw_i64(L, s.in), s.t * s.in,
-               1, s.sg},
+      .seg = {{k->x_embed ? NULL : lw_gep(L, s.ft, lw_in(L, 0), lw_mulc(L, t, s.in)), wf,
+               lw_i64(L, s.in), s.t * s.in, 1, s.sg, k->x_embed ? t : NULL},
               {lw_gep(L, s.ft, lw_out(L), lw_mulc(L, prev, s.h)),
                lw_gep(L, s.ft, wf, lw_i64(L, s.ip * s.sg)),
                LLVMBuildSelect(L->b, has_h, lw_i64(L, s.h), lw_i64(L, 0), ""), s.t * s.h, 1, s.sg}},
@@ -707,9 +748,7 @@ static void epi_backward(Lower *L, const Lstm *s, const Product *p, LLVMValueRef
   LLVMValueRef bt = lw_add(L, lw_mulc(L, row, s->t), p->t);
   for (int v = 0; v < nv; v++) {
     LLVMValueRef jb = lw_addc(L, cv, v), j0 = lw_mulc(L, jb, s->vl);
-    LLVMValueRef dy = vload_part(L, s, lw_in(L, 5), lw_add(L, lw_mulc(L, bt, s->h), j0),
-                                 LLVMBuildSub(L->b, lw_i64(L, s->h), j0, ""), s->h);
-    LLVMValueRef dh = lw_fadd(L, acc[v], dy);
+    LLVMValueRef dh = lw_fadd(L, acc[v], dy_load(L, s, row, p->t, j0));
     LLVMValueRef ga = lw_add(L, lw_mulc(L, bt, s->sg), lw_mulc(L, jb, 4 * s->vl));
     LLVMValueRef i = vload(L, s, w->gates, ga), f = vload(L, s, w->gates, lw_addc(L, ga, s->vl));
     LLVMValueRef g = vload(L, s, w->gates, lw_addc(L, ga, 2 * s->vl));
@@ -763,10 +802,9 @@ static void grad_pack(Lower *L, const Lstm *s, const Bwd *w) {
 static void grad_rows_prepare(Lower *L, const Lstm *s, const Bwd *w, LLVMValueRef r0,
                               LLVMValueRef r1) {
   LwLoop lr, lk;
-  LLVMValueRef r = lw_for(L, &lr, lw_mulc(L, r0, s->t), lw_mulc(L, r1, s->t));
+  LLVMValueRef r = lw_for(L, &lr, lw_mulc(L, r0, s->t), lw_mulc(L, r1, s->t)), xr = x_row(L, s, r);
   LLVMValueRef k = lw_for(L, &lk, lw_i64(L, 0), lw_i64(L, s->ip));
-  LLVMValueRef x = lw_load(L, s->ft, lw_in(L, 0),
-                           lw_add(L, lw_mulc(L, r, s->in), lw_smin(L, k, lw_i64(L, s->in - 1))));
+  LLVMValueRef x = lw_load(L, s->ft, xr, lw_smin(L, k, lw_i64(L, s->in - 1)));
   lw_store(L, s->ft, w->xh, lw_add(L, lw_mulc(L, r, s->sx), k),
            lw_select(L, LLVMBuildICmp(L->b, LLVMIntSLT, k, lw_i64(L, s->in), ""), x,
                      lw_fc(L, s->ft, 0.0)));

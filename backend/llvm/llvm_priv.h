@@ -62,6 +62,10 @@ typedef struct Kernel {
                then nreads values the prologue reads (from epi_args), then its other
                stored nodes */
   bool pro_stack;
+  bool x_embed;       /* lstm, lstm_grad: x is an inline embedding read row by row from its table:
+                         args[0] is its ids, args[nargs - 1] the table (llvm_lower_lstm.c) */
+  bool dy_pad;        /* lstm_grad: dy is an inline pad along time, read through it from its source
+                         (args[5]) */
   bool anchor_store;  /* with an epilogue: the anchor's own value is needed later */
   bool writes_update; /* writes an update target in place: m_train_step skips it after an error */
   char name[80];
