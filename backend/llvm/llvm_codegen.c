@@ -15,6 +15,7 @@
  *            (outputs that are sources or repeated, the loss, gradients into
  *            their slots, then the updates); returns status.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -562,14 +563,44 @@ static void cg_descriptor(Codegen *cg, LLVMValueRef infer, LLVMValueRef grad, LL
 
 /* ---- The module --------------------------------------------------------- */
 
+/* Whether LLVM's feature list ("+a,-b,...", later entries winning) ends with name on. */
+static bool feature_on(const char *list, const char *name) {
+  bool on = false;
+  size_t n = strlen(name);
+  for (const char *p = list; *p;) {
+    const char *end = strchr(p, ',');
+    size_t len = end ? (size_t)(end - p) : strlen(p);
+    if (len == n + 1 && (p[0] == '+' || p[0] == '-') && strncmp(p + 1, name, n) == 0)
+      on = p[0] == '+';
+    p += len + (end ? 1 : 0);
+  }
+  return on;
+}
+
+/* The host's features, then KILN_CPU_FEATURES's (docs/LLVM.md): "-avx512f" emits the AVX2
+ * kernels on an AVX-512 host, so one machine tests both. */
+static char *cg_features(bool *ours) {
+  char *host = LLVMGetHostCPUFeatures();
+  const char *extra = getenv("KILN_CPU_FEATURES");
+  *ours = extra && *extra;
+  if (!*ours) return host;
+  size_t n = strlen(host) + strlen(extra) + 2;
+  char *both = malloc(n);
+  if (both) snprintf(both, n, "%s%s%s", host, *host ? "," : "", extra);
+  LLVMDisposeMessage(host);
+  return both;
+}
+
 static bool cg_target(LlvmModule *m, bool pic, char *err, size_t len) {
   LLVMInitializeNativeTarget();
   LLVMInitializeNativeAsmPrinter();
   LLVMInitializeNativeAsmParser();
   char *triple = LLVMGetDefaultTargetTriple(), *cpu = LLVMGetHostCPUName();
-  char *features = LLVMGetHostCPUFeatures(), *msg = NULL;
+  bool ours;
+  char *features = cg_features(&ours), *msg = NULL;
   LLVMTargetRef target;
-  bool ok = !LLVMGetTargetFromTriple(triple, &target, &msg);
+  bool ok = features && !LLVMGetTargetFromTriple(triple, &target, &msg);
+  if (!features) snprintf(err, len, "out of memory reading the CPU's features");
   if (ok) {
     m->tm = LLVMCreateTargetMachine(target, triple, cpu, features, LLVMCodeGenLevelAggressive,
                                     pic ? LLVMRelocPIC : LLVMRelocDefault, LLVMCodeModelDefault);
@@ -577,14 +608,17 @@ static bool cg_target(LlvmModule *m, bool pic, char *err, size_t len) {
     LLVMTargetDataRef dl = LLVMCreateTargetDataLayout(m->tm);
     LLVMSetModuleDataLayout(m->mod, dl);
     LLVMDisposeTargetData(dl);
-    m->avx512 = strstr(features, "+avx512f") != NULL;
-  } else {
+    m->avx512 = feature_on(features, "avx512f");
+  } else if (features) {
     snprintf(err, len, "no LLVM target for %s: %s", triple, msg ? msg : "");
   }
   LLVMDisposeMessage(msg);
   LLVMDisposeMessage(triple);
   LLVMDisposeMessage(cpu);
-  LLVMDisposeMessage(features);
+  if (ours)
+    free(features);
+  else
+    LLVMDisposeMessage(features);
   return ok;
 }
 
