@@ -743,22 +743,42 @@ static LLVMValueRef swap_b_row(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMV
   return o->a_col(L, o, t, lw_i64(L, 0), p);
 }
 
+/* A'[t][i][p0..] = B[t][p0..][i] and B'[t][p0..][j] = A[t][j][p0..]: vector loaders along p. */
+static LLVMValueRef swap_a_vec(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMValueRef i,
+                               LLVMValueRef p0, int vl, LLVMValueRef mask) {
+  const GemmOps *o = orig_of(g);
+  return o->b_cvec(L, o, t, i, p0, vl, mask);
+}
+
+static LLVMValueRef swap_b_cvec(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMValueRef j,
+                                LLVMValueRef p0, int vl, LLVMValueRef mask) {
+  const GemmOps *o = orig_of(g);
+  return o->a_vec(L, o, t, j, p0, vl, mask);
+}
+
 /* Skinny n (<= 12) over many rows: C = A B computed as C^T = B^T A^T, whose
  * vectors run along m instead of n (n = 10 fills 10 of 16 lanes, n = 2 only
  * 2; at 13-16 the plain tiles are faster), C stored through register transposes. When B's rows are
  * contiguous (B^T packs as A') and A's rows are adjacent (A^T's rows are read in place as B'); no
  * bias. With A's p contiguous instead (NN), A^T would be a full transpose of A for few FMAs per
- * element: slower than the plain tiles. */
+ * element: slower than the plain tiles. Operands loaded by vectors along p both ways (a_vec,
+ * b_cvec: a convolution's weight gradient with 9 taps) swap the same way: B^T's rows are B's
+ * columns, and A^T's columns A's rows, transposed in registers as B' is packed. */
 static bool swap_ops(Lower *L, const GemmOps *g, SwapOps *sw) {
-  if (!L->avx512 || g->n > 12 || g->m < 32 || g->bias || g->a_shared || g->b_vec || !g->b_row ||
-      g->map_a || g->map_b || !g->a_col)
+  bool strided = g->b_row && g->a_col && !g->b_vec;
+  bool vectors = g->a_vec && g->b_cvec; /* a convolution's weight gradient (conv1: n = 9) */
+  if (!L->avx512 || g->n > 12 || g->m < 32 || g->bias || g->a_shared || g->map_a || g->map_b ||
+      !(strided || vectors))
     return false;
   memset(sw, 0, sizeof *sw);
   sw->orig = g;
   GemmOps *s = &sw->g;
   s->batch = g->batch, s->m = g->n, s->n = g->m, s->k = g->k;
-  s->load_a = swap_load_a, s->load_b = swap_load_b, s->a_col = swap_a_col;
-  s->b_row = swap_b_row;
+  s->load_a = swap_load_a, s->load_b = swap_load_b;
+  if (strided)
+    s->a_col = swap_a_col, s->b_row = swap_b_row;
+  else
+    s->a_vec = swap_a_vec, s->b_cvec = swap_b_cvec;
   s->epi = g->epi, s->user = g->user;
   return true;
 }
