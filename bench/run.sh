@@ -50,7 +50,7 @@ cmake --build "$obj" --target kiln -j"$jobs" >/dev/null
 
 echo "== building the drivers" >&2
 cc -O2 -std=c11 -Wall -Wextra -I runtime bench/kiln_bench.c -o "$build/bench/kiln_bench" -ldl
-cc -O2 -std=c11 -Wall -Wextra bench/gemm_openblas.c -o "$build/bench/gemm_openblas" -lopenblas
+cc -O2 -std=c11 -Wall -Wextra -I runtime bench/gemm_openblas.c -o "$build/bench/gemm_openblas" -lopenblas -ldl
 
 # Debian's OpenMP build of OpenBLAS for PyTorch at 2 threads (issue 7), unpacked once.
 omp_dir=$PWD/$build/openblas-openmp

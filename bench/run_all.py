@@ -43,6 +43,7 @@ INFER_REPS = {"mlp": 100, "cnn": 30, "textcls": 30, "transformer": 30}
 INFER1_REPS = 300
 MAX_S = 1.5
 TRAIN_ROUNDS = 2  # interleaved kiln / PyTorch processes per training-step figure
+GEMM_ROUNDS = 2  # interleaved kiln / OpenBLAS processes per GEMM figure at 2 threads
 COMPILE_RUNS = 3
 
 # Issue 7's targets.
@@ -241,6 +242,31 @@ class Runner:
         if rec:
             self.log(f"   {tags} {rec['median_ms']:.4f} ms")
         return out
+
+    def measure_lines(self, tags, configs, cmd, env=None, timeout=300):
+        """Run one measuring process printing one JSON line per implementation (impl ->
+        config in configs); save each with tags."""
+        t0 = time.time()
+        try:
+            p = subprocess.run(cmd, env=env or self.base_env(), capture_output=True, text=True,
+                               timeout=timeout, cwd=ROOT)
+            lines = [l for l in p.stdout.splitlines() if l.startswith("{")]
+            recs = [json.loads(l) for l in lines] if p.returncode == 0 else []
+            err = None if len(recs) == len(configs) else (p.stderr.strip()[-500:] or
+                                                         f"exit {p.returncode}")
+        except subprocess.TimeoutExpired:
+            recs, err = [], f"timed out after {timeout} s"
+        if err:
+            for impl, config in configs.items():
+                self.save({"kind": "measure", **tags, "impl": impl, "config": config,
+                           "wall_s": time.time() - t0, "error": err})
+            self.log(f"   FAILED {tags}: {err}")
+            return
+        for rec in recs:
+            out = {"kind": "measure", **tags, "config": configs[rec["impl"]],
+                   "wall_s": time.time() - t0, **rec}
+            self.save(out)
+            self.log(f"   {tags} {rec['impl']} {rec['median_ms']:.4f} ms")
 
     def kiln_cmd(self, so, name, mode, threads, reps, extra=(), max_s=None):
         return [os.path.join(self.tools, "kiln_bench"), so, mode, str(threads), "--name", name,
@@ -470,20 +496,38 @@ class Runner:
                     self.save({"kind": "error", "what": f"compile {kl}", "error": p.stderr[-500:]})
                     so = None
             for threads in THREADS:
-                if so:
-                    self.measure({**tags, "impl": "kiln", "config": "kiln", "threads": threads},
-                                 self.kiln_cmd(so, "g", "infer", threads, reps, (), MAX_S / 2))
-                for ct in ("SkylakeX", "default"):
+                def blas(ct, nreps, extra=()):
                     env = self.base_env()
                     env["OPENBLAS_NUM_THREADS"] = str(threads)
                     if ct != "default":
                         env["OPENBLAS_CORETYPE"] = ct
-                    self.measure({**tags, "impl": "openblas", "config": ct, "threads": threads},
-                                 [os.path.join(self.tools, "gemm_openblas"), str(m), str(k),
-                                  str(n), "--form", form, "--batch", str(b), "--threads",
-                                  str(threads), "--reps", str(reps if ct != "default" else
-                                                              max(5, reps // 3)),
-                                  "--max-seconds", str(MAX_S / 2)], env)
+                    cmd = [os.path.join(self.tools, "gemm_openblas"), str(m), str(k), str(n),
+                           "--form", form, "--batch", str(b), "--threads", str(threads),
+                           "--reps", str(nreps), "--max-seconds", str(MAX_S / 2), *extra]
+                    return cmd, env
+
+                if so and threads == 1:
+                    # One process, Kiln and OpenBLAS (SkylakeX) alternating call by call: the
+                    # machine's speed changes between processes (bench/ANALYSIS.md).
+                    cmd, env = blas("SkylakeX", reps, ("--kiln", so, "--name", "g"))
+                    self.measure_lines({**tags, "threads": threads},
+                                       {"kiln": "kiln", "openblas": "SkylakeX"}, cmd, env)
+                else:
+                    # Two thread pools in one process would contend: separate processes, Kiln
+                    # and OpenBLAS interleaved over GEMM_ROUNDS rounds, samples pooled.
+                    for rnd in range(1 if self.quick else GEMM_ROUNDS):
+                        if so:
+                            self.measure({**tags, "impl": "kiln", "config": "kiln",
+                                          "threads": threads, "round": rnd},
+                                         self.kiln_cmd(so, "g", "infer", threads,
+                                                       max(5, reps // GEMM_ROUNDS), (),
+                                                       MAX_S / 2 / GEMM_ROUNDS))
+                        cmd, env = blas("SkylakeX", max(5, reps // GEMM_ROUNDS))
+                        self.measure({**tags, "impl": "openblas", "config": "SkylakeX",
+                                      "threads": threads, "round": rnd}, cmd, env)
+                cmd, env = blas("default", max(5, reps // 3))
+                self.measure({**tags, "impl": "openblas", "config": "default",
+                              "threads": threads}, cmd, env)
 
 
 def busy_cpus(seconds=1.0):
@@ -855,12 +899,16 @@ def report(results_path, out_path):
     w("")
     w(f"Load before: {load_line('gemm')}. Kiln: a one-product model (`y = a @ b`, with "
       "`transpose(a, -2, -1)` / `transpose(b, -2, -1)` for the transposed forms, which Kiln "
-      "folds into the packing) compiled `--no-train` and timed through kiln_bench's infer "
-      "mode; the convolution rows are a one-`conv2d` model (implicit GEMM) against OpenBLAS's "
-      "im2col GEMM without the im2col. OpenBLAS: bench/gemm_openblas.c, the installed pthreads "
-      "build, `openblas_set_num_threads`, with `OPENBLAS_CORETYPE=SkylakeX` (AVX-512 kernels) "
-      "and with its default detection (Prescott here); batch > 1 = one cblas_sgemm per "
-      "product. Ratio = Kiln GFLOP/s / the faster OpenBLAS. Target ≥ 0.9, ≥ 1.0 where a "
+      "folds into the packing) compiled `--no-train`, its m_infer timed; the convolution rows "
+      "are a one-`conv2d` model (implicit GEMM) against OpenBLAS's im2col GEMM without the "
+      "im2col. OpenBLAS: bench/gemm_openblas.c, the installed pthreads build, "
+      "`openblas_set_num_threads`, with `OPENBLAS_CORETYPE=SkylakeX` (AVX-512 kernels) and "
+      "with its default detection (Prescott here); batch > 1 = one cblas_sgemm per product. "
+      "At 1 thread Kiln and OpenBLAS SkylakeX run in one process (`gemm_openblas --kiln`), "
+      "call by call in turn, so a change of the machine's speed between processes cannot "
+      f"skew the ratio; at 2 threads (two thread pools would contend in one process) in "
+      f"separate processes, {GEMM_ROUNDS} rounds interleaved, samples pooled. "
+      "Ratio = Kiln GFLOP/s / the faster OpenBLAS. Target ≥ 0.9, ≥ 1.0 where a "
       f"dimension is ≤ {SKINNY} (skinny). Forms: NN = A·B, TN = Aᵀ·B (A stored transposed), "
       "NT = A·Bᵀ. % = of the FMA peak at that thread count.")
     w("")
