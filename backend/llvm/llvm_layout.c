@@ -405,8 +405,8 @@ static bool read_later(const Plan *pl, const Node *n) {
   return false;
 }
 
-static bool epilogue_reads(Plan *pl, const Node *anchor, Node *n, bool *seen, Node **reads,
-                           int *nreads);
+static bool chain_reads(Plan *pl, const Node *anchor, const Node *x, Node *n, bool *seen,
+                        Node **reads, int *nreads);
 
 /* What a fused launch reads from memory and which of its nodes it stores
  * (those with a home, and those a later launch reads: given scratch), with
@@ -429,7 +429,7 @@ static bool scan_launch(Plan *pl, Node *anchor, Node **seg, int nseg, Scan *sc) 
   if (anchor && ok) pl->inseg[anchor->id] = sc->seen[anchor->id] = true;
   for (int i = 0; ok && i < nseg; i++) {
     Node *n = seg[i];
-    ok = anchor ? epilogue_reads(pl, anchor, n, sc->seen, sc->reads, &sc->nreads)
+    ok = anchor ? chain_reads(pl, anchor, NULL, n, sc->seen, sc->reads, &sc->nreads)
                 : fused_reads(pl, n, sc->seen, sc->reads, &sc->nreads);
     if (resident(pl, n)) {
       sc->outs[sc->nouts++] = n;
@@ -488,34 +488,21 @@ static bool plan_fused(Plan *pl, Node **seg, int nseg) {
   return ok;
 }
 
-/* The values an epilogue reads from memory, from n down (the anchor and the
- * chain are evaluated, so are inline elementwise nodes of the anchor's dims). */
-static bool epilogue_reads(Plan *pl, const Node *anchor, Node *n, bool *seen, Node **reads,
-                           int *nreads) {
+/* The values a chain reads from memory, from n down: nodes of the segment and the loop nodes
+ * of an epilogue of anchor (inline elementwise nodes of its dims), or of a prologue computing x
+ * (anchor NULL; inline elementwise nodes and embeddings of x's dims) are evaluated. */
+static bool chain_reads(Plan *pl, const Node *anchor, const Node *x, Node *n, bool *seen,
+                        Node **reads, int *nreads) {
   if (seen[n->id]) return true;
   seen[n->id] = true;
-  if (!pl->inseg[n->id] && !llvm_epilogue_loop_node(anchor, n)) {
+  bool loop = anchor ? llvm_epilogue_loop_node(anchor, n) : llvm_prologue_loop_node(x, n);
+  if (!pl->inseg[n->id] && !loop) {
     if (!plan_read(pl, n)) return false;
     reads[(*nreads)++] = n;
     return true;
   }
   for (int i = 0; i < n->nin; i++)
-    if (!epilogue_reads(pl, anchor, n->in[i], seen, reads, nreads)) return false;
-  return true;
-}
-
-/* The values a prologue reads from memory, from n down (x's loop nodes are evaluated). */
-static bool prologue_reads(Plan *pl, const Node *x, Node *n, bool *seen, Node **reads,
-                           int *nreads) {
-  if (seen[n->id]) return true;
-  seen[n->id] = true;
-  if (!pl->inseg[n->id] && !llvm_prologue_loop_node(x, n)) {
-    if (!plan_read(pl, n)) return false;
-    reads[(*nreads)++] = n;
-    return true;
-  }
-  for (int i = 0; i < n->nin; i++)
-    if (!prologue_reads(pl, x, n->in[i], seen, reads, nreads)) return false;
+    if (!chain_reads(pl, anchor, x, n->in[i], seen, reads, nreads)) return false;
   return true;
 }
 
@@ -538,7 +525,7 @@ static bool plan_prologue(Plan *pl, Node *anchor, Node **seg, int nseg) {
   pl->inseg[anchor->id] = true;
   for (int i = 0; ok && i < nseg; i++) {
     Node *n = seg[i];
-    ok = prologue_reads(pl, x, n, sc.seen, sc.reads, &sc.nreads);
+    ok = chain_reads(pl, NULL, x, n, sc.seen, sc.reads, &sc.nreads);
     bool stored = resident(pl, n) || read_later(pl, n);
     if (stored && !resident(pl, n)) tmp_of(pl, n, (int64_t)value_bytes(n));
     if (n == x)

@@ -455,15 +455,21 @@ static LLVMValueRef epi_eval(Epilogue *e, const Node *n) {
   return v;
 }
 
-static void epi_store(Epilogue *e, LLVMValueRef buf, LLVMValueRef v) {
+/* v's lanes in e->mask to p. */
+static void epi_masked_store(Epilogue *e, LLVMValueRef p, LLVMValueRef v) {
   Lower *L = e->L;
-  LLVMValueRef at = lw_add(L, lw_mulc(L, e->rowflat, e->ncols), e->j0);
   LLVMTypeRef over[2] = {e->vt, L->ptr};
-  LLVMValueRef args[4] = {v, lw_gep(L, L->f32, buf, at), lw_i32(L, 4), e->mask};
+  LLVMValueRef args[4] = {v, p, lw_i32(L, 4), e->mask};
   const char *name = "llvm.masked.store";
   unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
   LLVMValueRef f = LLVMGetIntrinsicDeclaration(L->mod, id, over, 2);
   LLVMBuildCall2(L->b, LLVMIntrinsicGetType(L->ctx, id, over, 2), f, args, 4, "");
+}
+
+static void epi_store(Epilogue *e, LLVMValueRef buf, LLVMValueRef v) {
+  Lower *L = e->L;
+  LLVMValueRef at = lw_add(L, lw_mulc(L, e->rowflat, e->ncols), e->j0);
+  epi_masked_store(e, lw_gep(L, L->f32, buf, at), v);
 }
 
 void lw_prologue_row(Epilogue *e, LLVMValueRef rowflat, int64_t d, LLVMValueRef dst) {
@@ -484,12 +490,7 @@ void lw_prologue_row(Epilogue *e, LLVMValueRef rowflat, int64_t d, LLVMValueRef 
   /* Every value before any store, as the epilogues. */
   LLVMValueRef x = epi_eval(e, k->args[0]);
   for (int o = 0; o < nouts; o++) vals[o] = epi_eval(e, k->args[first_out + o]);
-  LLVMTypeRef over[2] = {e->vt, L->ptr};
-  LLVMValueRef args[4] = {x, lw_gep(L, L->f32, dst, j0), lw_i32(L, 4), e->mask};
-  const char *name = "llvm.masked.store";
-  unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
-  LLVMValueRef f = LLVMGetIntrinsicDeclaration(L->mod, id, over, 2);
-  LLVMBuildCall2(L->b, LLVMIntrinsicGetType(L->ctx, id, over, 2), f, args, 4, "");
+  epi_masked_store(e, lw_gep(L, L->f32, dst, j0), x);
   for (int o = 0; o < nouts; o++) epi_store(e, lw_in(L, first_out + o), vals[o]);
   lw_next(L, &lv);
 }
