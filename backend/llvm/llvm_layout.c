@@ -506,6 +506,19 @@ static bool chain_reads(Plan *pl, const Node *anchor, const Node *x, Node *n, bo
   return true;
 }
 
+/* Finishes the launch of an anchor (k->out) with a chain seg (its prologue or epilogue, kind)
+ * storing outs: whether it writes an update target, and its name
+ * kiln_k<N>_<anchor>_<kind><count>_<last op>. */
+static void chain_launch(Plan *pl, Kernel *k, const char *kind, Node **seg, int nseg, Node **outs,
+                         int nouts) {
+  k->writes_update = k->out->offset == IR_BUF_UPDATE;
+  for (int i = 0; i < nouts; i++) k->writes_update |= outs[i]->offset == IR_BUF_UPDATE;
+  char what[64];
+  snprintf(what, sizeof what, "%s_%s%d_%s", ir_op_name(k->out->op), kind, nseg,
+           ir_op_name(seg[nseg - 1]->op));
+  launch_common(pl, k, what);
+}
+
 /* A row kernel (layer_norm) and the elementwise chain seg[0..nseg) computing its input x: one
  * launch, each row of x computed by the prologue (into x's home when it has one or a later
  * launch reads it, else into a row on the stack) right before the row kernel reads it. */
@@ -561,12 +574,7 @@ static bool plan_prologue(Plan *pl, Node *anchor, Node **seg, int nseg) {
     for (int i = 1; ok && i < anchor->nin + sc.nreads; i++) ok = place_read(pl, k, i);
     for (int i = anchor->nin + sc.nreads; i < nargs; i++) k->at[i] = place_of(pl, k->args[i]);
     k->at[nargs] = resident(pl, anchor) ? -1 : tmp_of(pl, anchor, (int64_t)value_bytes(anchor));
-    k->writes_update = anchor->offset == IR_BUF_UPDATE;
-    for (int i = 0; i < sc.nouts; i++) k->writes_update |= sc.outs[i]->offset == IR_BUF_UPDATE;
-    char what[64];
-    snprintf(what, sizeof what, "%s_pro%d_%s", ir_op_name(anchor->op), nseg,
-             ir_op_name(seg[nseg - 1]->op));
-    launch_common(pl, k, what);
+    chain_launch(pl, k, "pro", seg, nseg, sc.outs, sc.nouts);
   } else {
     ok = false;
   }
@@ -622,12 +630,7 @@ static bool plan_epilogue(Plan *pl, Node *anchor, Node **seg, int nseg) {
     k->at[nargs] = resident(pl, anchor) ? -1
                    : buffer             ? tmp_of(pl, anchor, (int64_t)value_bytes(anchor))
                                         : pl->base;
-    k->writes_update = anchor->offset == IR_BUF_UPDATE;
-    for (int i = 0; i < nouts; i++) k->writes_update |= outs[i]->offset == IR_BUF_UPDATE;
-    char what[64];
-    snprintf(what, sizeof what, "%s_epi%d_%s", ir_op_name(anchor->op), nseg,
-             ir_op_name(seg[nseg - 1]->op));
-    launch_common(pl, k, what);
+    chain_launch(pl, k, "epi", seg, nseg, outs, nouts);
   } else {
     ok = false;
   }
