@@ -289,9 +289,14 @@ bool llvm_epilogue_ok(const Node *anchor, Node *const *seg, int nseg) {
 
 bool llvm_prologue_anchor(const Node *anchor) {
   const Node *x = anchor->nin > 0 ? anchor->in[0] : NULL;
+  if (!x || anchor->type.dtype != DT_F32 || x->type.dtype != DT_F32 || x->type.rank < 1)
+    return false;
   /* A row of x up to 64 KiB: the stack row when nothing else reads x. */
-  return anchor->op == OP_LAYER_NORM && anchor->type.dtype == DT_F32 && x->type.dtype == DT_F32 &&
-         x->type.rank >= 2 && x->type.dims[x->type.rank - 1] <= 16384;
+  int64_t count = ir_type_numel(&anchor->type), per = ir_type_numel(&x->type) / count;
+  if (anchor->op == OP_LAYER_NORM)
+    return x->type.rank >= 2 && x->type.dims[x->type.rank - 1] <= 16384;
+  /* A reduction of runs of whole rows (llvm_reduce_runs), up to 64 KiB per output element. */
+  return llvm_reduce_runs(anchor) && per <= 16384;
 }
 
 static bool f32_embedding(const Node *n) {
@@ -313,6 +318,8 @@ static bool prologue_inputs_ok(const Node *x, const Node *n, Node *const *seg, i
     const Node *a = n->in[i];
     if (a->op == OP_CONST || in_seg(a, seg, nseg)) continue;
     if (f32_embedding(n)) continue; /* ids and table: read whole */
+    /* A reshape keeps the flat index: reading its input by x's dims would broadcast it. */
+    if (n->op == OP_RESHAPE && !same_dims(&a->type, &x->type)) return false;
     if (llvm_prologue_loop_node(x, a)) {
       if (!prologue_inputs_ok(x, a, seg, nseg, depth + 1)) return false;
     } else if (a->type.dtype != DT_F32) {

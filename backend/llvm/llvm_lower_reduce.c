@@ -282,6 +282,8 @@ typedef struct Reduce {
   const ReduceDims *rd;
   LLVMTypeRef ft, xt;
   RowOp op;
+  LLVMValueRef x;   /* x: its buffer, or with a prologue on the stack, shifted so that x + the
+                       row's offset lands on its row there */
   LLVMValueRef off; /* x offset of the row being reduced */
   Epilogue *epi;    /* a row sum's fused epilogue, or NULL */
 } Reduce;
@@ -289,7 +291,7 @@ typedef struct Reduce {
 /* x[off + i], w lanes, in ft. */
 static LLVMValueRef term_reduce(Lower *L, LLVMValueRef i, unsigned w, void *cx) {
   Reduce *r = cx;
-  return lw_fconv(L, vload(L, r->xt, lw_in(L, 0), lw_add(L, r->off, i), w), vec_type(r->ft, w));
+  return lw_fconv(L, vload(L, r->xt, r->x, lw_add(L, r->off, i), w), vec_type(r->ft, w));
 }
 
 /* The reduced dims before the innermost as loops around a row reduction of
@@ -453,6 +455,37 @@ static void reduce_outer(Lower *L, Kernel *k, Reduce *r, int64_t count, int64_t 
  * reduced, each output element reduces its rows in vectors; else the output's
  * rows are accumulated a vector block at a time while x streams past row by
  * row, never strided down a column. */
+/* A reduction whose output element o reduces the contiguous run [o*per, (o+1)*per) of x
+ * (the trailing dims reduced), made of whole rows of x's last dim: a prologue can compute x
+ * row by row before the reduction reads the run. */
+bool llvm_reduce_runs(const Node *n) {
+  if (n->op != OP_SUM && n->op != OP_MEAN && n->op != OP_MAX) return false;
+  const Type *xt = &n->in[0]->type;
+  ReduceDims rd;
+  reduce_dims(xt, ir_attr_c(n, "axes"), &rd);
+  int64_t count = ir_type_numel(&n->type), per = ir_type_numel(xt) / (count ? count : 1);
+  int64_t d = xt->rank ? xt->dims[xt->rank - 1] : 1;
+  bool runs = rd.inner_reduced && rd.nr == 1 && rd.rstride[0] == 1 &&
+              (rd.nk == 0 || (rd.nk == 1 && rd.kstride[0] == per));
+  return runs && d >= 1 && per % d == 0;
+}
+
+/* With a prologue: the x rows of output elements o0 .. o0 + g - 1 (runs of per), computed
+ * into x's home or the stack rows xs; returns the base the reduction reads x from. */
+static LLVMValueRef reduce_prologue(Lower *L, Epilogue *pro, LLVMValueRef xs, LLVMValueRef o0,
+                                    int g, int64_t per, int64_t d) {
+  LwLoop lr;
+  LLVMValueRef first = lw_mulc(L, o0, per / d);
+  LLVMValueRef r = lw_for(L, &lr, first, lw_add(L, first, lw_i64(L, g * per / d)));
+  LLVMValueRef dst = xs ? lw_gep(L, L->f32, xs, lw_mulc(L, LLVMBuildSub(L->b, r, first, ""), d))
+                        : lw_gep(L, L->f32, lw_in(L, 0), lw_mulc(L, r, d));
+  lw_prologue_row(pro, r, d, dst);
+  lw_next(L, &lr);
+  if (!xs) return lw_in(L, 0);
+  LLVMValueRef back = LLVMBuildNeg(L->b, lw_mulc(L, o0, per), "");
+  return LLVMBuildGEP2(L->b, L->f32, xs, &back, 1, "");
+}
+
 void lower_reduce(Lower *L, Kernel *k) {
   const Node *n = k->out;
   ReduceDims rd;
@@ -460,7 +493,8 @@ void lower_reduce(Lower *L, Kernel *k) {
   Reduce r = {.rd = &rd,
               .ft = lw_elt(L, n->type.dtype),
               .xt = lw_elt(L, n->in[0]->type.dtype),
-              .op = n->op == OP_MAX ? ROW_MAX : ROW_SUM};
+              .op = n->op == OP_MAX ? ROW_MAX : ROW_SUM,
+              .x = lw_in(L, 0)};
   int64_t count = ir_type_numel(&n->type);
   int64_t per = ir_type_numel(&n->in[0]->type) / (count ? count : 1);
   if (!rd.inner_reduced) {
@@ -471,12 +505,18 @@ void lower_reduce(Lower *L, Kernel *k) {
   int g = rd.nr == 1 ? row_group(L, r.ft, count, per, 0) : 1;
   r.epi = k->nepi ? lw_epilogue_new(L, k, (int)vec_width(L, r.ft)) : NULL;
   k->range = count / g;
-  k->min_chunk = chunk_for(per * g * (k->nepi + 1));
+  k->min_chunk = chunk_for(per * g * (k->nepi + k->npro + 1));
+  const Type *xt = &n->in[0]->type;
+  int64_t d = xt->rank ? xt->dims[xt->rank - 1] : 1;
+  Epilogue *pro = k->npro ? lw_prologue_new(L, k, (int)vec_width(L, r.ft)) : NULL;
+  LLVMValueRef xs = k->pro_stack ? lw_stack(L, r.xt, g * per) : NULL;
   LwLoop outer;
   LLVMValueRef o0 = lw_mulc(L, lw_outer(L, &outer), g);
+  if (pro) r.x = reduce_prologue(L, pro, xs, o0, g, per, d);
   reduce_inner(L, &r, o0, g, per, n->op == OP_MEAN);
   lw_next(L, &outer);
   lw_epilogue_free(r.epi);
+  lw_epilogue_free(pro);
 }
 
 /* ---- softmax, log_softmax ----------------------------------------------- */

@@ -174,8 +174,9 @@ int64_t lw_epilogue_cost(const Epilogue *e);
  * (anchor->in[0], f32, rows of its last dim), evaluated row by row in the kernel with the
  * epilogues' vector evaluator: inline elementwise nodes and embeddings of x's dims are
  * evaluated, other values read (any broadcast). llvm_prologue_anchor: the anchor takes one
- * (layer_norm). */
+ * (layer_norm; a sum, mean or max over runs of whole rows: llvm_reduce_runs). */
 bool llvm_prologue_anchor(const Node *anchor);
+bool llvm_reduce_runs(const Node *n); /* llvm_lower_reduce.c */
 bool llvm_prologue_loop_node(const Node *x, const Node *n);
 bool llvm_prologue_ok(const Node *anchor, Node *const *seg, int nseg);
 Epilogue *lw_prologue_new(Lower *L, Kernel *k, int vl);
