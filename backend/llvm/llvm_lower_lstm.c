@@ -687,23 +687,23 @@ void lower_lstm(Lower *L, Kernel *k) {
   LLVMValueRef t = lw_for(L, &lt, lw_i64(L, 0), lw_i64(L, s.t));
   LLVMValueRef prev = lw_smax(L, lw_addc(L, t, -1), lw_i64(L, 0));
   LLVMValueRef has_h = LLVMBuildICmp(L->b, LLVMIntSGT, t, lw_i64(L, 0), "");
-  Product p = {
-      .seg = {{k->x_embed ? NULL : lw_gep(L, s.ft, lw_in(L, 0), lw_mulc(L, t, s.in)), wf,
-               lw_i64(L, s.in), s.t * s.in, 1, s.sg, k->x_embed ? t : NULL},
-              {lw_gep(L, s.ft, lw_out(L), lw_mulc(L, prev, s.h)),
-               lw_gep(L, s.ft, wf, lw_i64(L, s.ip * s.sg)),
-               LLVMBuildSelect(L->b, has_h, lw_i64(L, s.h), lw_i64(L, 0), ""), s.t * s.h, 1, s.sg}},
-      .nseg = 2,
-      .ncv = s.g4 / s.vl,
-      .nv = 4,
-      .mr = fit_tile_rows(L, 4, s.rows),
-      .kb = LSTM_KB,
-      .z = z,
-      .zrow = s.sg,
-      .epi = epi_forward,
-      .costly = true,
-      .user = &f,
-      .t = t};
+  Product p = {.seg = {{k->x_embed ? NULL : lw_gep(L, s.ft, lw_in(L, 0), lw_mulc(L, t, s.in)), wf,
+                        lw_i64(L, s.in), s.t * s.in, 1, s.sg, k->x_embed ? t : NULL},
+                       {lw_gep(L, s.ft, lw_out(L), lw_mulc(L, prev, s.h)),
+                        lw_gep(L, s.ft, wf, lw_i64(L, s.ip * s.sg)),
+                        LLVMBuildSelect(L->b, has_h, lw_i64(L, s.h), lw_i64(L, 0), ""), s.t * s.h,
+                        1, s.sg, NULL}},
+               .nseg = 2,
+               .ncv = s.g4 / s.vl,
+               .nv = 4,
+               .mr = fit_tile_rows(L, 4, s.rows),
+               .kb = LSTM_KB,
+               .z = z,
+               .zrow = s.sg,
+               .epi = epi_forward,
+               .costly = true,
+               .user = &f,
+               .t = t};
   product(L, &s, &p, r0, r1);
   lw_next(L, &lt);
 }
@@ -823,19 +823,19 @@ static void grad_forward(Lower *L, const Lstm *s, Bwd *w, LLVMValueRef r0, LLVMV
   LLVMValueRef t = lw_for(L, &lt, lw_i64(L, 0), lw_i64(L, s->t));
   LLVMValueRef k = LLVMBuildSelect(L->b, LLVMBuildICmp(L->b, LLVMIntSGT, t, lw_i64(L, 0), ""),
                                    lw_i64(L, s->kx), lw_i64(L, s->ip), "");
-  Product p = {
-      .seg = {{lw_gep(L, s->ft, w->xh, lw_mulc(L, t, s->sx)), w->wf, k, s->t * s->sx, 1, s->sg}},
-      .nseg = 1,
-      .ncv = s->g4 / s->vl,
-      .nv = 4,
-      .mr = fit_tile_rows(L, 4, s->b),
-      .kb = LSTM_KB,
-      .z = w->z,
-      .zrow = s->sg,
-      .epi = epi_tape,
-      .costly = true,
-      .user = w,
-      .t = t};
+  Product p = {.seg = {{lw_gep(L, s->ft, w->xh, lw_mulc(L, t, s->sx)), w->wf, k, s->t * s->sx, 1,
+                        s->sg, NULL}},
+               .nseg = 1,
+               .ncv = s->g4 / s->vl,
+               .nv = 4,
+               .mr = fit_tile_rows(L, 4, s->b),
+               .kb = LSTM_KB,
+               .z = w->z,
+               .zrow = s->sg,
+               .epi = epi_tape,
+               .costly = true,
+               .user = w,
+               .t = t};
   product(L, s, &p, r0, r1);
   lw_next(L, &lt);
 }
@@ -852,7 +852,7 @@ static void grad_through_time(Lower *L, const Lstm *s, Bwd *w, LLVMValueRef r0, 
   int64_t ncv = s->hp / s->vl;
   int nv = ncv < 2 ? (int)ncv : 2;
   Product p = {.seg = {{lw_gep(L, s->ft, w->gates, lw_mulc(L, next, s->sg)), w->wbh, k,
-                        s->t * s->sg, 1, s->sh}},
+                        s->t * s->sg, 1, s->sh, NULL}},
                .nseg = 1,
                .ncv = ncv,
                .nv = nv,
@@ -874,7 +874,7 @@ static void grad_weights(Lower *L, const Lstm *s, Bwd *w, LLVMValueRef k0, LLVMV
   int64_t n = s->b * s->t, ncv = s->g4 / s->vl;
   int nv = ncv < LSTM_MAX_NV ? (int)ncv : LSTM_MAX_NV;
   LwLoop lg, lk;
-  Product p = {.seg = {{w->xh, w->gates, lw_i64(L, n), 1, s->sx, s->sg}},
+  Product p = {.seg = {{w->xh, w->gates, lw_i64(L, n), 1, s->sx, s->sg, NULL}},
                .nseg = 1,
                .ncv = ncv,
                .nv = nv,
@@ -931,7 +931,7 @@ static void grad_bias(Lower *L, const Lstm *s, Bwd *w) {
 static void grad_input(Lower *L, const Lstm *s, Bwd *w, LLVMValueRef r0, LLVMValueRef r1) {
   int64_t ncv = s->ip / s->vl;
   int nv = ncv < LSTM_MAX_NV ? (int)ncv : LSTM_MAX_NV;
-  Product p = {.seg = {{w->gates, w->wbi, lw_i64(L, s->g4), s->sg, 1, s->si}},
+  Product p = {.seg = {{w->gates, w->wbi, lw_i64(L, s->g4), s->sg, 1, s->si, NULL}},
                .nseg = 1,
                .ncv = ncv,
                .nv = nv,
