@@ -519,9 +519,10 @@ static void chain_launch(Plan *pl, Kernel *k, const char *kind, Node **seg, int 
   launch_common(pl, k, what);
 }
 
-/* A row kernel (layer_norm) and the elementwise chain seg[0..nseg) computing its input x: one
+/* An anchor taking a prologue (a layer_norm, or a reduction over runs of whole rows:
+ * llvm_prologue_anchor) and the elementwise chain seg[0..nseg) computing its input x: one
  * launch, each row of x computed by the prologue (into x's home when it has one or a later
- * launch reads it, else into a row on the stack) right before the row kernel reads it. */
+ * launch reads it, else onto the stack) right before the anchor reads it. */
 static bool plan_prologue(Plan *pl, Node *anchor, Node **seg, int nseg) {
   Program *p = pl->p;
   Node *x = anchor->in[0];

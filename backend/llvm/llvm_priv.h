@@ -56,7 +56,8 @@ typedef struct Kernel {
                anything is stored; args = the anchor's operands, then nreads values
                the chain reads (from epi_args), then outputs after out (the anchor) */
   int epi_args;
-  int npro; /* a row kernel (nodes[0], layer_norm) with a fused prologue: nodes[1..1+npro)
+  int npro; /* an anchor (nodes[0]: layer_norm, or a sum / mean / max over runs of whole rows:
+               llvm_prologue_anchor) with a fused prologue: nodes[1..1+npro)
                compute its input x (args[0]) row by row into x's home, or into a row on the
                stack when nothing else reads x (pro_stack); args = the anchor's operands,
                then nreads values the prologue reads (from epi_args), then its other
