@@ -293,8 +293,12 @@ bool llvm_prologue_anchor(const Node *anchor) {
     return false;
   /* A row of x up to 64 KiB: the stack row when nothing else reads x. */
   int64_t count = ir_type_numel(&anchor->type), per = ir_type_numel(&x->type) / count;
-  if (anchor->op == OP_LAYER_NORM)
-    return x->type.rank >= 2 && x->type.dims[x->type.rank - 1] <= 16384;
+  int64_t d = x->type.dims[x->type.rank - 1];
+  if (anchor->op == OP_LAYER_NORM) return x->type.rank >= 2 && d <= 16384;
+  /* Row kernels over the last axis: softmax and log_softmax, cross_entropy's logits. */
+  if (anchor->op == OP_SOFTMAX || anchor->op == OP_LOG_SOFTMAX)
+    return ir_attr_int(anchor, "axis") == x->type.rank - 1 && x->type.rank >= 2 && d <= 16384;
+  if (anchor->op == OP_CROSS_ENTROPY) return x->type.rank >= 2 && d <= 16384;
   /* A reduction of runs of whole rows (llvm_reduce_runs), up to 64 KiB per output element. */
   return llvm_reduce_runs(anchor) && per <= 16384;
 }

@@ -624,11 +624,16 @@ void lower_softmax(Lower *L, Kernel *k) {
   SoftRow r[REDUCE_GROUP];
   void *cx[REDUCE_GROUP];
   LLVMValueRef s[REDUCE_GROUP], y[REDUCE_GROUP];
+  /* A prologue computes each row of x first: into x's home, or into stack rows. */
+  Epilogue *pro = k->npro ? lw_prologue_new(L, k, (int)vec_width(L, ft)) : NULL;
+  LLVMValueRef xs = k->pro_stack ? lw_stack(L, ft, g * len) : NULL;
   LwLoop outer;
   LLVMValueRef row0 = lw_mulc(L, lw_outer(L, &outer), g);
   for (int j = 0; j < g; j++) {
     LLVMValueRef off = lw_mulc(L, lw_addc(L, row0, j), len);
-    r[j] = (SoftRow){.ft = ft, .x = lw_gep(L, ft, lw_in(L, 0), off)};
+    LLVMValueRef x = xs ? lw_gep(L, ft, xs, lw_i64(L, j * len)) : lw_gep(L, ft, lw_in(L, 0), off);
+    if (pro) lw_prologue_row(pro, lw_addc(L, row0, j), len, x);
+    r[j] = (SoftRow){.ft = ft, .x = x};
     y[j] = lw_gep(L, ft, lw_out(L), off);
     r[j].y = soft ? y[j] : NULL;
     cx[j] = &r[j];
@@ -640,6 +645,7 @@ void lower_softmax(Lower *L, Kernel *k) {
   }
   rows_loop(L, vec_width(L, ft), len, soft ? scale_softmax : scale_log_softmax, cx, g);
   lw_next(L, &outer);
+  lw_epilogue_free(pro);
 }
 
 /* ---- layer_norm and its gradient ---------------------------------------- */
@@ -813,14 +819,18 @@ void lower_cross_entropy(Lower *L, Kernel *k) {
   k->min_chunk = 1;
   LwLoop outer, lp;
   LwIf cond;
+  /* A prologue computes each row of the logits first: into their home, or a stack row. */
+  Epilogue *pro = k->npro ? lw_prologue_new(L, k, (int)vec_width(L, r.ft)) : NULL;
+  LLVMValueRef xs = k->pro_stack ? lw_stack(L, r.ft, c) : NULL;
   lw_outer(L, &outer);
   LLVMValueRef sum = lw_var(L, L->f64, lw_fc(L, L->f64, 0.0));
   LLVMValueRef p = lw_for(L, &lp, lw_i64(L, 0), lw_i64(L, rows)), bad, s;
+  r.x = xs ? xs : lw_gep(L, r.ft, lw_in(L, 0), lw_mulc(L, p, c));
+  if (pro) lw_prologue_row(pro, p, c, r.x);
   LLVMValueRef y = load_label(L, p, c, &bad);
   lw_if(L, &cond, bad);
   lw_range_error(L);
   lw_else(L, &cond);
-  r.x = lw_gep(L, r.ft, lw_in(L, 0), lw_mulc(L, p, c));
   rows_softmax_parts(L, &r, 1, c, &s);
   LLVMValueRef term = LLVMBuildFSub(L->b, ext(L, r.m), ext(L, lw_load(L, r.ft, r.x, y)), "");
   term = LLVMBuildFAdd(L->b, term, ext(L, lw_log(L, s)), "");
@@ -830,6 +840,7 @@ void lower_cross_entropy(Lower *L, Kernel *k) {
   LLVMValueRef mean = lw_fdiv(L, lw_get(L, L->f64, sum), lw_fc(L, L->f64, (double)rows));
   lw_store(L, r.ft, lw_out(L), lw_i64(L, 0), lw_fconv(L, mean, r.ft));
   lw_next(L, &outer);
+  lw_epilogue_free(pro);
 }
 
 /* dz = e^(x - m) / s dloss / P (the label's own element fixed after). */

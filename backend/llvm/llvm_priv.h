@@ -56,8 +56,8 @@ typedef struct Kernel {
                anything is stored; args = the anchor's operands, then nreads values
                the chain reads (from epi_args), then outputs after out (the anchor) */
   int epi_args;
-  int npro; /* an anchor (nodes[0]: layer_norm, or a sum / mean / max over runs of whole rows:
-               llvm_prologue_anchor) with a fused prologue: nodes[1..1+npro)
+  int npro; /* an anchor (nodes[0]: a row kernel, or a sum / mean / max over runs of whole
+               rows: llvm_prologue_anchor) with a fused prologue: nodes[1..1+npro)
                compute its input x (args[0]) row by row into x's home, or into a row on the
                stack when nothing else reads x (pro_stack); args = the anchor's operands,
                then nreads values the prologue reads (from epi_args), then its other
@@ -175,7 +175,8 @@ int64_t lw_epilogue_cost(const Epilogue *e);
  * (anchor->in[0], f32, rows of its last dim), evaluated row by row in the kernel with the
  * epilogues' vector evaluator: inline elementwise nodes and embeddings of x's dims are
  * evaluated, other values read (any broadcast). llvm_prologue_anchor: the anchor takes one
- * (layer_norm; a sum, mean or max over runs of whole rows: llvm_reduce_runs). */
+ * (layer_norm, softmax and log_softmax over the last axis, cross_entropy's logits; a sum, mean or
+ * max over runs of whole rows: llvm_reduce_runs). */
 bool llvm_prologue_anchor(const Node *anchor);
 bool llvm_reduce_runs(const Node *n); /* llvm_lower_reduce.c */
 bool llvm_prologue_loop_node(const Node *x, const Node *n);
