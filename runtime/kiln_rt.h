@@ -79,6 +79,12 @@ KILN_RT_API void kiln_pool_free(kiln_pool *pool);
  * suffices. Workers spin briefly between kernels, then sleep. */
 KILN_RT_API void kiln_parallel_for(kiln_pool *pool, kiln_task_fn fn, void *ctx, int64_t n,
                                    int64_t min_chunk);
+/* Inside a task of kiln_parallel_for: this thread's chunk index and the job's chunk count (0
+ * and 1 when it runs inline), so a kernel in phases can split each phase's own work. */
+KILN_RT_API void kiln_job_shape(int64_t *index, int64_t *count);
+/* Inside a task: returns once every chunk of the job has reached it (a no-op with one chunk).
+ * Each chunk must call it the same number of times. */
+KILN_RT_API void kiln_job_barrier(void);
 
 /* ---- Memory ------------------------------------------------------------- */
 

@@ -57,6 +57,9 @@ struct kiln_pool {
   kiln_task_fn fn;
   void *ctx;
   int64_t n;
+  /* The job's barrier (kiln_job_barrier): arrivals, and the generation they wait to change. */
+  _Alignas(POOL_CACHE_LINE) _Atomic int bar_count;
+  _Atomic unsigned bar_gen;
   /* The caller's. */
   _Alignas(POOL_CACHE_LINE) _Atomic int busy; /* a job is running: nested calls run inline */
   uint64_t seq;
@@ -87,6 +90,46 @@ static void pool_chunk(int64_t n, int nchunks, int i, int64_t *begin, int64_t *e
   int64_t base = n / nchunks, rem = n % nchunks;
   *begin = i * base + (i < rem ? i : rem);
   *end = *begin + base + (i < rem ? 1 : 0);
+}
+
+/* The job the calling thread is running a chunk of (kiln_job_shape, kiln_job_barrier). */
+typedef struct JobSeat {
+  kiln_pool *pool; /* NULL: inline, alone */
+  int index, count;
+} JobSeat;
+static _Thread_local JobSeat job_seat = {NULL, 0, 1};
+
+static void run_chunk(kiln_pool *pool, int index, int count, kiln_task_fn fn, void *ctx,
+                      int64_t begin, int64_t end) {
+  JobSeat saved = job_seat;
+  job_seat = (JobSeat){pool, index, count};
+  fn(ctx, begin, end);
+  job_seat = saved;
+}
+
+void kiln_job_shape(int64_t *index, int64_t *count) {
+  *index = job_seat.index;
+  *count = job_seat.count;
+}
+
+/* The last of the job's chunks to arrive resets the count and moves the generation on; the
+ * others spin on it (yielding when the pool has more threads than cores, or after a while: a
+ * preempted chunk needs the core). */
+void kiln_job_barrier(void) {
+  kiln_pool *p = job_seat.pool;
+  if (!p || job_seat.count <= 1) return;
+  unsigned gen = atomic_load_explicit(&p->bar_gen, memory_order_acquire);
+  if (atomic_fetch_add_explicit(&p->bar_count, 1, memory_order_acq_rel) == job_seat.count - 1) {
+    atomic_store_explicit(&p->bar_count, 0, memory_order_relaxed);
+    atomic_fetch_add_explicit(&p->bar_gen, 1, memory_order_release);
+    return;
+  }
+  for (unsigned i = 0; atomic_load_explicit(&p->bar_gen, memory_order_acquire) == gen; i++) {
+    if (i < POOL_CALLER_SPIN && !p->oversubscribed)
+      pool_pause();
+    else
+      sched_yield();
+  }
 }
 
 /* ---- Workers ------------------------------------------------------------ */
@@ -134,7 +177,7 @@ static void *pool_worker(void *arg) {
     if (me->index >= nchunks) continue;
     int64_t begin, end;
     pool_chunk(p->n, nchunks, me->index, &begin, &end);
-    p->fn(p->ctx, begin, end);
+    run_chunk(p, me->index, nchunks, p->fn, p->ctx, begin, end);
     atomic_fetch_sub_explicit(&p->remaining, 1, memory_order_release);
   }
   return NULL;
@@ -179,6 +222,8 @@ kiln_pool *kiln_pool_new(int nthreads) {
   atomic_init(&p->stop, 0);
   atomic_init(&p->nsleeping, 0);
   atomic_init(&p->busy, 0);
+  atomic_init(&p->bar_count, 0);
+  atomic_init(&p->bar_gen, 0);
   p->nthreads = nthreads;
   p->oversubscribed = nthreads > rt_default_threads();
   p->workers = calloc((size_t)nthreads, sizeof *p->workers);
@@ -222,7 +267,7 @@ void kiln_parallel_for(kiln_pool *pool, kiln_task_fn fn, void *ctx, int64_t n, i
   /* One chunk, or a call from inside a job (nested, or a second thread on
      the same instance): run inline. */
   if (nchunks <= 1 || atomic_exchange_explicit(&pool->busy, 1, memory_order_acquire)) {
-    fn(ctx, 0, n);
+    run_chunk(NULL, 0, 1, fn, ctx, 0, n);
     return;
   }
   pool->fn = fn;
@@ -232,7 +277,7 @@ void kiln_parallel_for(kiln_pool *pool, kiln_task_fn fn, void *ctx, int64_t n, i
   pool_publish(pool, nchunks);
   int64_t begin, end;
   pool_chunk(n, nchunks, 0, &begin, &end);
-  fn(ctx, begin, end);
+  run_chunk(pool, 0, nchunks, fn, ctx, begin, end);
   pool_join(pool);
   atomic_store_explicit(&pool->busy, 0, memory_order_release);
 }

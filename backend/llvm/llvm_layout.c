@@ -23,37 +23,29 @@ int64_t llvm_scratch_bytes(const Graph *g, const Node *n) {
 
 /* ---- Kernels ------------------------------------------------------------ */
 
-/* The name of launch k of node n: kiln_k<N>_<op>, phases after the first _p<phase>. */
+/* The name of launch k: kiln_k<N>_<what>. */
 static void launch_name(Kernel *k, const char *what) {
-  if (k->phase)
-    snprintf(k->name, sizeof k->name, "kiln_k%d_%s_p%d", k->index, what, k->phase);
-  else
-    snprintf(k->name, sizeof k->name, "kiln_k%d_%s", k->index, what);
+  snprintf(k->name, sizeof k->name, "kiln_k%d_%s", k->index, what);
 }
 
 static bool program_kernels(Program *p) {
   const Graph *g = p->g;
-  size_t cap = 1;
-  for (int i = 0; i < g->nnodes; i++) cap += (size_t)llvm_phases(g, g->nodes[i]);
-  p->kernels = calloc(cap, sizeof *p->kernels);
+  p->kernels = calloc((size_t)g->nnodes + 1, sizeof *p->kernels);
   if (!p->kernels) return false;
   for (int i = 0; i < g->nnodes; i++) {
     Node *n = g->nodes[i];
     if (ir_op_is_named_source(n->op)) continue;
-    for (int ph = 0; ph < llvm_phases(g, n); ph++) {
-      Kernel *k = &p->kernels[p->nkernels];
-      k->index = p->nkernels++;
-      k->phase = ph;
-      k->nodes = &g->nodes[i];
-      k->nnodes = 1;
-      k->out = n;
-      k->args = n->in;
-      k->nargs = n->nin;
-      k->group = k->nodes;
-      k->ngroup = 1;
-      k->scratch_bytes = llvm_scratch_bytes(g, n);
-      launch_name(k, ir_op_name(n->op));
-    }
+    Kernel *k = &p->kernels[p->nkernels];
+    k->index = p->nkernels++;
+    k->nodes = &g->nodes[i];
+    k->nnodes = 1;
+    k->out = n;
+    k->args = n->in;
+    k->nargs = n->nin;
+    k->group = k->nodes;
+    k->ngroup = 1;
+    k->scratch_bytes = llvm_scratch_bytes(g, n);
+    launch_name(k, ir_op_name(n->op));
   }
   return true;
 }
@@ -105,15 +97,12 @@ static bool program_layout(Program *p) {
   if (!layout_instance(p)) return false;
   uint64_t at = l->arena_offset;
   for (int i = 0; i < p->nkernels; i++, at = align_up(at))
-    if (!p->kernels[i].phase)
-      l->offset[p->kernels[i].out->id] = (int64_t)at, at += value_bytes(p->kernels[i].out);
-  /* A node's later phases share its first one's scratch; an lstm_grad its lstm's. */
+    l->offset[p->kernels[i].out->id] = (int64_t)at, at += value_bytes(p->kernels[i].out);
+  /* An lstm_grad shares its lstm's scratch (the tape). */
   for (int i = 0; i < p->nkernels; i++, at = align_up(at)) {
     Kernel *k = &p->kernels[i];
     const Node *pair = k->out->op == OP_LSTM_GRAD ? llvm_lstm_pair(g, k->out) : NULL;
-    if (k->phase) {
-      k->scratch_offset = k[-1].scratch_offset;
-    } else if (pair) {
+    if (pair) {
       for (int j = 0; j < i; j++)
         if (p->kernels[j].out == pair) k->scratch_offset = p->kernels[j].scratch_offset;
     } else {
@@ -354,16 +343,6 @@ static bool plan_single(Plan *pl, Node *n) {
     pl->sat = (int64_t)align_up((uint64_t)(pl->sat + k->scratch_bytes));
   }
   launch_common(pl, k, ir_op_name(n->op));
-  /* Later phases: the same buffers and scratch, launched in turn. */
-  for (int ph = 1; ph < llvm_phases(p->g, n); ph++) {
-    Kernel first = p->kernels[p->nkernels - 1];
-    Kernel *next = new_launch(p);
-    if (!next) return false;
-    first.index = next->index;
-    first.phase = ph;
-    *next = first;
-    launch_common(pl, next, ir_op_name(n->op));
-  }
   return true;
 }
 

@@ -24,7 +24,8 @@
  * the depth in blocks whose slice of B stays in L1 while every tile passes over it.
  *
  * Threads: the forward splits the batch in blocks of rows, each block packing its own copy of
- * the weights. lstm_grad is four launches (llvm_phases; a kernel has no barrier inside): the
+ * the weights. lstm_grad is one launch in four phases with a barrier between them
+ * (kiln_job_barrier; each chunk splits every phase's iterations itself, kiln_job_shape): the
  * packed weights; the recurrence forward and back per block of batch rows (rows are independent
  * through time); the weight gradients per block of their rows (each sums over the batch itself);
  * dX per block of (b, t) rows. Every value is computed by one thread in a fixed order, so the
@@ -948,11 +949,40 @@ static void grad_input(Lower *L, const Lstm *s, Bwd *w, LLVMValueRef r0, LLVMVal
 #define LSTM_GRAD_WROWS 24
 #define LSTM_GRAD_XROWS 96
 
-int llvm_phases(const Graph *g, const Node *n) {
-  bool paired = llvm_lstm_pair(g, n) != NULL;
-  if (n->op == OP_LSTM) return paired ? 2 : 1;
-  if (n->op == OP_LSTM_GRAD) return paired ? 3 : 4;
-  return 1;
+/* The phases run as one launch: chunks of kiln_parallel_for (one per thread: LSTM_JOB_RANGE
+ * covers every thread count the runtime allows) split each phase's own iterations, with
+ * kiln_job_barrier between phases. */
+#define LSTM_JOB_RANGE 4096
+
+/* This thread's chunk index and the job's chunk count (kiln_job_shape). */
+static void job_shape(Lower *L, LLVMValueRef *index, LLVMValueRef *count) {
+  LLVMTypeRef ps[2] = {L->ptr, L->ptr};
+  LLVMTypeRef ft = LLVMFunctionType(L->voidt, ps, 2, 0);
+  LLVMValueRef f = LLVMGetNamedFunction(L->mod, "kiln_job_shape");
+  if (!f) f = LLVMAddFunction(L->mod, "kiln_job_shape", ft);
+  LLVMValueRef slots = lw_stack(L, L->i64, 2);
+  LLVMValueRef args[2] = {slots, lw_gep(L, L->i64, slots, lw_i64(L, 1))};
+  LLVMBuildCall2(L->b, ft, f, args, 2, "");
+  *index = lw_load(L, L->i64, slots, lw_i64(L, 0));
+  *count = lw_load(L, L->i64, slots, lw_i64(L, 1));
+}
+
+/* Waits for every chunk of the job (kiln_job_barrier). */
+static void job_barrier(Lower *L) {
+  LLVMTypeRef ft = LLVMFunctionType(L->voidt, NULL, 0, 0);
+  LLVMValueRef f = LLVMGetNamedFunction(L->mod, "kiln_job_barrier");
+  if (!f) f = LLVMAddFunction(L->mod, "kiln_job_barrier", ft);
+  LLVMBuildCall2(L->b, ft, f, NULL, 0, "");
+}
+
+/* Sets L->begin and L->end to this chunk's share of a phase of n iterations (as the runtime
+ * splits a job: the first n % count chunks get one more). */
+static void phase_share(Lower *L, int64_t n, LLVMValueRef index, LLVMValueRef count) {
+  LLVMValueRef nn = lw_i64(L, n);
+  LLVMValueRef base = LLVMBuildSDiv(L->b, nn, count, ""), rem = LLVMBuildSRem(L->b, nn, count, "");
+  LLVMValueRef extra = LLVMBuildICmp(L->b, LLVMIntSLT, index, rem, "");
+  L->begin = lw_add(L, lw_mul(L, index, base), lw_smin(L, index, rem));
+  L->end = lw_add(L, lw_add(L, L->begin, base), LLVMBuildZExt(L->b, extra, L->i64, ""));
 }
 
 /* lstm_grad's scratch arrays in the kernel's scratch. */
@@ -980,12 +1010,15 @@ static void lower_lstm_tape(Lower *L, Kernel *k) {
   LstmScratch sc = lstm_scratch(&s, true);
   Bwd w = bwd_arrays(L, &s, &sc);
   k->min_chunk = 1;
-  if (k->phase == 0) {
-    k->range = 1;
-    grad_pack(L, &s, &w);
-    return;
-  }
-  k->range = s.blocks;
+  k->range = LSTM_JOB_RANGE;
+  LLVMValueRef index, count, begin = L->begin, end = L->end;
+  job_shape(L, &index, &count);
+  LwIf first;
+  lw_if(L, &first, LLVMBuildICmp(L->b, LLVMIntEQ, index, lw_i64(L, 0), ""));
+  grad_pack(L, &s, &w);
+  lw_endif(L, &first);
+  job_barrier(L);
+  phase_share(L, s.blocks, index, count);
   w.out = lw_out(L);
   LLVMValueRef r0, r1;
   chunk_rows(L, s.rows, s.b, &r0, &r1);
@@ -994,44 +1027,32 @@ static void lower_lstm_tape(Lower *L, Kernel *k) {
   grad_rows_prepare(L, &s, &w, r0, r1);
   grad_forward(L, &s, &w, r0, r1);
   lw_endif(L, &some);
+  L->begin = begin, L->end = end;
 }
 
 /* lstm_grad(x, w_ih, w_hh, b_ih, b_hh, dy) -> [dx | dw_ih | dw_hh | db]: the forward recomputed
  * with a tape, backward through time, then the weight and input gradients as products over all
- * steps, in four launches sharing the scratch (each a barrier for the next):
- *   0: the packed weights (one iteration);
+ * steps, in four phases sharing the scratch, one launch with a barrier between phases:
+ *   0: the packed weights (the first chunk);
  *   1: per block of batch rows, the forward with its tape and the backward through time (rows
  *      are independent through time);
  *   2: per block of rows of dW^T (tape columns), their product over all steps; one more
  *      iteration sums db;
  *   3: per block of rows (b, t), dX.
- * Paired with its forward lstm (llvm_lstm_pair), phases 0 and the forward are the lstm's: three
- * launches, from the backward through time on. A thread's chunk of consecutive iterations runs
- * as one product over its rows. */
-void lower_lstm_grad(Lower *L, Kernel *k) {
-  bool paired = llvm_lstm_pair(L->p->g, k->out) != NULL;
-  Lstm s = lstm_for(L, k->out, true);
-  LstmScratch sc = lstm_scratch(&s, true);
-  Bwd w = bwd_arrays(L, &s, &sc);
-  int phase = k->phase + paired;
-  k->min_chunk = 1;
-  int64_t rows = 1, total = 1, nw = ceil_div(s.kx, LSTM_GRAD_WROWS);
+ * Paired with its forward lstm (llvm_lstm_pair), phase 0 and the forward are the lstm's: the
+ * launch starts at the backward through time. Each chunk splits every phase's iterations as
+ * the runtime splits a job, and runs its share as one product over its rows. */
+static void grad_phase(Lower *L, const Lstm *s, Bwd *w, int phase, bool paired) {
+  int64_t rows = 1, total = 1, nw = ceil_div(s->kx, LSTM_GRAD_WROWS);
   switch (phase) {
-  case 0:
-    k->range = 1;
-    grad_pack(L, &s, &w);
-    return;
   case 1:
-    rows = s.rows, total = s.b;
-    k->range = s.blocks;
+    rows = s->rows, total = s->b;
     break;
   case 2:
-    rows = LSTM_GRAD_WROWS, total = s.kx;
-    k->range = nw + 1;
+    rows = LSTM_GRAD_WROWS, total = s->kx;
     break;
   default:
-    rows = LSTM_GRAD_XROWS, total = s.b * s.t;
-    k->range = ceil_div(total, rows);
+    rows = LSTM_GRAD_XROWS, total = s->b * s->t;
     break;
   }
   LLVMValueRef r0, r1;
@@ -1040,20 +1061,46 @@ void lower_lstm_grad(Lower *L, Kernel *k) {
   lw_if(L, &some, LLVMBuildICmp(L->b, LLVMIntSLT, r0, r1, ""));
   if (phase == 1) {
     if (!paired) {
-      grad_rows_prepare(L, &s, &w, r0, r1);
-      grad_forward(L, &s, &w, r0, r1);
+      grad_rows_prepare(L, s, w, r0, r1);
+      grad_forward(L, s, w, r0, r1);
     }
-    grad_through_time(L, &s, &w, r0, r1);
+    grad_through_time(L, s, w, r0, r1);
   } else if (phase == 2) {
-    grad_weights(L, &s, &w, r0, r1);
+    grad_weights(L, s, w, r0, r1);
   } else {
-    grad_input(L, &s, &w, r0, r1);
+    grad_input(L, s, w, r0, r1);
   }
   lw_endif(L, &some);
   if (phase == 2) {
     LwIf last;
     lw_if(L, &last, LLVMBuildICmp(L->b, LLVMIntSGT, L->end, lw_i64(L, nw), ""));
-    grad_bias(L, &s, &w);
+    grad_bias(L, s, w);
     lw_endif(L, &last);
   }
+}
+
+void lower_lstm_grad(Lower *L, Kernel *k) {
+  bool paired = llvm_lstm_pair(L->p->g, k->out) != NULL;
+  Lstm s = lstm_for(L, k->out, true);
+  LstmScratch sc = lstm_scratch(&s, true);
+  Bwd w = bwd_arrays(L, &s, &sc);
+  k->min_chunk = 1;
+  k->range = LSTM_JOB_RANGE;
+  LLVMValueRef index, count, begin = L->begin, end = L->end;
+  job_shape(L, &index, &count);
+  if (!paired) {
+    LwIf first;
+    lw_if(L, &first, LLVMBuildICmp(L->b, LLVMIntEQ, index, lw_i64(L, 0), ""));
+    grad_pack(L, &s, &w);
+    lw_endif(L, &first);
+    job_barrier(L);
+  }
+  int64_t nw = ceil_div(s.kx, LSTM_GRAD_WROWS);
+  const int64_t range[4] = {1, s.blocks, nw + 1, ceil_div(s.b * s.t, LSTM_GRAD_XROWS)};
+  for (int phase = 1; phase < 4; phase++) {
+    if (phase > 1) job_barrier(L);
+    phase_share(L, range[phase], index, count);
+    grad_phase(L, &s, &w, phase, paired);
+  }
+  L->begin = begin, L->end = end;
 }

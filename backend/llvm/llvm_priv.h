@@ -74,8 +74,6 @@ typedef struct Kernel {
   int64_t min_chunk; /* fewest iterations worth a thread */
   int64_t scratch_offset, scratch_bytes;
   LLVMValueRef fn;     /* the outlined function */
-  int phase;           /* a node lowered as llvm_phases(node) launches run in order (a barrier
-                          between them): which one this is */
   struct Kernel *twin; /* NULL, or an earlier kernel whose function is identical to this
                           one's: the entry points call that one instead (llvm_emit.c) */
 } Kernel;
@@ -113,8 +111,6 @@ int64_t llvm_scratch_bytes(const Graph *g, const Node *n);
  * that lives from the forward to the backward. */
 int64_t llvm_lstm_scratch_bytes(const Node *n, bool tape);
 const Node *llvm_lstm_pair(const Graph *g, const Node *n);
-/* Launches node n's lowering takes (lstm_grad: its phases run on all threads in turn). */
-int llvm_phases(const Graph *g, const Node *n); /* llvm_lower_lstm.c */
 
 /* ---- Lowering ----------------------------------------------------------- */
 
