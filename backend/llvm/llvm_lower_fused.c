@@ -322,8 +322,12 @@ static bool prologue_inputs_ok(const Node *x, const Node *n, Node *const *seg, i
     const Node *a = n->in[i];
     if (a->op == OP_CONST || in_seg(a, seg, nseg)) continue;
     if (f32_embedding(n)) continue; /* ids and table: read whole */
-    /* A reshape keeps the flat index: reading its input by x's dims would broadcast it. */
-    if (n->op == OP_RESHAPE && !same_dims(&a->type, &x->type)) return false;
+    /* A reshape keeps the flat index: an input of other dims is read at the same flat
+     * positions (epi_eval), so it must be read from memory, f32, not evaluated. */
+    if (n->op == OP_RESHAPE && !same_dims(&a->type, &x->type)) {
+      if (a->type.dtype != DT_F32 || llvm_prologue_loop_node(x, a)) return false;
+      continue;
+    }
     if (llvm_prologue_loop_node(x, a)) {
       if (!prologue_inputs_ok(x, a, seg, nseg, depth + 1)) return false;
     } else if (a->type.dtype != DT_F32) {
@@ -454,7 +458,15 @@ static LLVMValueRef epi_eval(Epilogue *e, const Node *n) {
   } else if (n->op == OP_CONST) {
     v = lw_fc(L, e->vt, ir_attr_float(n, "value"));
   } else if (n->op == OP_RESHAPE) {
-    v = epi_eval(e, n->in[0]);
+    const Node *in = n->in[0];
+    int ai = fz_arg(k, in, k->epi_args, k->epi_args + k->nreads);
+    if (!e->anchor && ai >= 0 && !same_dims(&in->type, e->space)) {
+      /* A prologue's reshape of a value of other dims: the same flat positions of it. */
+      LLVMValueRef at = lw_add(L, lw_mulc(L, e->rowflat, e->ncols), e->j0);
+      v = lw_gemm_load_masked(L, e->vl, lw_gep(L, L->f32, lw_in(L, ai), at), e->mask);
+    } else {
+      v = epi_eval(e, in);
+    }
   } else {
     LLVMValueRef x[4];
     IR_ASSERT(n->nin <= 4, "llvm: epilogue node with %d operands", n->nin);
