@@ -135,9 +135,8 @@ int64_t llvm_lstm_scratch_bytes(const Node *n, bool tape) {
          (int64_t)ir_dtype_size(n->type.dtype);
 }
 
-const Node *llvm_lstm_pair(const Graph *g, const Node *n) {
-  if (n->op != OP_LSTM && n->op != OP_LSTM_GRAD) return NULL;
-  OpKind want = n->op == OP_LSTM ? OP_LSTM_GRAD : OP_LSTM;
+/* The one node of kind want over n's five operands, or NULL (none, or several). */
+static const Node *lstm_partner(const Graph *g, const Node *n, OpKind want) {
   const Node *found = NULL;
   for (int i = 0; i < g->nnodes; i++) {
     const Node *m = g->nodes[i];
@@ -148,6 +147,15 @@ const Node *llvm_lstm_pair(const Graph *g, const Node *n) {
     found = m;
   }
   return found;
+}
+
+/* Paired only both ways: an lstm with two lstm_grads over its operands (two gradients of one
+ * forward that CSE merged) writes no tape, so neither of them may read one. */
+const Node *llvm_lstm_pair(const Graph *g, const Node *n) {
+  if (n->op != OP_LSTM && n->op != OP_LSTM_GRAD) return NULL;
+  OpKind want = n->op == OP_LSTM ? OP_LSTM_GRAD : OP_LSTM;
+  const Node *m = lstm_partner(g, n, want);
+  return m && lstm_partner(g, m, n->op) == n ? m : NULL;
 }
 
 /* ---- Vectors ------------------------------------------------------------ */
