@@ -1009,24 +1009,44 @@ static void chunk_rows(Lower *L, int64_t rows, int64_t total, LLVMValueRef *r0, 
   *r1 = lw_smin(L, lw_mulc(L, L->end, rows), lw_i64(L, total));
 }
 
+/* A phased LSTM kernel's start: its shape and scratch arrays, launched over one chunk per
+ * thread, this chunk's index and the job's count, and the launch's own begin and end (restored
+ * after the phases, which set their own). */
+typedef struct Phased {
+  Lstm s;
+  Bwd w;
+  LLVMValueRef index, count, begin, end;
+} Phased;
+
+static Phased phased_begin(Lower *L, Kernel *k) {
+  Phased ph = {.s = lstm_for(L, k->out, true), .begin = L->begin, .end = L->end};
+  LstmScratch sc = lstm_scratch(&ph.s, true);
+  ph.w = bwd_arrays(L, &ph.s, &sc);
+  k->min_chunk = 1;
+  k->range = LSTM_JOB_RANGE;
+  job_shape(L, &ph.index, &ph.count);
+  return ph;
+}
+
+/* The first chunk packs the weights (grad_pack); every chunk then waits for it. */
+static void pack_then_wait(Lower *L, const Lstm *s, const Bwd *w, LLVMValueRef index) {
+  LwIf first;
+  lw_if(L, &first, LLVMBuildICmp(L->b, LLVMIntEQ, index, lw_i64(L, 0), ""));
+  grad_pack(L, s, w);
+  lw_endif(L, &first);
+  job_barrier(L);
+}
+
 /* An lstm whose lstm_grad reads its tape (llvm_lstm_pair): both use lstm_grad's scratch, which
  * the layout keeps from the forward to the backward. Phase 0 packs every weight the two need and
  * zeroes db; phase 1, per block of batch rows, runs the forward recording the tape (the
  * activated gates, c_t, [x_t | h_{t-1}]) and writing h, so lstm_grad never recomputes it. */
 static void lower_lstm_tape(Lower *L, Kernel *k) {
-  Lstm s = lstm_for(L, k->out, true);
-  LstmScratch sc = lstm_scratch(&s, true);
-  Bwd w = bwd_arrays(L, &s, &sc);
-  k->min_chunk = 1;
-  k->range = LSTM_JOB_RANGE;
-  LLVMValueRef index, count, begin = L->begin, end = L->end;
-  job_shape(L, &index, &count);
-  LwIf first;
-  lw_if(L, &first, LLVMBuildICmp(L->b, LLVMIntEQ, index, lw_i64(L, 0), ""));
-  grad_pack(L, &s, &w);
-  lw_endif(L, &first);
-  job_barrier(L);
-  phase_share(L, s.blocks, index, count);
+  Phased ph = phased_begin(L, k);
+  Lstm s = ph.s;
+  Bwd w = ph.w;
+  pack_then_wait(L, &s, &w, ph.index);
+  phase_share(L, s.blocks, ph.index, ph.count);
   w.out = lw_out(L);
   LLVMValueRef r0, r1;
   chunk_rows(L, s.rows, s.b, &r0, &r1);
@@ -1035,7 +1055,7 @@ static void lower_lstm_tape(Lower *L, Kernel *k) {
   grad_rows_prepare(L, &s, &w, r0, r1);
   grad_forward(L, &s, &w, r0, r1);
   lw_endif(L, &some);
-  L->begin = begin, L->end = end;
+  L->begin = ph.begin, L->end = ph.end;
 }
 
 /* lstm_grad(x, w_ih, w_hh, b_ih, b_hh, dy) -> [dx | dw_ih | dw_hh | db]: the forward recomputed
@@ -1089,26 +1109,16 @@ static void grad_phase(Lower *L, const Lstm *s, Bwd *w, int phase, bool paired) 
 
 void lower_lstm_grad(Lower *L, Kernel *k) {
   bool paired = llvm_lstm_pair(L->p->g, k->out) != NULL;
-  Lstm s = lstm_for(L, k->out, true);
-  LstmScratch sc = lstm_scratch(&s, true);
-  Bwd w = bwd_arrays(L, &s, &sc);
-  k->min_chunk = 1;
-  k->range = LSTM_JOB_RANGE;
-  LLVMValueRef index, count, begin = L->begin, end = L->end;
-  job_shape(L, &index, &count);
-  if (!paired) {
-    LwIf first;
-    lw_if(L, &first, LLVMBuildICmp(L->b, LLVMIntEQ, index, lw_i64(L, 0), ""));
-    grad_pack(L, &s, &w);
-    lw_endif(L, &first);
-    job_barrier(L);
-  }
+  Phased ph = phased_begin(L, k);
+  Lstm s = ph.s;
+  Bwd w = ph.w;
+  if (!paired) pack_then_wait(L, &s, &w, ph.index);
   int64_t nw = ceil_div(s.kx, LSTM_GRAD_WROWS);
   const int64_t range[4] = {1, s.blocks, nw + 1, ceil_div(s.b * s.t, LSTM_GRAD_XROWS)};
   for (int phase = 1; phase < 4; phase++) {
     if (phase > 1) job_barrier(L);
-    phase_share(L, range[phase], index, count);
+    phase_share(L, range[phase], ph.index, ph.count);
     grad_phase(L, &s, &w, phase, paired);
   }
-  L->begin = begin, L->end = end;
+  L->begin = ph.begin, L->end = ph.end;
 }
