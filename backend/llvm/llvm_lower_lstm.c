@@ -1070,7 +1070,7 @@ static void lower_lstm_tape(Lower *L, Kernel *k) {
  * Paired with its forward lstm (llvm_lstm_pair), phase 0 and the forward are the lstm's: the
  * launch starts at the backward through time. Each chunk splits every phase's iterations as
  * the runtime splits a job, and runs its share as one product over its rows. */
-static void grad_phase(Lower *L, const Lstm *s, Bwd *w, int phase, bool paired) {
+static void grad_phase(Lower *L, const Lstm *s, Bwd *w, int phase, bool paired, const Phased *ph) {
   int64_t rows = 1, total = 1, nw = ceil_div(s->kx, LSTM_GRAD_WROWS);
   switch (phase) {
   case 1:
@@ -1083,6 +1083,8 @@ static void grad_phase(Lower *L, const Lstm *s, Bwd *w, int phase, bool paired) 
     rows = LSTM_GRAD_XROWS, total = s->b * s->t;
     break;
   }
+  /* This chunk's share of the phase's iterations (the weight gradients' one more: db). */
+  phase_share(L, ceil_div(total, rows) + (phase == 2), ph->index, ph->count);
   LLVMValueRef r0, r1;
   chunk_rows(L, rows, total, &r0, &r1);
   LwIf some;
@@ -1113,12 +1115,9 @@ void lower_lstm_grad(Lower *L, Kernel *k) {
   Lstm s = ph.s;
   Bwd w = ph.w;
   if (!paired) pack_then_wait(L, &s, &w, ph.index);
-  int64_t nw = ceil_div(s.kx, LSTM_GRAD_WROWS);
-  const int64_t range[4] = {1, s.blocks, nw + 1, ceil_div(s.b * s.t, LSTM_GRAD_XROWS)};
   for (int phase = 1; phase < 4; phase++) {
     if (phase > 1) job_barrier(L);
-    phase_share(L, range[phase], ph.index, ph.count);
-    grad_phase(L, &s, &w, phase, paired);
+    grad_phase(L, &s, &w, phase, paired, &ph);
   }
   L->begin = ph.begin, L->end = ph.end;
 }
