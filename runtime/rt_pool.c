@@ -92,6 +92,16 @@ static void pool_chunk(int64_t n, int nchunks, int i, int64_t *begin, int64_t *e
   *end = *begin + base + (i < rem ? 1 : 0);
 }
 
+/* One round of waiting on another thread of the job: a pause for the first rounds, then a
+ * yield (always when the pool has more threads than cores: a preempted thread needs the
+ * core more than we need the latency). */
+static void pool_backoff(const kiln_pool *p, unsigned round) {
+  if (round < POOL_CALLER_SPIN && !p->oversubscribed)
+    pool_pause();
+  else
+    sched_yield();
+}
+
 /* The job the calling thread is running a chunk of (kiln_job_shape, kiln_job_barrier). */
 typedef struct JobSeat {
   kiln_pool *pool; /* NULL: inline, alone */
@@ -113,8 +123,7 @@ void kiln_job_shape(int64_t *index, int64_t *count) {
 }
 
 /* The last of the job's chunks to arrive resets the count and moves the generation on; the
- * others spin on it (yielding when the pool has more threads than cores, or after a while: a
- * preempted chunk needs the core). */
+ * others wait for it (pool_backoff). */
 void kiln_job_barrier(void) {
   kiln_pool *p = job_seat.pool;
   if (!p || job_seat.count <= 1) return;
@@ -124,12 +133,8 @@ void kiln_job_barrier(void) {
     atomic_fetch_add_explicit(&p->bar_gen, 1, memory_order_release);
     return;
   }
-  for (unsigned i = 0; atomic_load_explicit(&p->bar_gen, memory_order_acquire) == gen; i++) {
-    if (i < POOL_CALLER_SPIN && !p->oversubscribed)
-      pool_pause();
-    else
-      sched_yield();
-  }
+  for (unsigned i = 0; atomic_load_explicit(&p->bar_gen, memory_order_acquire) == gen; i++)
+    pool_backoff(p, i);
 }
 
 /* ---- Workers ------------------------------------------------------------ */
@@ -249,15 +254,10 @@ void kiln_pool_free(kiln_pool *pool) {
   if (pool) pool_release(pool);
 }
 
-/* Waits for the workers' chunks: spins, then yields (a preempted worker
- * needs the core more than we need the latency). */
+/* Waits for the workers' chunks (pool_backoff). */
 static void pool_join(kiln_pool *p) {
-  for (unsigned i = 0; atomic_load_explicit(&p->remaining, memory_order_acquire) != 0; i++) {
-    if (i < POOL_CALLER_SPIN && !p->oversubscribed)
-      pool_pause();
-    else
-      sched_yield();
-  }
+  for (unsigned i = 0; atomic_load_explicit(&p->remaining, memory_order_acquire) != 0; i++)
+    pool_backoff(p, i);
 }
 
 void kiln_parallel_for(kiln_pool *pool, kiln_task_fn fn, void *ctx, int64_t n, int64_t min_chunk) {
