@@ -397,7 +397,8 @@ typedef struct Scan {
   bool anchor_store; /* the anchor's value is needed after the launch */
 } Scan;
 
-static bool scan_launch(Plan *pl, Node *anchor, Node **seg, int nseg, Scan *sc) {
+/* With anchor: an epilogue of it, or with pro its prologue (the chain computing its input). */
+static bool scan_launch(Plan *pl, Node *anchor, bool pro, Node **seg, int nseg, Scan *sc) {
   size_t ids = (size_t)pl->p->g->next_id + 1;
   memset(sc, 0, sizeof *sc);
   sc->seen = calloc(ids, sizeof *sc->seen);
@@ -408,8 +409,9 @@ static bool scan_launch(Plan *pl, Node *anchor, Node **seg, int nseg, Scan *sc) 
   if (anchor && ok) pl->inseg[anchor->id] = sc->seen[anchor->id] = true;
   for (int i = 0; ok && i < nseg; i++) {
     Node *n = seg[i];
-    ok = anchor ? chain_reads(pl, anchor, NULL, n, sc->seen, sc->reads, &sc->nreads)
-                : fused_reads(pl, n, sc->seen, sc->reads, &sc->nreads);
+    ok = !anchor ? fused_reads(pl, n, sc->seen, sc->reads, &sc->nreads)
+         : pro   ? chain_reads(pl, NULL, anchor->in[0], n, sc->seen, sc->reads, &sc->nreads)
+                 : chain_reads(pl, anchor, NULL, n, sc->seen, sc->reads, &sc->nreads);
     if (resident(pl, n)) {
       sc->outs[sc->nouts++] = n;
     } else if (read_later(pl, n)) {
@@ -433,7 +435,7 @@ static void scan_free(Scan *sc) {
 static bool plan_fused(Plan *pl, Node **seg, int nseg) {
   Program *p = pl->p;
   Scan sc;
-  bool ok = scan_launch(pl, NULL, seg, nseg, &sc);
+  bool ok = scan_launch(pl, NULL, false, seg, nseg, &sc);
   Node **reads = sc.reads, **outs = sc.outs;
   int nreads = sc.nreads, nouts = sc.nouts;
   Kernel *k = ok && nouts > 0 ? new_launch(p) : NULL;
@@ -508,26 +510,15 @@ static bool plan_prologue(Plan *pl, Node *anchor, Node **seg, int nseg) {
   for (int i = 1; i < anchor->nin; i++)
     if (!plan_read(pl, anchor->in[i])) return false;
   Scan sc;
-  memset(&sc, 0, sizeof sc);
-  size_t ids = (size_t)p->g->next_id + 1;
-  sc.seen = calloc(ids, sizeof *sc.seen);
-  sc.reads = calloc(ids, sizeof *sc.reads);
-  sc.outs = calloc((size_t)nseg + 1, sizeof *sc.outs);
-  bool ok = sc.seen && sc.reads && sc.outs, x_stored = false;
-  for (int i = 0; i < nseg; i++) pl->inseg[seg[i]->id] = true;
-  pl->inseg[anchor->id] = true;
-  for (int i = 0; ok && i < nseg; i++) {
-    Node *n = seg[i];
-    ok = chain_reads(pl, NULL, x, n, sc.seen, sc.reads, &sc.nreads);
-    bool stored = resident(pl, n) || read_later(pl, n);
-    if (stored && !resident(pl, n)) tmp_of(pl, n, (int64_t)value_bytes(n));
-    if (n == x)
-      x_stored = stored;
-    else if (stored)
-      sc.outs[sc.nouts++] = n;
-  }
-  for (int i = 0; i < nseg; i++) pl->inseg[seg[i]->id] = false;
-  pl->inseg[anchor->id] = false;
+  bool ok = scan_launch(pl, anchor, true, seg, nseg, &sc), x_stored = false;
+  /* x is args[0] (the anchor's operand), not one of the prologue's other outputs. */
+  for (int i = 0; i < sc.nouts; i++)
+    if (sc.outs[i] == x) {
+      x_stored = true;
+      memmove(sc.outs + i, sc.outs + i + 1, (size_t)(sc.nouts - i - 1) * sizeof *sc.outs);
+      sc.nouts--;
+      break;
+    }
   int nargs = anchor->nin + sc.nreads + sc.nouts;
   Kernel *k = ok ? new_launch(p) : NULL;
   if (k) {
@@ -572,7 +563,7 @@ static bool plan_epilogue(Plan *pl, Node *anchor, Node **seg, int nseg) {
   for (int i = 0; i < anchor->nin; i++)
     if (!plan_read(pl, aargs[i])) return false;
   Scan sc;
-  bool ok = scan_launch(pl, anchor, seg, nseg, &sc);
+  bool ok = scan_launch(pl, anchor, false, seg, nseg, &sc);
   Node **reads = sc.reads, **outs = sc.outs;
   int nreads = sc.nreads, nouts = sc.nouts;
   Kernel *k = ok ? new_launch(p) : NULL;
@@ -640,16 +631,17 @@ static bool reshape_in_place(Plan *pl, const Node *r) {
   return true;
 }
 
-/* Whether anchor group[a] takes an epilogue of the nodes after it (plan_group). */
-static bool epilogue_follows(Node **group, int ng, int a) {
+/* The end of anchor group[a]'s epilogue: the longest run of the nodes after it that
+ * llvm_epilogue_ok accepts (a + 1: none). */
+static int epilogue_end(Node **group, int ng, int a) {
   Node *n = group[a];
-  if (!llvm_epilogue_trail(n)) return false;
   int e = a + 1;
-  while (e < ng && node_fusable(group[e]) &&
-         ir_type_numel(&group[e]->type) == ir_type_numel(llvm_epilogue_space(n)))
-    e++;
+  if (llvm_epilogue_trail(n))
+    while (e < ng && node_fusable(group[e]) &&
+           ir_type_numel(&group[e]->type) == ir_type_numel(llvm_epilogue_space(n)))
+      e++;
   while (e > a + 1 && !llvm_epilogue_ok(n, &group[a + 1], e - a - 1)) e--;
-  return e > a + 1;
+  return e;
 }
 
 /* The group as segments: each maximal run of fusable elementwise nodes over
@@ -672,12 +664,7 @@ static bool plan_group(Plan *pl) {
   for (int j = 0; ok && j < ng;) {
     Node *n = group[j];
     if (!node_fusable(n)) {
-      int e = j + 1;
-      if (llvm_epilogue_trail(n))
-        while (e < ng && node_fusable(group[e]) &&
-               ir_type_numel(&group[e]->type) == ir_type_numel(llvm_epilogue_space(n)))
-          e++;
-      while (e > j + 1 && !llvm_epilogue_ok(n, &group[j + 1], e - j - 1)) e--;
+      int e = epilogue_end(group, ng, j);
       ok = e > j + 1 ? plan_epilogue(pl, n, &group[j + 1], e - j - 1) : plan_single(pl, n);
       j = e;
       continue;
@@ -685,7 +672,8 @@ static bool plan_group(Plan *pl) {
     int e = j + 1;
     int64_t numel = ir_type_numel(&n->type);
     while (e < ng && node_fusable(group[e]) && ir_type_numel(&group[e]->type) == numel) e++;
-    if (e < ng && !epilogue_follows(group, ng, e) && llvm_prologue_ok(group[e], &group[j], e - j)) {
+    if (e < ng && epilogue_end(group, ng, e) == e + 1 &&
+        llvm_prologue_ok(group[e], &group[j], e - j)) {
       ok = plan_prologue(pl, group[e], &group[j], e - j);
       j = e + 1;
       continue;
