@@ -455,6 +455,32 @@ static void reduce_outer(Lower *L, Kernel *k, Reduce *r, int64_t count, int64_t 
  * reduced, each output element reduces its rows in vectors; else the output's
  * rows are accumulated a vector block at a time while x streams past row by
  * row, never strided down a column. */
+/* A row kernel's input x (args[0]) in rows of d, with the kernel's fused prologue (Kernel.npro)
+ * computing each row before it is read: into x's home, or into rows on the stack (pro_stack)
+ * when nothing else reads x. */
+typedef struct ProRows {
+  Epilogue *pro;   /* NULL: no prologue, x read from its home */
+  LLVMValueRef xs; /* the stack rows, or NULL */
+  int64_t d;
+} ProRows;
+
+static ProRows pro_rows_new(Lower *L, Kernel *k, LLVMTypeRef ft, int64_t rows, int64_t d) {
+  ProRows pr = {.d = d};
+  pr.pro = k->npro ? lw_prologue_new(L, k, (int)vec_width(L, ft)) : NULL;
+  pr.xs = k->pro_stack ? lw_stack(L, ft, rows * d) : NULL;
+  return pr;
+}
+
+/* Row `row` of x, held in stack row `slot` when x is not stored: computed first by the
+ * prologue, if any. */
+static LLVMValueRef pro_row(Lower *L, const ProRows *pr, LLVMTypeRef ft, LLVMValueRef slot,
+                            LLVMValueRef row) {
+  LLVMValueRef x = pr->xs ? lw_gep(L, ft, pr->xs, lw_mulc(L, slot, pr->d))
+                          : lw_gep(L, ft, lw_in(L, 0), lw_mulc(L, row, pr->d));
+  if (pr->pro) lw_prologue_row(pr->pro, row, pr->d, x);
+  return x;
+}
+
 /* A reduction whose output element o reduces the contiguous run [o*per, (o+1)*per) of x
  * (the trailing dims reduced), made of whole rows of x's last dim: a prologue can compute x
  * row by row before the reduction reads the run. */
@@ -470,20 +496,18 @@ bool llvm_reduce_runs(const Node *n) {
   return runs && d >= 1 && per % d == 0;
 }
 
-/* With a prologue: the x rows of output elements o0 .. o0 + g - 1 (runs of per), computed
- * into x's home or the stack rows xs; returns the base the reduction reads x from. */
-static LLVMValueRef reduce_prologue(Lower *L, Epilogue *pro, LLVMValueRef xs, LLVMValueRef o0,
-                                    int g, int64_t per, int64_t d) {
+/* With a prologue: the x rows of output elements o0 .. o0 + g - 1 (runs of per); returns the
+ * base the reduction reads x from (on the stack: shifted back by o0's offset). */
+static LLVMValueRef reduce_prologue(Lower *L, const ProRows *pr, LLVMValueRef o0, int g,
+                                    int64_t per) {
   LwLoop lr;
-  LLVMValueRef first = lw_mulc(L, o0, per / d);
-  LLVMValueRef r = lw_for(L, &lr, first, lw_add(L, first, lw_i64(L, g * per / d)));
-  LLVMValueRef dst = xs ? lw_gep(L, L->f32, xs, lw_mulc(L, LLVMBuildSub(L->b, r, first, ""), d))
-                        : lw_gep(L, L->f32, lw_in(L, 0), lw_mulc(L, r, d));
-  lw_prologue_row(pro, r, d, dst);
+  LLVMValueRef first = lw_mulc(L, o0, per / pr->d);
+  LLVMValueRef r = lw_for(L, &lr, first, lw_add(L, first, lw_i64(L, g * per / pr->d)));
+  pro_row(L, pr, L->f32, LLVMBuildSub(L->b, r, first, ""), r);
   lw_next(L, &lr);
-  if (!xs) return lw_in(L, 0);
+  if (!pr->xs) return lw_in(L, 0);
   LLVMValueRef back = LLVMBuildNeg(L->b, lw_mulc(L, o0, per), "");
-  return LLVMBuildGEP2(L->b, L->f32, xs, &back, 1, "");
+  return LLVMBuildGEP2(L->b, L->f32, pr->xs, &back, 1, "");
 }
 
 void lower_reduce(Lower *L, Kernel *k) {
@@ -508,15 +532,14 @@ void lower_reduce(Lower *L, Kernel *k) {
   k->min_chunk = chunk_for(per * g * (k->nepi + k->npro + 1));
   const Type *xt = &n->in[0]->type;
   int64_t d = xt->rank ? xt->dims[xt->rank - 1] : 1;
-  Epilogue *pro = k->npro ? lw_prologue_new(L, k, (int)vec_width(L, r.ft)) : NULL;
-  LLVMValueRef xs = k->pro_stack ? lw_stack(L, r.xt, g * per) : NULL;
+  ProRows pr = pro_rows_new(L, k, r.xt, g * per / d, d);
   LwLoop outer;
   LLVMValueRef o0 = lw_mulc(L, lw_outer(L, &outer), g);
-  if (pro) r.x = reduce_prologue(L, pro, xs, o0, g, per, d);
+  if (pr.pro) r.x = reduce_prologue(L, &pr, o0, g, per);
   reduce_inner(L, &r, o0, g, per, n->op == OP_MEAN);
   lw_next(L, &outer);
   lw_epilogue_free(r.epi);
-  lw_epilogue_free(pro);
+  lw_epilogue_free(pr.pro);
 }
 
 /* ---- softmax, log_softmax ----------------------------------------------- */
@@ -624,16 +647,12 @@ void lower_softmax(Lower *L, Kernel *k) {
   SoftRow r[REDUCE_GROUP];
   void *cx[REDUCE_GROUP];
   LLVMValueRef s[REDUCE_GROUP], y[REDUCE_GROUP];
-  /* A prologue computes each row of x first: into x's home, or into stack rows. */
-  Epilogue *pro = k->npro ? lw_prologue_new(L, k, (int)vec_width(L, ft)) : NULL;
-  LLVMValueRef xs = k->pro_stack ? lw_stack(L, ft, g * len) : NULL;
+  ProRows pr = pro_rows_new(L, k, ft, g, len);
   LwLoop outer;
   LLVMValueRef row0 = lw_mulc(L, lw_outer(L, &outer), g);
   for (int j = 0; j < g; j++) {
     LLVMValueRef off = lw_mulc(L, lw_addc(L, row0, j), len);
-    LLVMValueRef x = xs ? lw_gep(L, ft, xs, lw_i64(L, j * len)) : lw_gep(L, ft, lw_in(L, 0), off);
-    if (pro) lw_prologue_row(pro, lw_addc(L, row0, j), len, x);
-    r[j] = (SoftRow){.ft = ft, .x = x};
+    r[j] = (SoftRow){.ft = ft, .x = pro_row(L, &pr, ft, lw_i64(L, j), lw_addc(L, row0, j))};
     y[j] = lw_gep(L, ft, lw_out(L), off);
     r[j].y = soft ? y[j] : NULL;
     cx[j] = &r[j];
@@ -645,7 +664,7 @@ void lower_softmax(Lower *L, Kernel *k) {
   }
   rows_loop(L, vec_width(L, ft), len, soft ? scale_softmax : scale_log_softmax, cx, g);
   lw_next(L, &outer);
-  lw_epilogue_free(pro);
+  lw_epilogue_free(pr.pro);
 }
 
 /* ---- layer_norm and its gradient ---------------------------------------- */
@@ -726,16 +745,15 @@ static void norm_out(Lower *L, LLVMValueRef i, unsigned w, void *cx) {
   norm_store(L, r, i, w, y);
 }
 
-/* The kernel's rows row0 .. row0 + n - 1 of d: x, dy and out row pointers. With a prologue
- * (pro), each row of x is computed first: into x's home, or into stack rows (xs). */
+/* The kernel's rows row0 .. row0 + n - 1 of d: x (pro_row: computed first by a prologue, if
+ * any), dy and out row pointers. */
 static void norm_rows(Lower *L, NormRow *r, void **cx, int n, LLVMValueRef row0, int64_t d,
-                      bool grad, Epilogue *pro, LLVMValueRef xs) {
+                      bool grad, const ProRows *pr) {
   for (int j = 0; j < n; j++) {
     r[j] = r[0];
     r[j].row = lw_addc(L, row0, j);
     LLVMValueRef off = lw_mulc(L, r[j].row, d);
-    r[j].x = xs ? lw_gep(L, r[0].ft, xs, lw_i64(L, j * d)) : lw_gep(L, r[0].ft, lw_in(L, 0), off);
-    if (pro) lw_prologue_row(pro, r[j].row, d, r[j].x);
+    r[j].x = pro_row(L, pr, r[0].ft, lw_i64(L, j), r[j].row);
     r[j].dy = grad ? lw_gep(L, r[0].ft, lw_in(L, 2), off) : NULL;
     r[j].out = lw_gep(L, r[0].ft, lw_out(L), off);
     cx[j] = &r[j];
@@ -754,15 +772,14 @@ void lower_layer_norm(Lower *L, Kernel *k) {
   int g = row_group(L, r[0].ft, rows, d, 2);
   k->range = rows / g;
   k->min_chunk = chunk_for(d * g * (4 + k->npro));
-  Epilogue *pro = k->npro ? lw_prologue_new(L, k, (int)vec_width(L, r[0].ft)) : NULL;
-  LLVMValueRef xs = k->pro_stack ? lw_stack(L, r[0].ft, g * d) : NULL;
+  ProRows pr = pro_rows_new(L, k, r[0].ft, g, d);
   LwLoop outer;
-  norm_rows(L, r, cx, g, lw_mulc(L, lw_outer(L, &outer), g), d, false, pro, xs);
+  norm_rows(L, r, cx, g, lw_mulc(L, lw_outer(L, &outer), g), d, false, &pr);
   norm_stats(L, r, cx, g, d, ir_attr_float(k->out, "eps"));
   rows_loop(L, vec_width(L, r[0].ft), d, norm_out, cx, g);
   lw_next(L, &outer);
   lw_epilogue_free(r[0].epi);
-  lw_epilogue_free(pro);
+  lw_epilogue_free(pr.pro);
 }
 
 /* dx = rstd (g - mean(g) - xhat mean(g xhat)) */
@@ -786,7 +803,8 @@ void lower_layer_norm_grad(Lower *L, Kernel *k) {
   k->range = rows / g;
   k->min_chunk = chunk_for(d * g * 8);
   LwLoop outer;
-  norm_rows(L, r, cx, g, lw_mulc(L, lw_outer(L, &outer), g), d, true, NULL, NULL);
+  const ProRows x = {.d = d}; /* layer_norm_grad takes no prologue: x from its home */
+  norm_rows(L, r, cx, g, lw_mulc(L, lw_outer(L, &outer), g), d, true, &x);
   norm_stats(L, r, cx, g, d, ir_attr_float(k->out, "eps"));
   LLVMValueRef dn = lw_fc(L, ft, (double)d), v[REDUCE_GROUP];
   rows_reduce(L, ft, d, ROW_SUM, term_g, cx, g, v);
@@ -819,14 +837,11 @@ void lower_cross_entropy(Lower *L, Kernel *k) {
   k->min_chunk = 1;
   LwLoop outer, lp;
   LwIf cond;
-  /* A prologue computes each row of the logits first: into their home, or a stack row. */
-  Epilogue *pro = k->npro ? lw_prologue_new(L, k, (int)vec_width(L, r.ft)) : NULL;
-  LLVMValueRef xs = k->pro_stack ? lw_stack(L, r.ft, c) : NULL;
+  ProRows pr = pro_rows_new(L, k, r.ft, 1, c);
   lw_outer(L, &outer);
   LLVMValueRef sum = lw_var(L, L->f64, lw_fc(L, L->f64, 0.0));
   LLVMValueRef p = lw_for(L, &lp, lw_i64(L, 0), lw_i64(L, rows)), bad, s;
-  r.x = xs ? xs : lw_gep(L, r.ft, lw_in(L, 0), lw_mulc(L, p, c));
-  if (pro) lw_prologue_row(pro, p, c, r.x);
+  r.x = pro_row(L, &pr, r.ft, lw_i64(L, 0), p);
   LLVMValueRef y = load_label(L, p, c, &bad);
   lw_if(L, &cond, bad);
   lw_range_error(L);
@@ -840,7 +855,7 @@ void lower_cross_entropy(Lower *L, Kernel *k) {
   LLVMValueRef mean = lw_fdiv(L, lw_get(L, L->f64, sum), lw_fc(L, L->f64, (double)rows));
   lw_store(L, r.ft, lw_out(L), lw_i64(L, 0), lw_fconv(L, mean, r.ft));
   lw_next(L, &outer);
-  lw_epilogue_free(pro);
+  lw_epilogue_free(pr.pro);
 }
 
 /* dz = e^(x - m) / s dloss / P (the label's own element fixed after). */
