@@ -389,12 +389,7 @@ static LLVMValueRef cg_entry(Codegen *cg, EntryKind kind) {
 /* ---- The descriptor ----------------------------------------------------- */
 
 static LLVMValueRef cg_global(Codegen *cg, LLVMValueRef init, const char *name) {
-  LLVMValueRef gv = LLVMAddGlobal(cg->L.mod, LLVMTypeOf(init), name);
-  LLVMSetInitializer(gv, init);
-  LLVMSetGlobalConstant(gv, 1);
-  LLVMSetLinkage(gv, LLVMPrivateLinkage);
-  LLVMSetUnnamedAddress(gv, LLVMGlobalUnnamedAddr);
-  return gv;
+  return lw_private_constant(&cg->L, init, name);
 }
 
 static LLVMValueRef cg_string(Codegen *cg, const char *s) {

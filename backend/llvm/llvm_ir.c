@@ -137,6 +137,15 @@ static LLVMValueRef entry_alloca(Lower *L, LLVMTypeRef ty, const char *name) {
   return v;
 }
 
+LLVMValueRef lw_private_constant(Lower *L, LLVMValueRef init, const char *name) {
+  LLVMValueRef g = LLVMAddGlobal(L->mod, LLVMTypeOf(init), name);
+  LLVMSetInitializer(g, init);
+  LLVMSetGlobalConstant(g, 1);
+  LLVMSetLinkage(g, LLVMPrivateLinkage);
+  LLVMSetUnnamedAddr(g, 1);
+  return g;
+}
+
 LLVMValueRef lw_stack(Lower *L, LLVMTypeRef elt, int64_t count) {
   LLVMValueRef v = entry_alloca(L, LLVMArrayType2(elt, (uint64_t)count), "stack");
   LLVMSetAlignment(v, 64);

@@ -448,11 +448,7 @@ static LLVMValueRef tap_mask(Lower *L, const ConvDims *c, bool grad_input, LLVMV
       }
     LLVMValueRef init = LLVMConstArray2(bits, vals, (uint64_t)(kk * nvec));
     free(vals);
-    table = LLVMAddGlobal(L->mod, LLVMTypeOf(init), name);
-    LLVMSetInitializer(table, init);
-    LLVMSetGlobalConstant(table, 1);
-    LLVMSetLinkage(table, LLVMPrivateLinkage);
-    LLVMSetUnnamedAddr(table, 1);
+    table = lw_private_constant(L, init, name);
   }
   LLVMValueRef m = lw_load(L, bits, table, lw_add(L, lw_mulc(L, q, nvec), lw_divc(L, j0, vl)));
   return LLVMBuildBitCast(L->b, m, LLVMVectorType(LLVMInt1TypeInContext(L->ctx), (unsigned)vl), "");
@@ -491,9 +487,9 @@ static LLVMValueRef convi_bvec(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMV
   LLVMValueRef co = lw_divc(L, p, kk), q = lw_remc(L, p, kk);
   LLVMValueRef dh = LLVMBuildSub(L->b, lw_i64(L, c->p), lw_divc(L, q, c->kw), "");
   LLVMValueRef dw = LLVMBuildSub(L->b, lw_i64(L, c->p), lw_remc(L, q, c->kw), "");
+  LLVMValueRef plane =
+      gep_raw(L, lw_in(L, 0), lw_mulc(L, lw_add(L, lw_mulc(L, t, c->co), co), c->ho * c->wo));
   if (c->s == 1 && c->w == c->wo) {
-    LLVMValueRef plane =
-        gep_raw(L, lw_in(L, 0), lw_mulc(L, lw_add(L, lw_mulc(L, t, c->co), co), c->ho * c->wo));
     return lw_gemm_load_masked(
         L, vl, gep_raw(L, plane, lw_add(L, j0, lw_add(L, lw_mulc(L, dh, c->wo), dw))),
         tap_mask(L, c, true, q, j0, g->n, vl));
@@ -503,8 +499,6 @@ static LLVMValueRef convi_bvec(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMV
   LLVMValueRef th = vadd(L, ihv, vsplat(L, vl, dh)), tw = vadd(L, iwv, vsplat(L, vl, dw));
   LLVMValueRef ok = vand(L, vand(L, vult(L, vl, th, c->ho * c->s), vult(L, vl, tw, c->wo * c->s)),
                          vult(L, vl, jv, g->n));
-  LLVMValueRef plane =
-      gep_raw(L, lw_in(L, 0), lw_mulc(L, lw_add(L, lw_mulc(L, t, c->co), co), c->ho * c->wo));
   if (c->s != 1) {
     LLVMValueRef zero = vc(L, vl, 0);
     LLVMValueRef qh = vdivc(L, vl, th, c->s), qw = vdivc(L, vl, tw, c->s);
@@ -552,12 +546,12 @@ static PixLanes pix_lanes(Lower *L, LLVMValueRef p0, int64_t hw, int vl) {
   return pl;
 }
 
-/* Lane l of the vector at base0[pix0 + l + shift] while it is in image b0, and at
- * base0[stride + pix0 + l - hw + shift] (image b0 + 1, stride floats further) after: two
- * masked loads, lanes off in ok 0. */
+/* Lane l of the vector at base0[pix0 + l] while it is in image b0, and at
+ * base0[stride + pix0 + l - hw] (image b0 + 1, stride floats further) after: two masked
+ * loads, lanes off in ok 0. */
 static LLVMValueRef pix_load(Lower *L, int vl, const PixLanes *pl, LLVMValueRef base0,
-                             int64_t stride, int64_t shift, LLVMValueRef ok) {
-  LLVMValueRef at = lw_addc(L, pl->pix0, shift);
+                             int64_t stride, LLVMValueRef ok) {
+  LLVMValueRef at = pl->pix0;
   LLVMValueRef first = vand(L, ok, LLVMBuildNot(L->b, pl->second, ""));
   LLVMValueRef v0 = lw_gemm_load_masked(L, vl, gep_raw(L, base0, at), first);
   LLVMValueRef v1 = lw_gemm_load_masked(L, vl, gep_raw(L, base0, lw_addc(L, at, stride - pl->hw)),
@@ -738,7 +732,7 @@ static LLVMValueRef convw_avec(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMV
   PixLanes pl = pix_lanes(L, p0, hw, vl);
   LLVMValueRef base =
       gep_raw(L, lw_in(L, 1), lw_mulc(L, lw_add(L, lw_mulc(L, pl.b0, c->co), i), hw));
-  return pix_load(L, vl, &pl, base, c->co * hw, 0, in);
+  return pix_load(L, vl, &pl, base, c->co * hw, in);
 }
 
 /* The weight gradient's B column j = (ci, kh, kw) along p = (n, oh, ow): the tap's input
@@ -762,7 +756,7 @@ static LLVMValueRef convw_bcvec(Lower *L, const GemmOps *g, LLVMValueRef t, LLVM
   int64_t stride = c->ci * plane;
   if (c->s == 1 && c->w == c->wo) {
     LLVMValueRef shift = lw_add(L, lw_mulc(L, kh, c->w), kw);
-    return pix_load(L, vl, &pl, gep_raw(L, base, shift), stride, 0, ok);
+    return pix_load(L, vl, &pl, gep_raw(L, base, shift), stride, ok);
   }
   LLVMValueRef img = LLVMBuildSelect(L->b, pl.second, vc(L, vl, stride), vc(L, vl, 0), "");
   LLVMValueRef idx = vadd(L, img, vadd(L, vmulc(L, vl, ihv, c->w), iwv));

@@ -234,6 +234,8 @@ void lw_endif(Lower *L, LwIf *c);
 /* An array of count elements of type elt on the stack, 64-byte aligned, allocated in the
  * kernel's entry block (packing buffers, tiles). */
 LLVMValueRef lw_stack(Lower *L, LLVMTypeRef elt, int64_t count);
+/* A new private constant global of the module holding init (unnamed_addr). */
+LLVMValueRef lw_private_constant(Lower *L, LLVMValueRef init, const char *name);
 /* A mutable local (an alloca in the entry block; SROA makes it a register). */
 LLVMValueRef lw_var(Lower *L, LLVMTypeRef ty, LLVMValueRef init);
 LLVMValueRef lw_get(Lower *L, LLVMTypeRef ty, LLVMValueRef var);

@@ -219,11 +219,7 @@ LLVMValueRef lw_const_global(Lower *L, const Node *n) {
   }
   LLVMValueRef init = LLVMConstArray2(et, vals, (uint64_t)numel);
   free(vals);
-  g = LLVMAddGlobal(L->mod, LLVMTypeOf(init), name);
-  LLVMSetInitializer(g, init);
-  LLVMSetGlobalConstant(g, 1);
-  LLVMSetLinkage(g, LLVMPrivateLinkage);
-  LLVMSetUnnamedAddr(g, 1);
+  g = lw_private_constant(L, init, name);
   LLVMSetAlignment(g, 64);
   return g;
 }
