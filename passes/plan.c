@@ -310,9 +310,6 @@ static int64_t place_one(Slot *sl, const int *placed, int np, int s, bool best, 
 }
 
 typedef enum Order { BY_SIZE, BY_LIFETIME, BY_AREA, BY_BIRTH, NORDERS } Order;
-static const char *const order_name[NORDERS] = {"size", "lifetime", "size x lifetime", "birth"};
-static const char *const improved_name[NORDERS] = {"size, improved", "lifetime, improved",
-                                                   "size x lifetime, improved", "birth, improved"};
 
 static int64_t sort_key(const Slot *s, Order o) {
   int64_t life = s->end - s->start + 1;
@@ -369,32 +366,31 @@ static int64_t place_all(Slot *sl, int n, const int *idx, bool best) {
 
 /* Local search from a placement order (idx, giving arena *top): moving one slot to an earlier
  * place in the order, kept when the arena shrinks, until no move helps (a few passes; small
- * plans only: each try places all n). Returns true when it found a smaller arena (idx and the
- * offsets in sl are then the improved order's). */
-static bool improve_order(Slot *sl, int n, int *idx, bool best, int64_t *top, int64_t bound) {
-  if (n > PLAN_IMPROVE_MAX || n < 3) return false;
+ * plans only: each try places all n). idx, *top and the offsets in sl end as the best order's. */
+static void improve_order(Slot *sl, int n, int *idx, bool best, int64_t *top, int64_t bound) {
+  if (n > PLAN_IMPROVE_MAX || n < 3) return;
   int *try_idx = plan_alloc((size_t)n, sizeof *try_idx);
-  bool found = false;
-  for (int pass = 0; pass < 4 && *top > bound; pass++) {
+  int64_t arena = *top;
+  for (int pass = 0; pass < 4 && arena > bound; pass++) {
     bool moved = false;
-    for (int j = 1; j<n && * top> bound; j++)
-      for (int i = 0; i<j && * top> bound; i++) {
+    for (int j = 1; j < n && arena > bound; j++)
+      for (int i = 0; i < j && arena > bound; i++) {
         memcpy(try_idx, idx, (size_t)i * sizeof *idx);
         try_idx[i] = idx[j];
         memcpy(try_idx + i + 1, idx + i, (size_t)(j - i) * sizeof *idx);
         memcpy(try_idx + j + 1, idx + j + 1, (size_t)(n - j - 1) * sizeof *idx);
-        int64_t arena = place_all(sl, n, try_idx, best);
-        if (arena < *top) {
-          *top = arena;
+        int64_t tried = place_all(sl, n, try_idx, best);
+        if (tried < arena) {
+          arena = tried;
           memcpy(idx, try_idx, (size_t)n * sizeof *idx);
-          moved = found = true;
+          moved = true;
         }
       }
     if (!moved) break;
   }
   place_all(sl, n, idx, best); /* the offsets of the order kept */
   free(try_idx);
-  return found;
+  *top = arena;
 }
 
 /* The most bytes live at one step. */
@@ -470,11 +466,10 @@ static bool place_exact(Slot *sl, int n, int64_t *arena, int64_t upper, int64_t 
 }
 
 /* The best placement of the current order's slots: fills P->slots' offsets (through the
- * in-place map when that wins) and returns the arena size; *how names the heuristic. */
+ * in-place map when that wins) and returns the arena size. */
 typedef struct Best {
   int64_t arena;
   bool inplace;
-  const char *how;
   int *map; /* slot -> placed slot */
   Slot *sl; /* placed slots */
   int n;
@@ -499,21 +494,15 @@ static void plan_place(const Plan *P, Best *b) {
         for (int j = 0; j < n; j++) idx[j] = j;
         sort_slots(sl, (Order)o, idx, n, tmp);
         int64_t arena = place_all(sl, n, idx, best);
-        const char *how = o == 0 ? (best ? "best-fit by size" : "first-fit by size (TFLite greedy)")
-                                 : order_name[o];
-        if (improve_order(sl, n, idx, best, &arena, bound))
-          how = o == 0 ? (best ? "best-fit by size, improved" : "first-fit by size, improved")
-                       : improved_name[o];
+        improve_order(sl, n, idx, best, &arena, bound);
         /* After the last heuristic, search for better than the variant's best so far. */
         bool last = o == NORDERS - 1 && best == 0;
         int64_t upper = variant_best >= 0 && variant_best < arena ? variant_best : arena;
-        if (last && n <= PLAN_EXACT_MAX && upper > bound &&
-            place_exact(sl, n, &arena, upper, bound))
-          how = "exact (branch and bound)";
+        if (last && n <= PLAN_EXACT_MAX && upper > bound) place_exact(sl, n, &arena, upper, bound);
         if (variant_best < 0 || arena < variant_best) variant_best = arena;
         if (b->arena < 0 || arena < b->arena) {
           free(b->map), free(b->sl);
-          b->arena = arena, b->inplace = inplace, b->how = how, b->n = n;
+          b->arena = arena, b->inplace = inplace, b->n = n;
           b->map = plan_alloc((size_t)P->nslots, sizeof *b->map);
           b->sl = plan_alloc((size_t)n, sizeof *b->sl);
           memcpy(b->map, map, (size_t)P->nslots * sizeof *map);
