@@ -221,23 +221,28 @@ class Runner:
                 env["LD_LIBRARY_PATH"] = self.omp
         return env
 
-    def measure(self, tags, cmd, env=None, timeout=300):
-        """Run one measuring process; save its JSON line with tags; return it (or None)."""
-        t0 = time.time()
+    def run_tool(self, cmd, env, timeout):
+        """Run one measuring process: (its stdout's lines, or None when it exited non-zero or
+        timed out; what to report if its output is not what was wanted)."""
         try:
             p = subprocess.run(cmd, env=env or self.base_env(), capture_output=True, text=True,
                                timeout=timeout, cwd=ROOT)
-            line = p.stdout.strip().splitlines()[-1] if p.stdout.strip() else ""
-            rec = json.loads(line) if p.returncode == 0 and line.startswith("{") else None
-            err = None if rec else (p.stderr.strip()[-500:] or f"exit {p.returncode}")
         except subprocess.TimeoutExpired:
-            rec, err = None, f"timed out after {timeout} s"
+            return None, f"timed out after {timeout} s"
+        why = p.stderr.strip()[-500:] or f"exit {p.returncode}"
+        return (p.stdout.strip().splitlines() if p.returncode == 0 else None), why
+
+    def measure(self, tags, cmd, env=None, timeout=300):
+        """Run one measuring process; save its JSON line with tags; return it (or None)."""
+        t0 = time.time()
+        lines, why = self.run_tool(cmd, env, timeout)
+        rec = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else None
         out = {"kind": "measure", **tags, "wall_s": time.time() - t0}
         if rec:
             out.update(rec)
         else:
-            out["error"] = err
-            self.log(f"   FAILED {tags}: {err}")
+            out["error"] = why
+            self.log(f"   FAILED {tags}: {why}")
         self.save(out)
         if rec:
             self.log(f"   {tags} {rec['median_ms']:.4f} ms")
@@ -247,20 +252,13 @@ class Runner:
         """Run one measuring process printing one JSON line per implementation (impl ->
         config in configs); save each with tags."""
         t0 = time.time()
-        try:
-            p = subprocess.run(cmd, env=env or self.base_env(), capture_output=True, text=True,
-                               timeout=timeout, cwd=ROOT)
-            lines = [l for l in p.stdout.splitlines() if l.startswith("{")]
-            recs = [json.loads(l) for l in lines] if p.returncode == 0 else []
-            err = None if len(recs) == len(configs) else (p.stderr.strip()[-500:] or
-                                                         f"exit {p.returncode}")
-        except subprocess.TimeoutExpired:
-            recs, err = [], f"timed out after {timeout} s"
-        if err:
+        lines, why = self.run_tool(cmd, env, timeout)
+        recs = [json.loads(l) for l in lines or [] if l.startswith("{")]
+        if len(recs) != len(configs):
             for impl, config in configs.items():
                 self.save({"kind": "measure", **tags, "impl": impl, "config": config,
-                           "wall_s": time.time() - t0, "error": err})
-            self.log(f"   FAILED {tags}: {err}")
+                           "wall_s": time.time() - t0, "error": why})
+            self.log(f"   FAILED {tags}: {why}")
             return
         for rec in recs:
             out = {"kind": "measure", **tags, "config": configs[rec["impl"]],
