@@ -46,6 +46,8 @@ const char *ir_dtype_name(DType dt); /* "f32", "i32", "f64" */
 bool ir_dtype_lookup(const char *name, DType *out);
 size_t ir_dtype_size(DType dt);
 bool ir_dtype_is_float(DType dt);
+/* Element i of data of dtype dt, as a double. */
+double ir_value_at(DType dt, const void *data, int64_t i);
 int64_t ir_type_numel(const Type *t); /* 1 for a scalar */
 bool ir_type_eq(const Type *a, const Type *b);
 /* "f32[128,784]", "f32[]"; returns buf. IR_TYPE_STR_MAX bytes always

@@ -66,6 +66,20 @@ bool ir_dtype_is_float(DType dt) {
   return dtypes[dt].is_float;
 }
 
+double ir_value_at(DType dt, const void *data, int64_t i) {
+  switch (dt) {
+  case DT_F32:
+    return ((const float *)data)[i];
+  case DT_F64:
+    return ((const double *)data)[i];
+  case DT_I32:
+    return ((const int32_t *)data)[i];
+  case DT_COUNT:
+    break;
+  }
+  ir_fatal("invalid dtype %d", (int)dt);
+}
+
 /* Saturates at INT64_MAX rather than overflowing; shape rules reject any
  * type above IR_MAX_NUMEL long before that matters. */
 int64_t ir_type_numel(const Type *t) {

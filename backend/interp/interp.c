@@ -137,20 +137,6 @@ const Node *interp_output(const Interp *it, const char *name) {
 
 /* ---- Binding ------------------------------------------------------------ */
 
-static double load(DType dt, const void *data, int64_t i) {
-  switch (dt) {
-  case DT_F32:
-    return ((const float *)data)[i];
-  case DT_F64:
-    return ((const double *)data)[i];
-  case DT_I32:
-    return ((const int32_t *)data)[i];
-  case DT_COUNT:
-    break;
-  }
-  ir_fatal("interp_set: invalid dtype %d", (int)dt);
-}
-
 /* Float data converts between f32 and f64; ids stay i32. */
 static bool dtypes_compatible(DType node, DType given) {
   return (unsigned)given < DT_COUNT &&
@@ -179,7 +165,7 @@ bool interp_set(Interp *it, const char *name, DType dt, int rank, const int64_t 
                    ir_type_str(&given, got, sizeof got));
   double *v = it->val[n->id];
   int64_t count = ir_type_numel(&n->type);
-  for (int64_t i = 0; i < count; i++) v[i] = load(dt, data, i);
+  for (int64_t i = 0; i < count; i++) v[i] = ir_value_at(dt, data, i);
   store_native(it, n);
   it->bound[n->id] = true;
   return true;

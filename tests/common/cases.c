@@ -194,20 +194,6 @@ char *read_file(const char *path, size_t *len) {
   return buf;
 }
 
-double value_at(DType dt, const void *p, int64_t i) {
-  switch (dt) {
-  case DT_F32:
-    return ((const float *)p)[i];
-  case DT_F64:
-    return ((const double *)p)[i];
-  case DT_I32:
-    return ((const int32_t *)p)[i];
-  case DT_COUNT:
-    break;
-  }
-  ir_fatal("value_at: a value of no dtype");
-}
-
 DType from_kiln_dtype(KilnDType dt) {
   return dt == KILN_F64 ? DT_F64 : dt == KILN_I32 ? DT_I32 : DT_F32;
 }

@@ -118,8 +118,6 @@ bool manifest_wanted(const char *name, char **only, int nonly, bool *seen);
 
 /* The whole file, NUL-terminated (malloc'd; its length in *len); NULL if it cannot be read. */
 char *read_file(const char *path, size_t *len);
-/* Element i of p, of dtype dt, as a double. */
-double value_at(DType dt, const void *p, int64_t i);
 DType from_kiln_dtype(KilnDType dt);
 
 #endif

@@ -48,7 +48,7 @@ static void compare_loose(Case *c, const char *what, const Node *n, const void *
   double max_abs = 0, max_rel = 0;
   Tol lt = {t.cls, t.rtol, loose_atol};
   for (int64_t i = 0; i < count; i++) {
-    double g = value_at(n->type.dtype, got, i), w = value_at(n->type.dtype, want, i);
+    double g = ir_value_at(n->type.dtype, got, i), w = ir_value_at(n->type.dtype, want, i);
     double r = tol_ratio(g, w, loose && loose[i] ? lt : t), e = fabs(g - w);
     if (r > c->worst) c->worst = r;
     if (r > 1 && shown++ < MAX_SHOW)
@@ -95,7 +95,7 @@ static void *source_data(TestCase *c, const Node *n) {
     return out;
   }
   for (int64_t i = 0; i < count; i++) {
-    double v = value_at(from_kiln_dtype(t->dtype), t->data, i);
+    double v = ir_value_at(from_kiln_dtype(t->dtype), t->data, i);
     if (n->type.dtype == DT_F32) ((float *)out)[i] = (float)v;
     if (n->type.dtype == DT_F64) ((double *)out)[i] = v;
     if (n->type.dtype == DT_I32) ((int32_t *)out)[i] = (int32_t)v;
@@ -248,11 +248,11 @@ static void check_train(Case *c, bool planned) {
     int64_t count = ir_type_numel(&gn->type);
     double gmax = 0;
     for (int64_t k = 0; k < count; k++)
-      gmax = fmax(gmax, fabs(value_at(gn->type.dtype, interp_value(it, gn), k)));
+      gmax = fmax(gmax, fabs(ir_value_at(gn->type.dtype, interp_value(it, gn), k)));
     tiny[i] = calloc((size_t)(count > 0 ? count : 1), sizeof **tiny);
     for (int64_t k = 0; tiny[i] && k < count; k++)
       tiny[i][k] =
-          gmax < 1e-6 || fabs(value_at(gn->type.dtype, interp_value(it, gn), k)) < 1e-5 * gmax;
+          gmax < 1e-6 || fabs(ir_value_at(gn->type.dtype, interp_value(it, gn), k)) < 1e-5 * gmax;
   }
   for (int step = 0; rc == 0 && step < 2; step++) {
     if (step > 0 && !interp_run(it, err, sizeof err)) case_fail(&c->tc, "interp_run: %s", err);

@@ -46,7 +46,7 @@ static void *xcalloc(int64_t count, size_t size) {
 /* count elements of data (in dtype dt; NULL: zeros) as doubles; malloc'd. */
 static double *to_doubles(DType dt, const void *data, int64_t count) {
   double *v = xcalloc(count, sizeof *v);
-  for (int64_t i = 0; data && i < count; i++) v[i] = value_at(dt, data, i);
+  for (int64_t i = 0; data && i < count; i++) v[i] = ir_value_at(dt, data, i);
   return v;
 }
 

@@ -36,7 +36,7 @@ static bool compare(Case *c, const char *what, const Type *t, const void *got, c
   int64_t n = ir_type_numel(t), bad = 0;
   c->ntensors++;
   for (int64_t i = 0; i < n; i++) {
-    double g = value_at(t->dtype, got, i), w = value_at(t->dtype, want, i);
+    double g = ir_value_at(t->dtype, got, i), w = ir_value_at(t->dtype, want, i);
     double r = tol_ratio(g, w, c->tc.tol);
     if (r > c->worst) c->worst = r;
     if (r <= 1) continue;

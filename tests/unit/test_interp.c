@@ -87,19 +87,7 @@ static void run_fails(const char *want) {
 
 /* Element i of a node's value, whatever its dtype. */
 static double value_at(const Node *n, int64_t i) {
-  const void *v = interp_value(it, n);
-  switch (n->type.dtype) {
-  case DT_F32:
-    return ((const float *)v)[i];
-  case DT_F64:
-    return ((const double *)v)[i];
-  case DT_I32:
-    return ((const int32_t *)v)[i];
-  case DT_COUNT:
-    break;
-  }
-  fail_msg("bad dtype");
-  return 0;
+  return ir_value_at(n->type.dtype, interp_value(it, n), i);
 }
 
 static bool close_to(double got, double want, double tol) {
