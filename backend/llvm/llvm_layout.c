@@ -500,12 +500,41 @@ static void chain_launch(Plan *pl, Kernel *k, const char *kind, Node **seg, int 
   launch_common(pl, k, what);
 }
 
+/* The launch of an anchor with a chain seg its scan sc found: nodes (the anchor, then seg),
+ * args (the anchor's operands aargs, the chain's reads, its outputs), the reads from args[from]
+ * on placed and the outputs at their places; NULL if out of memory or a read cannot be placed.
+ * The caller places the anchor's own value and anything before args[from]. */
+static Kernel *chain_kernel(Plan *pl, Node *anchor, Node **aargs, Node **seg, int nseg,
+                            const Scan *sc, int from) {
+  Program *p = pl->p;
+  int nargs = anchor->nin + sc->nreads + sc->nouts;
+  Kernel *k = new_launch(p);
+  if (!k) return NULL;
+  k->nodes = own(p, ((size_t)nseg + 1) * sizeof *k->nodes);
+  k->args = own(p, (size_t)nargs * sizeof *k->args);
+  k->at = own(p, ((size_t)nargs + 1) * sizeof *k->at);
+  if (!k->nodes || !k->args || !k->at) return NULL;
+  k->nodes[0] = anchor;
+  memcpy(k->nodes + 1, seg, (size_t)nseg * sizeof *seg);
+  k->nnodes = nseg + 1;
+  memcpy(k->args, aargs, (size_t)anchor->nin * sizeof *aargs);
+  memcpy(k->args + anchor->nin, sc->reads, (size_t)sc->nreads * sizeof *sc->reads);
+  memcpy(k->args + anchor->nin + sc->nreads, sc->outs, (size_t)sc->nouts * sizeof *sc->outs);
+  k->epi_args = anchor->nin;
+  k->nreads = sc->nreads;
+  k->nargs = nargs;
+  k->out = anchor;
+  for (int i = from; i < nargs - sc->nouts; i++)
+    if (!place_read(pl, k, i)) return NULL;
+  for (int i = nargs - sc->nouts; i < nargs; i++) k->at[i] = place_of(pl, k->args[i]);
+  return k;
+}
+
 /* An anchor taking a prologue (a layer_norm, or a reduction over runs of whole rows:
  * llvm_prologue_anchor) and the elementwise chain seg[0..nseg) computing its input x: one
  * launch, each row of x computed by the prologue (into x's home when it has one or a later
  * launch reads it, else onto the stack) right before the anchor reads it. */
 static bool plan_prologue(Plan *pl, Node *anchor, Node **seg, int nseg) {
-  Program *p = pl->p;
   Node *x = anchor->in[0];
   for (int i = 1; i < anchor->nin; i++)
     if (!plan_read(pl, anchor->in[i])) return false;
@@ -519,94 +548,47 @@ static bool plan_prologue(Plan *pl, Node *anchor, Node **seg, int nseg) {
       sc.nouts--;
       break;
     }
-  int nargs = anchor->nin + sc.nreads + sc.nouts;
-  Kernel *k = ok ? new_launch(p) : NULL;
+  Kernel *k = ok ? chain_kernel(pl, anchor, anchor->in, seg, nseg, &sc, 1) : NULL;
   if (k) {
-    k->nodes = own(p, ((size_t)nseg + 1) * sizeof *k->nodes);
-    k->args = own(p, (size_t)nargs * sizeof *k->args);
-    k->at = own(p, ((size_t)nargs + 1) * sizeof *k->at);
-    ok = k->nodes && k->args && k->at;
-  }
-  if (k && ok) {
-    k->nodes[0] = anchor;
-    memcpy(k->nodes + 1, seg, (size_t)nseg * sizeof *seg);
-    k->nnodes = nseg + 1;
     k->npro = nseg;
     k->pro_stack = !x_stored;
-    memcpy(k->args, anchor->in, (size_t)anchor->nin * sizeof *k->args);
-    memcpy(k->args + anchor->nin, sc.reads, (size_t)sc.nreads * sizeof *sc.reads);
-    memcpy(k->args + anchor->nin + sc.nreads, sc.outs, (size_t)sc.nouts * sizeof *sc.outs);
-    k->epi_args = anchor->nin;
-    k->nreads = sc.nreads;
-    k->nargs = nargs;
-    k->out = anchor;
     /* x: its home (written by the prologue), or never read (a row on the stack). */
     k->at[0] = x_stored ? place_of(pl, x) : pl->base;
-    for (int i = 1; ok && i < anchor->nin + sc.nreads; i++) ok = place_read(pl, k, i);
-    for (int i = anchor->nin + sc.nreads; i < nargs; i++) k->at[i] = place_of(pl, k->args[i]);
-    k->at[nargs] = resident(pl, anchor) ? -1 : tmp_of(pl, anchor, (int64_t)value_bytes(anchor));
+    k->at[k->nargs] = resident(pl, anchor) ? -1 : tmp_of(pl, anchor, (int64_t)value_bytes(anchor));
     chain_launch(pl, k, "pro", seg, nseg, sc.outs, sc.nouts);
-  } else {
-    ok = false;
   }
   scan_free(&sc);
-  return ok;
+  return k != NULL;
 }
 
 /* The anchor (a GEMM) and the elementwise chain seg[0..nseg) after it: one
  * launch, the chain applied to the GEMM's results in registers. The anchor
  * keeps a buffer (its home, or scratch): the GEMM accumulates K slices in it. */
 static bool plan_epilogue(Plan *pl, Node *anchor, Node **seg, int nseg) {
-  Program *p = pl->p;
   Node **aargs, **view;
   if (!plan_views(pl, anchor, &aargs, &view)) return false;
   for (int i = 0; i < anchor->nin; i++)
     if (!plan_read(pl, aargs[i])) return false;
   Scan sc;
   bool ok = scan_launch(pl, anchor, false, seg, nseg, &sc);
-  Node **reads = sc.reads, **outs = sc.outs;
-  int nreads = sc.nreads, nouts = sc.nouts;
-  Kernel *k = ok ? new_launch(p) : NULL;
-  int nargs = anchor->nin + nreads + nouts;
+  Kernel *k = ok ? chain_kernel(pl, anchor, aargs, seg, nseg, &sc, 0) : NULL;
   if (k) {
-    k->nodes = own(p, ((size_t)nseg + 1) * sizeof *k->nodes);
-    k->args = own(p, (size_t)nargs * sizeof *k->args);
-    k->at = own(p, ((size_t)nargs + 1) * sizeof *k->at);
     k->view = view;
-    ok = k->nodes && k->args && k->at;
-  }
-  if (k && ok) {
-    k->nodes[0] = anchor;
-    memcpy(k->nodes + 1, seg, (size_t)nseg * sizeof *seg);
-    k->nnodes = nseg + 1;
     k->nepi = nseg;
-    memcpy(k->args, aargs, (size_t)anchor->nin * sizeof *aargs);
-    memcpy(k->args + anchor->nin, reads, (size_t)nreads * sizeof *reads);
-    memcpy(k->args + anchor->nin + nreads, outs, (size_t)nouts * sizeof *outs);
-    k->epi_args = anchor->nin;
-    k->nreads = nreads;
-    k->nargs = nargs;
-    k->out = anchor;
     k->anchor_store = sc.anchor_store;
-    for (int i = 0; ok && i < nargs - nouts; i++) ok = place_read(pl, k, i);
-    for (int i = nargs - nouts; i < nargs; i++)
-      k->at[i] =
-          resident(pl, k->args[i]) ? -1 : tmp_of(pl, k->args[i], (int64_t)value_bytes(k->args[i]));
     /* A non-resident anchor needs scratch only to accumulate K slices or for a
      * later reader; else it is never stored and its pointer never read (a row
      * kernel's: layer_norm, layer_norm_grad; a pooling gradient's, whose
      * planes add up on the stack). */
     bool gemm = anchor->op == OP_MATMUL || anchor->op == OP_CONV2D;
     bool buffer = sc.anchor_store || (gemm && !lw_gemm_one_slice(llvm_gemm_depth(anchor)));
-    k->at[nargs] = resident(pl, anchor) ? -1
-                   : buffer             ? tmp_of(pl, anchor, (int64_t)value_bytes(anchor))
-                                        : pl->base;
-    chain_launch(pl, k, "epi", seg, nseg, outs, nouts);
-  } else {
-    ok = false;
+    k->at[k->nargs] = resident(pl, anchor) ? -1
+                      : buffer             ? tmp_of(pl, anchor, (int64_t)value_bytes(anchor))
+                                           : pl->base;
+    chain_launch(pl, k, "epi", seg, nseg, sc.outs, sc.nouts);
   }
   scan_free(&sc);
-  return ok;
+  return k != NULL;
 }
 
 static bool node_fusable(const Node *n) {
