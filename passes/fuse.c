@@ -27,7 +27,10 @@
  * the stored copy) and cheap elementwise ops left alone in a kernel whose arena inputs are no
  * larger than their result (relu of a stored value read by two matmuls), and costly activations
  * read only by matrix products whose input is stored anyway (fuse_mark_gemm_maps). Those are
- * inline. */
+ * inline.
+ * Then the target (PassCtx.target, the backend) says which launches it makes of each kernel:
+ * fuse_split makes each launch a kernel, and an inline value computed by a launch of its own a
+ * kernel of its own, so that the fused graph's kernels are what runs. */
 #include "passes.h"
 
 #include <stdlib.h>
@@ -55,6 +58,7 @@ typedef enum Reason {
   R_SPACE,
   R_CYCLE,
   R_INLINE,
+  R_TARGET,
 } Reason;
 
 static const char *const reason_text[] = {
@@ -69,6 +73,7 @@ static const char *const reason_text[] = {
     [R_SPACE] = "iteration spaces differ (broadcast)",
     [R_CYCLE] = "would make the kernel non-convex (a path leaves it and comes back)",
     [R_INLINE] = "the user is inline: it is recomputed by each of its readers",
+    [R_TARGET] = "backend: no single launch of the backend computes both",
 };
 
 enum { NEED_INFER = 1, NEED_GRAD = 2, NEED_TRAIN = 4 };
@@ -477,6 +482,38 @@ static void fuse_order(Fuse *F) {
   free(users), free(indeg), free(nusers), free(capusers), free(ready), free(done), free(order);
 }
 
+/* ---- The backend's launches --------------------------------------------- */
+
+/* One pass of the target's verdict over a fused graph: a kernel it runs as several launches
+ * becomes one kernel per launch, an inline value it computes by a launch of its own a kernel of
+ * its own (it sits before its first reader). Kernels stay contiguous and in execution order: a
+ * kernel's launches run in the order of its nodes. Returns whether anything changed. */
+static bool fuse_split(Graph *g, const FuseTarget *t) {
+  int *launch = fuse_alloc((size_t)g->nnodes, sizeof *launch);
+  IR_ASSERT(t->launches(g, launch), "fuse: out of memory asking %s for its launches", t->name);
+  bool changed = false;
+  int nk = 0, group = IR_KERNEL_NONE, at = -1; /* the old kernel and the launch of the last one */
+  for (int i = 0; i < g->nnodes; i++) {
+    Node *n = g->nodes[i];
+    if (n->kernel == IR_KERNEL_INLINE && launch[i] >= 0) {
+      n->kernel = nk++;
+      group = IR_KERNEL_NONE;
+      changed = true;
+      continue;
+    }
+    if (n->kernel < 0) continue;
+    bool split = n->kernel == group && at >= 0 && launch[i] > at;
+    if (n->kernel != group || split) nk++, at = -1;
+    changed |= split;
+    group = n->kernel;
+    if (launch[i] >= 0) at = launch[i];
+    n->kernel = nk - 1;
+  }
+  g->nkernels = nk;
+  free(launch);
+  return changed;
+}
+
 /* ---- The pass and the explanation --------------------------------------- */
 
 static void fuse_init(Fuse *F, Graph *g) {
@@ -509,7 +546,6 @@ static void fuse_free(Fuse *F) {
 }
 
 bool pass_fuse(Graph *g, PassCtx *cx) {
-  (void)cx;
   Fuse F;
   fuse_init(&F, g);
   fuse_mark_inline(&F);
@@ -521,6 +557,10 @@ bool pass_fuse(Graph *g, PassCtx *cx) {
   fuse_free(&F);
   g->annot = IR_ANNOT_FUSED;
   g->arena_bytes = 0;
+  /* Each split can leave a new kernel whose inline inputs the backend computes by a launch of
+   * their own (broadcast(div(a, b)): the div); a few rounds reach the fixed point. */
+  for (int round = 0; cx->target && round < 8 && fuse_split(g, cx->target); round++) {
+  }
   return true;
 }
 
@@ -572,6 +612,7 @@ void fuse_explain(FILE *f, const Graph *g) {
       int p = posof(&F, n->in[k]);
       if (!in_kernel(&F, p) || n->in[k]->kernel == n->kernel) continue;
       Reason r = F.inl[i] ? R_INLINE : fuse_check(&F, p, i);
+      if (r == R_OK) r = R_TARGET; /* fusable by the rules: the backend split them (fuse_split) */
       fprintf(f, "  ");
       explain_ref(f, names, p);
       fprintf(f, " (%s, ", ir_op_name(n->in[k]->op));

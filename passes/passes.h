@@ -28,8 +28,22 @@ typedef enum PassId {
   PASS_COUNT
 } PassId;
 
+/* What the backend makes of the fusion groups. pass_fuse asks it after grouping: a group the
+ * backend would run as several launches becomes one kernel per launch, and an inline value it
+ * would compute into memory by a launch of its own becomes a kernel of its own, so that every
+ * kernel of the fused graph is one launch (--stage=fused shows what runs). */
+typedef struct FuseTarget {
+  const char *name;
+  /* For the fused graph g: launch[i], by position in g->nodes, is the index of the backend's
+   * launch that computes g->nodes[i] (launches numbered in the order they run), or -1 (sources,
+   * values no launch computes on its own: inline nodes evaluated by their readers, values
+   * computed into a reader's place). False if out of memory. */
+  bool (*launches)(const Graph *g, int *launch);
+} FuseTarget;
+
 typedef struct PassCtx {
-  FILE *dump; /* where --print-before/after go (stdout if NULL) */
+  const FuseTarget *target; /* NULL: the groups stand as the fusion rules form them */
+  FILE *dump;               /* where --print-before/after go (stdout if NULL) */
   bool print_before[PASS_COUNT];
   bool print_after[PASS_COUNT];
   int stop_after;   /* a PassId, or -1 */

@@ -567,6 +567,7 @@ int main(int argc, char **argv) {
   o.count = 200;           /* kiln sample -n */
   o.temperature = 1.0;     /* kiln sample --temperature */
   pass_ctx_init(&o.passes);
+  o.passes.target = llvm_fuse_target(); /* kernels are the LLVM backend's launches */
   int rc = parse_args(c, &o, argc, argv);
   if (rc == EXIT_OK && o.show_help)
     print_command_help(c);

@@ -27,6 +27,7 @@
 
 #include "ir.h"
 #include "kiln.h"
+#include "passes.h"
 
 /* Wall-clock milliseconds of the back end's phases (kiln --time-passes). */
 typedef struct LlvmTimes {
@@ -40,6 +41,13 @@ typedef struct LlvmOptions {
   bool train;       /* emit m_train_step and m_grad (when the graph has a loss) */
   LlvmTimes *times; /* NULL, or where the phases' times are added */
 } LlvmOptions;
+
+/* The fuse pass's view of this backend (PassCtx.target): which launches it makes of a fused
+ * graph's kernels, so that the pass makes each launch a kernel of its own. */
+const FuseTarget *llvm_fuse_target(void);
+/* The launches of a graph's train step and other entries (each kernel of a graph fused with
+ * llvm_fuse_target is one); -1 if out of memory. */
+int llvm_launch_count(const Graph *g);
 
 /* Prints the phases as rows of pass_print_times's table. */
 void llvm_print_times(FILE *f, const LlvmTimes *t);

@@ -747,6 +747,67 @@ static bool program_planned(Program *p) {
   return true;
 }
 
+/* ---- The launches of a fused graph (FuseTarget) ------------------------- */
+
+/* Whether v, computed by a kernel, is read by another kernel (directly or through inline
+ * nodes): the plan gives such values a home. */
+static void mark_crossing(int kernel, const Node *v, bool *home, int depth) {
+  if (v->kernel == IR_KERNEL_INLINE && depth < 64) {
+    for (int i = 0; i < v->nin; i++) mark_crossing(kernel, v->in[i], home, depth + 1);
+  } else if (v->kernel >= 0 && v->kernel != kernel) {
+    home[v->id] = true;
+  }
+}
+
+/* The launches program_planned_kernels makes of a fused graph, before the plan: every value the
+ * plan will give a home (read by another kernel, an output, the loss, a gradient, an update
+ * value) is taken as resident, the rest as scratch. */
+static bool fuse_launches(const Graph *g, int *launch) {
+  Program p = {.g = g, .planned = true};
+  size_t ids = (size_t)g->next_id + 1;
+  bool *home = calloc(ids, sizeof *home);
+  int *pos = malloc(ids * sizeof *pos);
+  p.layout.offset = malloc(ids * sizeof *p.layout.offset);
+  bool ok = home && pos && p.layout.offset;
+  for (int i = 0; ok && i < g->nnodes; i++) {
+    const Node *n = g->nodes[i];
+    pos[n->id] = i;
+    launch[i] = -1;
+    if (n->kernel >= 0)
+      for (int j = 0; j < n->nin; j++) mark_crossing(n->kernel, n->in[j], home, 0);
+  }
+  for (int i = 0; ok && i < g->noutputs; i++) home[g->outputs[i].node->id] = true;
+  for (int i = 0; ok && i < g->ngrads; i++) home[g->grads[i].grad->id] = true;
+  for (int i = 0; ok && i < g->nupdates; i++) home[g->updates[i].value->id] = true;
+  if (ok && g->loss) home[g->loss->id] = true;
+  for (int i = 0; ok && i < g->nnodes; i++) {
+    const Node *n = g->nodes[i];
+    p.layout.offset[n->id] = n->kernel >= 0 && home[n->id] ? 0 : -1;
+  }
+  ok = ok && program_planned_kernels(&p);
+  for (int k = 0; ok && k < p.nkernels; k++)
+    for (int j = 0; j < p.kernels[k].nnodes; j++) {
+      int at = pos[p.kernels[k].nodes[j]->id];
+      if (launch[at] < 0) launch[at] = k;
+    }
+  free(home);
+  free(pos);
+  llvm_program_free(&p);
+  return ok;
+}
+
+int llvm_launch_count(const Graph *g) {
+  Program p;
+  LlvmOptions o = {.train = true};
+  int n = llvm_program_build(&p, g, &o) ? p.nkernels : -1;
+  llvm_program_free(&p);
+  return n;
+}
+
+static const FuseTarget llvm_target = {.name = "the LLVM backend", .launches = fuse_launches};
+
+const FuseTarget *llvm_fuse_target(void) { return &llvm_target; }
+
 /* ---- Entry subsets ------------------------------------------------------ */
 
 static void mark(bool *need, const Node *n) {

@@ -79,6 +79,7 @@ Graph *case_graph(TestCase *c, Stage upto, const CaseBuild *b) {
   PassId stop = b && b->stop_after ? pass_lookup(b->stop_after) : PASS_COUNT;
   if (stop != PASS_COUNT) cx.stop_after = stop;
   cx.inference = b && b->inference;
+  cx.target = b ? b->target : NULL;
   if (!pass_run_pipeline(g, upto, &cx)) {
     case_fail(c, "the pipeline to stage '%s' failed", stage_name(upto));
     ir_graph_free(g);

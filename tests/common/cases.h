@@ -78,8 +78,9 @@ void case_free(TestCase *c);
 
 /* How case_graph runs the pipeline. */
 typedef struct CaseBuild {
-  const char *stop_after; /* a pass name: stop after it (NULL or no such pass: the whole stage) */
-  bool inference;         /* PassCtx.inference */
+  const char *stop_after;   /* a pass name: stop after it (NULL or no such pass: the whole stage) */
+  bool inference;           /* PassCtx.inference */
+  const FuseTarget *target; /* PassCtx.target */
 } CaseBuild;
 
 /* A fresh graph from the case's syntax tree through the pipeline to upto (b NULL: a training

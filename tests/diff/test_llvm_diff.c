@@ -80,6 +80,13 @@ static void compare_loss(Case *c, const char *what, const Node *loss, float got,
 
 typedef void *P;
 /* Calls an entry point: args[0] is the instance, then n - 1 pointers (libffi). */
+/* Graphs for the JIT: fused into the LLVM backend's launches. */
+static const CaseBuild *llvm_build(void) {
+  static CaseBuild b;
+  b.target = llvm_fuse_target();
+  return &b;
+}
+
 static int invoke(void (*f)(void), P *a, int n) { return kiln_invoke(f, a[0], a + 1, n - 1); }
 
 /* ---- Cases -------------------------------------------------------------- */
@@ -155,7 +162,7 @@ static int input_args(TestCase *c, const kiln_model_desc *d, const Graph *g, con
 static void check_forward(Case *c, double *compile_ms, bool planned) {
   Graph *g = case_graph(&c->tc, STAGE_GRAPH, NULL);
   if (!g) return;
-  Graph *jg = planned ? case_graph(&c->tc, STAGE_PLANNED, NULL) : g;
+  Graph *jg = planned ? case_graph(&c->tc, STAGE_PLANNED, llvm_build()) : g;
   if (!jg) {
     ir_graph_free(g);
     return;
@@ -208,7 +215,7 @@ static void check_train(Case *c, bool planned) {
     ir_graph_free(g);
     return;
   }
-  Graph *jg = planned ? case_graph(&c->tc, STAGE_PLANNED, NULL) : g;
+  Graph *jg = planned ? case_graph(&c->tc, STAGE_PLANNED, llvm_build()) : g;
   if (!jg) {
     ir_graph_free(g);
     return;
@@ -314,7 +321,7 @@ static bool check_optable(void) {
 static bool check_range_error_in(const char *src, Stage stage, const char *what) {
   TestCase c = {.name = "range_error"};
   bool ok = case_parse(&c, "<range>", src, strlen(src));
-  Graph *g = ok ? case_graph(&c, stage, NULL) : NULL;
+  Graph *g = ok ? case_graph(&c, stage, llvm_build()) : NULL;
   char err[ERR_LEN];
   LlvmOptions o = {.opt_level = 2};
   LlvmJit *j = g ? llvm_jit_compile(g, &o, err, sizeof err) : NULL;
@@ -390,7 +397,7 @@ static int bench(const char *path, int threads, bool planned) {
   c.src = read_file(path, &len);
   if (!c.src) return fprintf(stderr, "cannot read %s\n", path), 1;
   if (!case_parse(&c, path, c.src, len)) return 1;
-  Graph *g = case_graph(&c, planned ? STAGE_PLANNED : STAGE_GRAD, NULL);
+  Graph *g = case_graph(&c, planned ? STAGE_PLANNED : STAGE_GRAD, llvm_build());
   if (!g) return 1;
   int nkernels = g->nkernels;
   for (int i = 0; !planned && i < g->nnodes; i++)
@@ -524,7 +531,37 @@ static bool check_math(void) {
   return ok;
 }
 
+/* --launches FILE...: each model's graph, fused for the LLVM backend and planned, for training
+ * and for inference, runs one launch per kernel (fuse_split; docs/LLVM.md). */
+static bool check_launches(const char *path) {
+  TestCase c = {.name = path};
+  FILE *f = fopen(path, "rb");
+  char *src = f ? calloc(1, 1 << 20) : NULL;
+  size_t len = src ? fread(src, 1, (1 << 20) - 1, f) : 0;
+  if (f) fclose(f);
+  bool ok = src && case_parse(&c, path, src, len);
+  for (int inference = 0; ok && inference < 2; inference++) {
+    Graph *g = case_graph(&c, STAGE_PLANNED,
+                          &(CaseBuild){.inference = inference, .target = llvm_fuse_target()});
+    int n = g ? llvm_launch_count(g) : -1;
+    ok = g && n == g->nkernels;
+    if (!ok)
+      printf("FAIL launches %s%s: %d launches, %d kernels\n", path, inference ? " (inference)" : "",
+             n, g ? g->nkernels : -1);
+    if (g) ir_graph_free(g);
+  }
+  case_free(&c);
+  free(src);
+  return ok;
+}
+
 int main(int argc, char **argv) {
+  if (argc >= 2 && strcmp(argv[1], "--launches") == 0) {
+    int failed = 0;
+    for (int i = 2; i < argc; i++) failed += !check_launches(argv[i]);
+    printf("launches: %d files, %d failed\n", argc - 2, failed);
+    return failed ? 1 : 0;
+  }
   if (argc >= 3 && strcmp(argv[1], "--bench") == 0) {
     int rc = 0;
     for (int i = 2; i < argc; i++) rc |= bench(argv[i], 0, false) | bench(argv[i], 0, true);
