@@ -580,7 +580,8 @@ static bool plan_epilogue(Plan *pl, Node *anchor, Node **seg, int nseg) {
      * later reader; else it is never stored and its pointer never read (a row
      * kernel's: layer_norm, layer_norm_grad; a pooling gradient's, whose
      * planes add up on the stack). */
-    bool gemm = anchor->op == OP_MATMUL || anchor->op == OP_CONV2D;
+    bool gemm =
+        anchor->op == OP_MATMUL || anchor->op == OP_CONV2D || anchor->op == OP_CONV2D_GRAD_INPUT;
     bool buffer = sc.anchor_store || (gemm && !lw_gemm_one_slice(llvm_gemm_depth(anchor)));
     k->at[k->nargs] = resident(pl, anchor) ? -1
                       : buffer             ? tmp_of(pl, anchor, (int64_t)value_bytes(anchor))

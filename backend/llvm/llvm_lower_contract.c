@@ -597,15 +597,24 @@ static bool conv_is_1x1(const ConvDims *c) {
 
 int64_t llvm_gemm_depth(const Node *n) {
   if (n->op == OP_MATMUL) return n->in[0]->type.dims[n->in[0]->type.rank - 1];
-  const Type *w = &n->in[1]->type; /* conv2d: ci * kh * kw */
-  return w->dims[1] * w->dims[2] * w->dims[3];
+  const Type *w = &n->in[1]->type; /* conv2d: ci * kh * kw; its input gradient: co * kh * kw */
+  return w->dims[n->op == OP_CONV2D_GRAD_INPUT ? 0 : 1] * w->dims[2] * w->dims[3];
+}
+
+static bool all_f32(const Node *n) {
+  for (int i = 0; i < n->nin; i++)
+    if (n->in[i]->type.dtype != DT_F32) return false;
+  return n->type.dtype == DT_F32;
 }
 
 bool llvm_conv2d_gemm(const Node *n) {
   ConvDims c = conv_dims(n, &n->in[0]->type, &n->in[1]->type, &n->type);
-  for (int i = 0; i < n->nin; i++)
-    if (n->in[i]->type.dtype != DT_F32) return false;
-  return lw_gemm_ok(n->type.dtype, c.nb, c.co, c.ho * c.wo, c.ci * c.kh * c.kw);
+  return all_f32(n) && lw_gemm_ok(n->type.dtype, c.nb, c.co, c.ho * c.wo, c.ci * c.kh * c.kw);
+}
+
+bool llvm_conv2d_grad_input_gemm(const Node *n) {
+  ConvDims c = conv_dims(n, &n->type, &n->in[1]->type, &n->in[0]->type);
+  return all_f32(n) && lw_gemm_ok(n->type.dtype, c.nb, c.ci, c.h * c.w, c.co * c.kh * c.kw);
 }
 
 void lower_conv2d(Lower *L, Kernel *k) {
@@ -680,7 +689,8 @@ static LLVMValueRef conv1x1_dyrow(Lower *L, const GemmOps *g, LLVMValueRef t, LL
 void lower_conv2d_grad_input(Lower *L, Kernel *k) {
   const Node *n = k->out;
   ConvDims c = conv_dims(n, &n->type, &n->in[1]->type, &n->in[0]->type);
-  if (!lw_gemm_ok(n->type.dtype, c.nb, c.ci, c.h * c.w, c.co * c.kh * c.kw)) {
+  if (!llvm_conv2d_grad_input_gemm(n)) {
+    IR_ASSERT(!k->nepi, "llvm: %s has an epilogue without the GEMM", k->name);
     lower_conv2d_grad_input_loops(L, k);
     return;
   }
@@ -694,7 +704,7 @@ void lower_conv2d_grad_input(Lower *L, Kernel *k) {
                .b_vec = conv_is_1x1(&c) ? NULL : convi_bvec,
                .a_shared = true,
                .user = &c};
-  lw_gemm(L, k, &g);
+  gemm_with_epilogue(L, k, &g);
 }
 
 /* Weight gradient: dW[co][ci*KK+q] = sum over (n, pix) of dy[n][co][pix] im2col_n[ci*KK+q][pix]. */

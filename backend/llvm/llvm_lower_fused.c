@@ -203,7 +203,9 @@ const Type *llvm_epilogue_space(const Node *anchor) {
 int llvm_epilogue_trail(const Node *anchor) {
   if (anchor->op == OP_MATMUL) return llvm_matmul_gemm(anchor) ? 1 : 0;
   if (row_sum(anchor)) return 1;
+  /* Convolutions (and the input gradient) as implicit GEMMs: rows of an image's plane. */
   if (anchor->op == OP_CONV2D) return llvm_conv2d_gemm(anchor) ? 2 : 0;
+  if (anchor->op == OP_CONV2D_GRAD_INPUT) return llvm_conv2d_grad_input_gemm(anchor) ? 2 : 0;
   /* Row kernels (llvm_lower_reduce.c) hand each output vector of a row over. */
   if ((anchor->op == OP_LAYER_NORM || anchor->op == OP_LAYER_NORM_GRAD) &&
       anchor->type.dtype == DT_F32)

@@ -189,6 +189,7 @@ bool llvm_matmul_gemm(const Node *n);
 /* The GEMM of matmul n can read its operand i, an inline view, in place (llvm_view.c). */
 bool llvm_matmul_view_ok(const Node *n, int i);
 bool llvm_conv2d_gemm(const Node *n);
+bool llvm_conv2d_grad_input_gemm(const Node *n);
 /* The contraction depth K of a GEMM anchor (matmul, conv2d). */
 int64_t llvm_gemm_depth(const Node *n);
 /* Elementwise ops lower_fused evaluates in registers (lw_map_value's, and reshape). */
