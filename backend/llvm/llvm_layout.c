@@ -351,11 +351,13 @@ static bool fusable_value(const Node *n) {
          (n->op != OP_RESHAPE || n->in[0]->type.dtype == n->type.dtype);
 }
 
-/* An inline node a fused loop evaluates by index (llvm_lower_fused.c): elementwise ops, and
- * embeddings (a row of the table per id, as the fuse pass's recompute policy assumes). */
+/* An inline node a fused loop evaluates by index (llvm_lower_fused.c): elementwise ops,
+ * embeddings (a row of the table per id) and data movement (permute, slice, broadcast, pad:
+ * each element reads one element of its input), as the fuse pass's recompute policy assumes. */
 static bool loop_value(const Node *n) {
   if (n->kernel != IR_KERNEL_INLINE) return false;
   if (n->op == OP_EMBEDDING) return n->type.dtype == n->in[1]->type.dtype;
+  if (llvm_fused_gather(n)) return n->type.dtype != DT_I32 && !llvm_const_global(n);
   return fusable_value(n);
 }
 
@@ -363,7 +365,8 @@ static bool loop_value(const Node *n) {
 static bool fused_reads(Plan *pl, Node *n, bool *seen, Node **reads, int *nreads) {
   if (seen[n->id]) return true;
   seen[n->id] = true;
-  bool loop = pl->inseg[n->id] || loop_value(n);
+  View v; /* a contiguous view is read at its source's place rather than evaluated */
+  bool loop = pl->inseg[n->id] || (loop_value(n) && !in_place_view(pl, n, &v));
   if (!loop) {
     if (!plan_read(pl, n)) return false;
     reads[(*nreads)++] = n;

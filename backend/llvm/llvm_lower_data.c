@@ -151,11 +151,9 @@ static bool lower_transpose(Lower *L, Kernel *k, const int64_t *st) {
 /* permute, slice, broadcast: out[idx] = x[base + sum_d idx_d stride[d]],
  * rows of the output's last dim in parallel (a permute that moves x's
  * innermost dim: register tiles, lower_transpose). */
-void lower_gather(Lower *L, Kernel *k) {
-  const Node *n = k->out;
+int64_t llvm_gather_strides(const Node *n, int64_t *st) {
   const Type *xt = &n->in[0]->type, *ot = &n->type;
-  LLVMTypeRef et = lw_elt(L, ot->dtype);
-  int64_t xs[IR_MAX_RANK], st[IR_MAX_RANK], base = 0;
+  int64_t xs[IR_MAX_RANK], base = 0;
   strides_of(xt, xs);
   for (int d = 0; d < ot->rank; d++) {
     if (n->op == OP_PERMUTE) {
@@ -168,6 +166,14 @@ void lower_gather(Lower *L, Kernel *k) {
       st[d] = kd >= 0 && xt->dims[kd] != 1 ? xs[kd] : 0;
     }
   }
+  return base;
+}
+
+void lower_gather(Lower *L, Kernel *k) {
+  const Node *n = k->out;
+  const Type *ot = &n->type;
+  LLVMTypeRef et = lw_elt(L, ot->dtype);
+  int64_t st[IR_MAX_RANK], base = llvm_gather_strides(n, st);
   if (n->op == OP_PERMUTE && lower_transpose(L, k, st)) return;
   int r = ot->rank;
   int64_t len = r ? ot->dims[r - 1] : 1, sl = r ? st[r - 1] : 0;

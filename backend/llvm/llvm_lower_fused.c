@@ -116,6 +116,44 @@ static LLVMValueRef fz_embedding(Fz *f, const Node *n, LLVMValueRef idx) {
   return lw_select(L, bad, lw_fc(L, ft, 0.0), lw_load(L, ft, lw_in(L, table), at));
 }
 
+static LLVMValueRef fz_eval(Fz *f, const Node *n, LLVMValueRef idx);
+
+bool llvm_fused_gather(const Node *n) {
+  return n->op == OP_PERMUTE || n->op == OP_SLICE || n->op == OP_BROADCAST || n->op == OP_PAD;
+}
+
+/* An inline permute, slice, broadcast or pad at flat index idx: its input at the element it
+ * moves there (a pad: 0 outside its input, whose chain is evaluated at element 0 there). */
+static LLVMValueRef fz_gather(Fz *f, const Node *n, LLVMValueRef idx) {
+  Lower *L = f->L;
+  const Type *ot = &n->type, *xt = &n->in[0]->type;
+  int r = ot->rank;
+  int64_t st[IR_MAX_RANK];
+  if (n->op != OP_PAD) {
+    int64_t base = llvm_gather_strides(n, st);
+    LLVMValueRef at;
+    if (idx == f->flat && f->row && same_dims(ot, f->space))
+      at = lw_add(L, lw_offset(L, f->row, r - 1, ot->dims, st), lw_mulc(L, f->j, st[r - 1]));
+    else
+      at = lw_offset(L, idx, r, ot->dims, st);
+    return fz_eval(f, n->in[0], lw_addc(L, at, base));
+  }
+  const AttrVal *before = ir_attr_c(n, "before");
+  LLVMValueRef inside = LLVMConstInt(L->i1, 1, 0), at = lw_i64(L, 0), rest = idx;
+  int64_t xs = 1;
+  for (int d = r - 1; d >= 0; d--) {
+    LLVMValueRef c = d > 0 ? lw_remc(L, rest, ot->dims[d]) : rest;
+    if (d > 0) rest = lw_divc(L, rest, ot->dims[d]);
+    LLVMValueRef xi = lw_addc(L, c, -before->i[d]);
+    inside = LLVMBuildAnd(L->b, inside,
+                          LLVMBuildICmp(L->b, LLVMIntULT, xi, lw_i64(L, xt->dims[d]), ""), "");
+    at = lw_add(L, at, lw_mulc(L, xi, xs));
+    xs *= xt->dims[d];
+  }
+  LLVMValueRef v = fz_eval(f, n->in[0], lw_select(L, inside, at, lw_i64(L, 0)));
+  return lw_select(L, inside, v, LLVMConstNull(lw_elt(L, n->type.dtype)));
+}
+
 /* n's value at flat index idx, in n's own element type. */
 static LLVMValueRef fz_eval(Fz *f, const Node *n, LLVMValueRef idx) {
   Lower *L = f->L;
@@ -127,6 +165,8 @@ static LLVMValueRef fz_eval(Fz *f, const Node *n, LLVMValueRef idx) {
     v = lw_load(L, ft, lw_in(L, a), idx);
   } else if (n->op == OP_EMBEDDING) {
     v = fz_embedding(f, n, idx);
+  } else if (llvm_fused_gather(n)) {
+    v = fz_gather(f, n, idx);
   } else if (n->op == OP_RESHAPE) {
     v = lw_fconv(L, fz_eval(f, n->in[0], idx), ft);
   } else {

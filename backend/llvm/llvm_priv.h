@@ -192,6 +192,11 @@ bool llvm_conv2d_gemm(const Node *n);
 bool llvm_conv2d_grad_input_gemm(const Node *n);
 /* The contraction depth K of a GEMM anchor (matmul, conv2d). */
 int64_t llvm_gemm_depth(const Node *n);
+/* permute, slice, broadcast: element idx of n reads n->in[0] at base + sum_d idx_d st[d];
+ * returns base (llvm_lower_data.c). */
+int64_t llvm_gather_strides(const Node *n, int64_t *st);
+/* Inline data movement a fused loop evaluates by index (permute, slice, broadcast, pad). */
+bool llvm_fused_gather(const Node *n);
 /* Elementwise ops lower_fused evaluates in registers (lw_map_value's, and reshape). */
 bool llvm_fusable_op(OpKind op);
 
