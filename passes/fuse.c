@@ -73,7 +73,7 @@ static const char *const reason_text[] = {
     [R_SPACE] = "iteration spaces differ (broadcast)",
     [R_CYCLE] = "would make the kernel non-convex (a path leaves it and comes back)",
     [R_INLINE] = "the user is inline: it is recomputed by each of its readers",
-    [R_TARGET] = "backend: no single launch of the backend computes both",
+    [R_TARGET] = "backend: no single launch computes both",
 };
 
 enum { NEED_INFER = 1, NEED_GRAD = 2, NEED_TRAIN = 4 };
@@ -594,7 +594,7 @@ static void explain_where(FILE *f, const Node *n) {
     fprintf(f, "inline");
 }
 
-void fuse_explain(FILE *f, const Graph *g) {
+void fuse_explain(FILE *f, const Graph *g, const FuseTarget *t) {
   if (g->annot == IR_ANNOT_NONE) {
     fprintf(f, "# not fused\n");
     return;
@@ -621,7 +621,9 @@ void fuse_explain(FILE *f, const Graph *g) {
       explain_ref(f, names, i);
       fprintf(f, " (%s, ", ir_op_name(n->op));
       explain_where(f, n);
-      fprintf(f, "): %s\n", reason_text[r]);
+      char why[256] = "";
+      if (r == R_TARGET && t && t->why) t->why(n->in[k], n, why, sizeof why);
+      fprintf(f, "): %s\n", why[0] ? why : reason_text[r]);
       nedges++;
     }
   }

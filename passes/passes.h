@@ -39,6 +39,9 @@ typedef struct FuseTarget {
    * values no launch computes on its own: inline nodes evaluated by their readers, values
    * computed into a reader's place). False if out of memory. */
   bool (*launches)(const Graph *g, int *launch);
+  /* Why p and its user n, in different kernels of a fused graph though the fusion rules would
+   * join them, are separate launches: a sentence into buf (--explain-fusion). */
+  void (*why)(const Node *p, const Node *n, char *buf, size_t len);
 } FuseTarget;
 
 typedef struct PassCtx {
@@ -85,7 +88,7 @@ bool pass_plan(Graph *g, PassCtx *cx);
 
 /* kiln dump --explain-fusion: every edge between two kernels (or into an
  * inline node) of a fused graph and why it was left unfused. */
-void fuse_explain(FILE *f, const Graph *g);
+void fuse_explain(FILE *f, const Graph *g, const FuseTarget *t);
 
 /* The planner's figures for a planned graph (g->annot == IR_ANNOT_PLANNED). */
 typedef struct PlanStats {

@@ -533,7 +533,7 @@ static int cmd_dump(Options *o) {
     if (!rc && !pass_run_pipeline(m.graph, o->stage, &o->passes)) rc = EXIT_INTERNAL;
     if (!rc) rc = cli_check_memory(o, m.graph);
     if (!rc && o->explain_fusion)
-      fuse_explain(stdout, m.graph);
+      fuse_explain(stdout, m.graph, o->passes.target);
     else if (!rc && o->stage >= STAGE_LLVM)
       rc = dump_llvm(o, m.graph);
     else if (!rc)

@@ -808,7 +808,60 @@ int llvm_launch_count(const Graph *g) {
   return n;
 }
 
-static const FuseTarget llvm_target = {.name = "the LLVM backend", .launches = fuse_launches};
+/* Whether the kernel of anchor a also computes a prologue (an input of a in a's kernel) or an
+ * epilogue (a user of a in a's kernel). */
+static bool has_pro(const Node *a) {
+  for (int i = 0; i < a->nin; i++)
+    if (a->in[i]->kernel == a->kernel) return true;
+  return false;
+}
+static bool has_epi(const Node *a) {
+  for (int u = 0; u < a->nusers; u++)
+    if (a->users[u]->kernel == a->kernel) return true;
+  return false;
+}
+
+/* The reason for --explain-fusion, from the same predicates plan_group follows. */
+static void fuse_why(const Node *p, const Node *n, char *buf, size_t len) {
+  const char *po = ir_op_name(p->op), *no = ir_op_name(n->op);
+  if (ir_op_info(p->op)->flags & IR_F_INJECTIVE)
+    snprintf(buf, len,
+             "backend: %s is computed into memory by a launch of its own (the %s's "
+             "launch cannot evaluate it by index)",
+             po, no);
+  else if (!node_fusable(p) && node_fusable(n) && !llvm_epilogue_trail(p))
+    snprintf(buf, len,
+             "backend: %s takes no epilogue here (f32 GEMMs, convolutions, row sums, "
+             "layer_norm and pooling gradients do)",
+             po);
+  else if (!node_fusable(p) && node_fusable(n) && has_pro(p))
+    snprintf(buf, len,
+             "backend: %s takes a prologue here, and a prologue or an epilogue, "
+             "not both",
+             po);
+  else if (!node_fusable(p) && node_fusable(n))
+    snprintf(buf, len, "backend: %s's epilogue reads a value it cannot read along its rows", po);
+  else if (node_fusable(p) && !node_fusable(n) && !llvm_prologue_anchor(n))
+    snprintf(buf, len,
+             "backend: %s takes no prologue here (f32 layer_norm, softmax and "
+             "log_softmax over the last axis, cross_entropy and reductions of whole trailing rows "
+             "do)",
+             no);
+  else if (node_fusable(p) && !node_fusable(n) && has_epi(n))
+    snprintf(buf, len,
+             "backend: %s takes an epilogue here, and a prologue or an epilogue, "
+             "not both",
+             no);
+  else if (node_fusable(p) && !node_fusable(n))
+    snprintf(buf, len, "backend: %s's prologue reads a value it cannot read row by row", no);
+  else
+    snprintf(buf, len,
+             "backend: their group runs as several launches, another one between "
+             "them");
+}
+
+static const FuseTarget llvm_target = {
+    .name = "the LLVM backend", .launches = fuse_launches, .why = fuse_why};
 
 const FuseTarget *llvm_fuse_target(void) { return &llvm_target; }
 
