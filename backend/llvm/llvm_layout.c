@@ -537,11 +537,11 @@ static Kernel *chain_kernel(Plan *pl, Node *anchor, Node **aargs, Node **seg, in
  * llvm_prologue_anchor) and the elementwise chain seg[0..nseg) computing its input x: one
  * launch, each row of x computed by the prologue (into x's home when it has one or a later
  * launch reads it, else onto the stack) right before the anchor reads it. */
-static bool plan_prologue(Plan *pl, Node *anchor, Node **seg, int nseg) {
+static bool plan_prologue(Plan *pl, Node *anchor, Node **seg, int nseg, Node **eseg, int neseg) {
   Node *x = anchor->in[0];
   for (int i = 1; i < anchor->nin; i++)
     if (!plan_read(pl, anchor->in[i])) return false;
-  Scan sc;
+  Scan sc, se = {0};
   bool ok = scan_launch(pl, anchor, true, seg, nseg, &sc), x_stored = false;
   /* x is args[0] (the anchor's operand), not one of the prologue's other outputs. */
   for (int i = 0; i < sc.nouts; i++)
@@ -551,15 +551,48 @@ static bool plan_prologue(Plan *pl, Node *anchor, Node **seg, int nseg) {
       sc.nouts--;
       break;
     }
-  Kernel *k = ok ? chain_kernel(pl, anchor, anchor->in, seg, nseg, &sc, 1) : NULL;
+  /* An epilogue too (a reduction's over its output, llvm_reduce_out_epi): its reads join the
+   * prologue's, its outputs come after the prologue's, the chain's nodes after them. */
+  int pro_outs = sc.nouts;
+  Node **both = NULL;
+  if (ok && neseg > 0) {
+    ok = scan_launch(pl, anchor, false, eseg, neseg, &se);
+    Node **outs = realloc(sc.outs, ((size_t)sc.nouts + (size_t)se.nouts + 1) * sizeof *outs);
+    both = malloc(((size_t)nseg + (size_t)neseg) * sizeof *both);
+    ok = ok && outs && both;
+    if (outs) sc.outs = outs;
+    for (int i = 0; ok && i < se.nreads; i++) {
+      int r = 0;
+      while (r < sc.nreads && sc.reads[r] != se.reads[i]) r++;
+      if (r == sc.nreads) sc.reads[sc.nreads++] = se.reads[i];
+    }
+    for (int i = 0; ok && i < se.nouts; i++) sc.outs[sc.nouts++] = se.outs[i];
+    if (ok) {
+      memcpy(both, seg, (size_t)nseg * sizeof *both);
+      memcpy(both + nseg, eseg, (size_t)neseg * sizeof *both);
+    }
+  }
+  Kernel *k =
+      ok ? chain_kernel(pl, anchor, anchor->in, both ? both : seg, nseg + neseg, &sc, 1) : NULL;
   if (k) {
     k->npro = nseg;
+    k->nepi = neseg;
+    k->pro_outs = pro_outs;
     k->pro_stack = !x_stored;
+    k->anchor_store = neseg > 0 && se.anchor_store;
     /* x: its home (written by the prologue), or never read (a row on the stack). */
     k->at[0] = x_stored ? place_of(pl, x) : pl->base;
-    k->at[k->nargs] = resident(pl, anchor) ? -1 : tmp_of(pl, anchor, (int64_t)value_bytes(anchor));
-    chain_launch(pl, k, "pro", seg, nseg, sc.outs, sc.nouts);
+    /* With an epilogue the anchor is stored only when read later (else never addressed). */
+    bool buffer = neseg == 0 || se.anchor_store;
+    k->at[k->nargs] = resident(pl, anchor) ? -1
+                      : buffer             ? tmp_of(pl, anchor, (int64_t)value_bytes(anchor))
+                                           : pl->base;
+    char kind[32];
+    snprintf(kind, sizeof kind, neseg ? "pro%d_epi" : "pro", nseg);
+    chain_launch(pl, k, kind, neseg ? eseg : seg, neseg ? neseg : nseg, sc.outs, sc.nouts);
   }
+  if (neseg > 0) scan_free(&se);
+  free(both);
   scan_free(&sc);
   return k != NULL;
 }
@@ -658,10 +691,11 @@ static bool plan_group(Plan *pl) {
     int e = j + 1;
     int64_t numel = ir_type_numel(&n->type);
     while (e < ng && node_fusable(group[e]) && ir_type_numel(&group[e]->type) == numel) e++;
-    if (e < ng && epilogue_end(group, ng, e) == e + 1 &&
+    int ee = e < ng ? epilogue_end(group, ng, e) : e;
+    if (e < ng && (ee == e + 1 || llvm_reduce_out_epi(group[e])) &&
         llvm_prologue_ok(group[e], &group[j], e - j)) {
-      ok = plan_prologue(pl, group[e], &group[j], e - j);
-      j = e + 1;
+      ok = plan_prologue(pl, group[e], &group[j], e - j, &group[e + 1], ee - e - 1);
+      j = ee;
       continue;
     }
     ok = plan_fused(pl, &group[j], e - j);

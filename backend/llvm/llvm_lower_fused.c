@@ -252,6 +252,8 @@ int llvm_epilogue_trail(const Node *anchor) {
     return 1;
   /* Pooling gradients hand each finished dx plane over: rows of H*W. */
   if (llvm_pool_grad_epilogue(anchor)) return 2;
+  /* Other reductions hand over each output element (rows of the output's last dim). */
+  if (llvm_reduce_out_epi(anchor)) return 1;
   return 0;
 }
 
@@ -316,7 +318,7 @@ static bool epilogue_inputs_ok(const Node *anchor, const Node *n, Node *const *s
 bool llvm_epilogue_ok(const Node *anchor, Node *const *seg, int nseg) {
   int trail = llvm_epilogue_trail(anchor);
   const Type *space = llvm_epilogue_space(anchor);
-  if (!trail || space->rank < trail + 1) return false;
+  if (!trail || (space->rank < trail + 1 && !llvm_reduce_out_epi(anchor))) return false;
   for (int i = 0; i < nseg; i++) {
     bool shaped = same_dims(&seg[i]->type, space) ||
                   (seg[i]->op == OP_RESHAPE && space == &anchor->type &&
@@ -418,7 +420,8 @@ static Epilogue *evaluator_new(Lower *L, Kernel *k, int vl, const Node *anchor, 
   e->trail = trail;
   e->space = space;
   e->ncols = 1;
-  for (int d = space->rank - trail; d < space->rank; d++) e->ncols *= space->dims[d];
+  for (int d = space->rank > trail ? space->rank - trail : 0; d < space->rank; d++)
+    e->ncols *= space->dims[d];
   e->cval = calloc((size_t)g->next_id + 1, sizeof *e->cval);
   e->cgen = calloc((size_t)g->next_id + 1, sizeof *e->cgen);
   IR_ASSERT(e->cval && e->cgen, "llvm: out of memory lowering %s", k->name);
@@ -455,7 +458,7 @@ static LLVMValueRef epi_load(Epilogue *e, const Node *a, int ai) {
   const Type *t = e->space;
   int64_t stride[IR_MAX_RANK];
   fz_strides(&a->type, t, stride);
-  int64_t sj = stride[t->rank - 1];
+  int64_t sj = t->rank ? stride[t->rank - 1] : 0; /* rank 0: a reduction's scalar */
   LLVMValueRef base = lw_offset(L, e->rowflat, t->rank - e->trail, t->dims, stride);
   base = lw_add(L, base, lw_mulc(L, e->j0, sj));
   LLVMValueRef p = lw_gep(L, L->f32, lw_in(L, ai), base);
@@ -540,7 +543,7 @@ static void epi_store(Epilogue *e, LLVMValueRef buf, LLVMValueRef v) {
 void lw_prologue_row(Epilogue *e, LLVMValueRef rowflat, int64_t d, LLVMValueRef dst) {
   Lower *L = e->L;
   Kernel *k = e->k;
-  int first_out = k->epi_args + k->nreads, nouts = k->nargs - first_out;
+  int first_out = k->epi_args + k->nreads, nouts = k->pro_outs;
   LLVMValueRef vals[64];
   IR_ASSERT(nouts <= 64, "llvm: %s has %d prologue outputs", k->name, nouts);
   LwLoop lv;
@@ -565,7 +568,7 @@ void lw_epilogue_store(Epilogue *e, LLVMValueRef rowflat, LLVMValueRef j0, LLVMV
   Kernel *k = e->k;
   e->gen++;
   e->rowflat = rowflat, e->j0 = j0, e->mask = mask, e->v = v;
-  int first_out = k->epi_args + k->nreads, nouts = k->nargs - first_out;
+  int first_out = k->epi_args + k->nreads + k->pro_outs, nouts = k->nargs - first_out;
   LLVMValueRef vals[64];
   IR_ASSERT(nouts <= 64, "llvm: %s has %d epilogue outputs", k->name, nouts);
   /* Every value before any store: an output may share its input's address. */

@@ -286,6 +286,8 @@ typedef struct Reduce {
                        row's offset lands on its row there */
   LLVMValueRef off; /* x offset of the row being reduced */
   Epilogue *epi;    /* a row sum's fused epilogue, or NULL */
+  Epilogue *oepi;   /* an epilogue over the output's space (one lane per element), or NULL */
+  const Type *ot;   /* the output's type */
 } Reduce;
 
 /* x[off + i], w lanes, in ft. */
@@ -363,6 +365,15 @@ static void reduce_inner(Lower *L, Reduce *r, LLVMValueRef o0, int g, int64_t pe
   }
   for (int j = 0; j < g; j++) {
     if (mean) v[j] = lw_fdiv(L, v[j], lw_fc(L, r->ft, (double)per));
+    if (r->oepi) { /* the element's epilogue (it stores the reduction when read later) */
+      LLVMValueRef o = lw_addc(L, o0, j);
+      int64_t last = r->ot->rank ? r->ot->dims[r->ot->rank - 1] : 1;
+      LLVMTypeRef vt1 = LLVMVectorType(r->ft, 1);
+      LLVMValueRef one = LLVMConstVector((LLVMValueRef[]){LLVMConstInt(L->i1, 1, 0)}, 1);
+      LLVMValueRef v1 = LLVMBuildInsertElement(L->b, LLVMGetUndef(vt1), v[j], lw_i32(L, 0), "");
+      lw_epilogue_store(r->oepi, lw_divc(L, o, last), lw_remc(L, o, last), one, v1);
+      continue;
+    }
     /* With an epilogue the sum has a buffer only when something reads it later. */
     if (!r->epi || L->k->anchor_store) lw_store(L, r->ft, lw_out(L), lw_addc(L, o0, j), v[j]);
   }
@@ -484,6 +495,14 @@ static LLVMValueRef pro_row(Lower *L, const ProRows *pr, LLVMTypeRef ft, LLVMVal
 /* A reduction whose output element o reduces the contiguous run [o*per, (o+1)*per) of x
  * (the trailing dims reduced), made of whole rows of x's last dim: a prologue can compute x
  * row by row before the reduction reads the run. */
+bool llvm_reduce_out_epi(const Node *n) {
+  if (n->op != OP_SUM && n->op != OP_MEAN && n->op != OP_MAX) return false;
+  if (n->type.dtype != DT_F32 || n->in[0]->type.dtype != DT_F32 || ir_is_row_sum(n)) return false;
+  ReduceDims rd;
+  reduce_dims(&n->in[0]->type, ir_attr_c(n, "axes"), &rd);
+  return rd.inner_reduced;
+}
+
 bool llvm_reduce_runs(const Node *n) {
   if (n->op != OP_SUM && n->op != OP_MEAN && n->op != OP_MAX) return false;
   const Type *xt = &n->in[0]->type;
@@ -527,7 +546,10 @@ void lower_reduce(Lower *L, Kernel *k) {
     return;
   }
   int g = rd.nr == 1 ? row_group(L, r.ft, count, per, 0) : 1;
-  r.epi = k->nepi ? lw_epilogue_new(L, k, (int)vec_width(L, r.ft)) : NULL;
+  bool out_epi = k->nepi && llvm_reduce_out_epi(n);
+  r.epi = k->nepi && !out_epi ? lw_epilogue_new(L, k, (int)vec_width(L, r.ft)) : NULL;
+  r.oepi = out_epi ? lw_epilogue_new(L, k, 1) : NULL;
+  r.ot = &n->type;
   k->range = count / g;
   k->min_chunk = chunk_for(per * g * (k->nepi + k->npro + 1));
   const Type *xt = &n->in[0]->type;
@@ -539,6 +561,7 @@ void lower_reduce(Lower *L, Kernel *k) {
   reduce_inner(L, &r, o0, g, per, n->op == OP_MEAN);
   lw_next(L, &outer);
   lw_epilogue_free(r.epi);
+  lw_epilogue_free(r.oepi);
   lw_epilogue_free(pr.pro);
 }
 

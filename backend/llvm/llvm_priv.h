@@ -56,12 +56,14 @@ typedef struct Kernel {
                anything is stored; args = the anchor's operands, then nreads values
                the chain reads (from epi_args), then outputs after out (the anchor) */
   int epi_args;
-  int npro; /* an anchor (nodes[0]: a row kernel, or a sum / mean / max over runs of whole
-               rows: llvm_prologue_anchor) with a fused prologue: nodes[1..1+npro)
-               compute its input x (args[0]) row by row into x's home, or into a row on the
-               stack when nothing else reads x (pro_stack); args = the anchor's operands,
-               then nreads values the prologue reads (from epi_args), then its other
-               stored nodes */
+  int npro;     /* an anchor (nodes[0]: a row kernel, or a sum / mean / max over runs of whole
+                   rows: llvm_prologue_anchor) with a fused prologue: nodes[1..1+npro)
+                   compute its input x (args[0]) row by row into x's home, or into a row on the
+                   stack when nothing else reads x (pro_stack); args = the anchor's operands,
+                   then nreads values the prologue reads (from epi_args), then its other
+                   stored nodes */
+  int pro_outs; /* with a prologue: its stored nodes, the first of the outputs (an anchor with
+                   both, a reduction's output-space epilogue after them: llvm_reduce_out_epi) */
   bool pro_stack;
   bool x_embed;       /* lstm, lstm_grad: x is an inline embedding read row by row from its table:
                          args[0] is its ids, args[nargs - 1] the table (llvm_lower_lstm.c) */
@@ -175,6 +177,10 @@ int64_t lw_epilogue_cost(const Epilogue *e);
  * max over runs of whole rows: llvm_reduce_runs). */
 bool llvm_prologue_anchor(const Node *anchor);
 bool llvm_reduce_runs(const Node *n); /* llvm_lower_reduce.c */
+/* A sum, mean or max over the innermost dims (f32) other than a row sum: it takes an epilogue
+ * over its output's space, evaluated per output element right after the element is reduced,
+ * also beside a prologue (llvm_lower_reduce.c). */
+bool llvm_reduce_out_epi(const Node *n);
 bool llvm_prologue_loop_node(const Node *x, const Node *n);
 bool llvm_prologue_ok(const Node *anchor, Node *const *seg, int nseg);
 Epilogue *lw_prologue_new(Lower *L, Kernel *k, int vl);
