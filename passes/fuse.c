@@ -285,8 +285,12 @@ static Reason check_spaces(Fuse *F, int n, int anchor) {
   return at_out && at_in ? R_REDUCTION : R_OK;
 }
 
-/* No path leaves the members of F->tmp[0..n) and comes back: walk forward from them through
- * other nodes up to the last member and look for a member reading a node reached. */
+/* No path leaves the members of F->tmp[0..n) and comes back, counting each other group as one
+ * node (it runs as one kernel: anything reading one of its members waits for all of it, so two
+ * groups each reading the other would deadlock the kernel order even when no node-level path
+ * joins them). Walks forward from the members; reaching a member of another group reaches the
+ * whole group. A group whose first member (its root) comes after the last member cannot lead
+ * back. */
 static bool convex(Fuse *F, int n) {
   int in = mark_members(F, n), hi = 0, top = 0;
   for (int k = 0; k < n; k++) hi = F->tmp[k] > hi ? F->tmp[k] : hi;
@@ -295,10 +299,15 @@ static bool convex(Fuse *F, int n) {
   while (top > 0) {
     const Node *v = node_at(F, F->stack[--top]);
     for (int u = 0; u < v->nusers; u++) {
-      int q = posof(F, v->users[u]);
-      if (q > hi || F->stamp[q] == in || F->stamp[q] == out) continue;
-      F->stamp[q] = out;
-      F->stack[top++] = q;
+      int q = posof(F, v->users[u]), rq = in_kernel(F, q) ? find(F, q) : q;
+      if (rq > hi || F->stamp[q] == in || F->stamp[q] == out) continue;
+      if (rq == q && F->next[q] < 0) { /* a node alone */
+        F->stamp[q] = out;
+        F->stack[top++] = q;
+        continue;
+      }
+      for (int m = rq; m >= 0; m = F->next[m]) /* its whole group */
+        if (F->stamp[m] != out) F->stamp[m] = out, F->stack[top++] = m;
     }
   }
   for (int k = 0; k < n; k++) {
