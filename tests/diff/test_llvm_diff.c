@@ -15,6 +15,7 @@
  * `diff: N passed, N failed`.
  */
 #include <math.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -289,20 +290,245 @@ static void check_train(Case *c, bool planned) {
   ir_graph_free(g);
 }
 
+/* The JIT unplanned and planned (forward, gradients, two steps) against the interpreter. */
+static void run_checks(Case *c, double *ms, double *pms) {
+  check_forward(c, ms, false);
+  check_train(c, false);
+  c->tc.note = " (planned)";
+  check_forward(c, pms, true);
+  check_train(c, true);
+}
+
 static bool run_case(const char *dir, const char *name, Tol tol) {
   Case c = {.tc = {.name = name, .tol = tol}};
   double ms = 0, pms = 0;
-  if (case_load(&c.tc, dir)) {
-    check_forward(&c, &ms, false);
-    check_train(&c, false);
-    c.tc.note = " (planned)";
-    check_forward(&c, &pms, true);
-    check_train(&c, true);
-  }
+  if (case_load(&c.tc, dir)) run_checks(&c, &ms, &pms);
   printf(
       "%-4s %-20s %-11s %2d tensors, worst %.3f of tolerance, compile %.0f ms (planned %.0f ms)\n",
       c.tc.failed ? "FAIL" : "ok", name, tol.cls, c.ntensors, c.worst, ms, pms);
   case_free(&c.tc);
+  return !c.tc.failed;
+}
+
+/* ---- Random models -------------------------------------------------------
+ * --random N: N random models in the language (seeded), each run as a case (run_checks) with
+ * random inputs and params, and its fused graphs checked for one launch per kernel: chains of
+ * elementwise ops, broadcast rows and columns, reductions over either axis (kept or not, full),
+ * softmax over either axis, transposes, products with fresh weights and layer norms, in any
+ * order, so fusion and the backend meet groups no hand-written case has. */
+
+static uint64_t rnd_state;
+static uint32_t rnd(void) {
+  rnd_state = rnd_state * 6364136223846793005ULL + 1442695040888963407ULL;
+  return (uint32_t)(rnd_state >> 33);
+}
+static int rnd_int(int lo, int hi) { return lo + (int)(rnd() % (uint32_t)(hi - lo + 1)); }
+
+typedef struct RandVal {
+  char name[16];
+  int rank; /* 2: [r, c]; 1: [c]; 0: a scalar */
+  int r, c;
+} RandVal;
+
+typedef struct RandModel {
+  RandVal v[48];
+  int nv, nparams;
+  char decl[2048], body[8192];
+  size_t ndecl, nbody;
+} RandModel;
+
+static void rm_decl(RandModel *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void rm_decl(RandModel *m, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int w = vsnprintf(m->decl + m->ndecl, sizeof m->decl - m->ndecl, fmt, ap);
+  va_end(ap);
+  if (w > 0 && m->ndecl + (size_t)w < sizeof m->decl) m->ndecl += (size_t)w;
+}
+
+/* "vN = <expr>" for a new value of the given shape. */
+static void rm_let(RandModel *m, int rank, int r, int c, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static void rm_let(RandModel *m, int rank, int r, int c, const char *fmt, ...) {
+  if (m->nv >= 48) return;
+  RandVal *v = &m->v[m->nv];
+  snprintf(v->name, sizeof v->name, "v%d", m->nv);
+  v->rank = rank, v->r = r, v->c = c;
+  char expr[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(expr, sizeof expr, fmt, ap);
+  va_end(ap);
+  int w = snprintf(m->body + m->nbody, sizeof m->body - m->nbody, "  %s = %s\n", v->name, expr);
+  if (w > 0 && m->nbody + (size_t)w < sizeof m->body) m->nbody += (size_t)w, m->nv++;
+}
+
+/* A value of rank 2 (the pool always has one: x). */
+static const RandVal *rm_pick2(RandModel *m) {
+  for (int t = 0; t < 16; t++) {
+    const RandVal *v = &m->v[rnd_int(0, m->nv - 1)];
+    if (v->rank == 2) return v;
+  }
+  return &m->v[0];
+}
+
+/* Another rank-2 value of a's shape, or NULL. */
+static const RandVal *rm_same(RandModel *m, const RandVal *a) {
+  for (int t = 0; t < 16; t++) {
+    const RandVal *v = &m->v[rnd_int(0, m->nv - 1)];
+    if (v->rank == 2 && v->r == a->r && v->c == a->c) return v;
+  }
+  return NULL;
+}
+
+static void rm_step(RandModel *m) {
+  static const char *const unary[] = {"relu", "tanh", "sigmoid", "abs", "gelu", "silu"};
+  static const char *const binary[] = {"+", "-", "*"};
+  const RandVal *a = rm_pick2(m);
+  char an[16];
+  snprintf(an, sizeof an, "%s", a->name);
+  int r = a->r, c = a->c, p = m->nparams;
+  switch (rnd_int(0, 11)) {
+  case 0:
+  case 1:
+    rm_let(m, 2, r, c, "%s(%s)", unary[rnd_int(0, 5)], an);
+    break;
+  case 2:
+    rm_let(m, 2, r, c, "exp(tanh(%s)) * 0.5", an);
+    break;
+  case 3:
+  case 4: {
+    const RandVal *b = rm_same(m, a);
+    if (b && rnd() % 5 == 0)
+      rm_let(m, 2, r, c, "maximum(%s, %s)", an, b->name);
+    else if (b && rnd() % 4)
+      rm_let(m, 2, r, c, "%s %s %s", an, binary[rnd_int(0, 2)], b->name);
+    else if (rnd() % 2) /* a broadcast row */
+      rm_let(m, 2, r, c, "%s %s %s(%s, axis=0)", an, binary[rnd_int(0, 2)],
+             rnd() % 2 ? "sum" : "mean", an);
+    else /* a broadcast column */
+      rm_let(m, 2, r, c, "%s %s max(%s, axis=1, keepdim=true)", an, binary[rnd_int(0, 2)], an);
+    break;
+  }
+  case 5:
+    rm_let(m, 2, r, 1, "%s(%s * %s, axis=1, keepdim=true)", rnd() % 2 ? "sum" : "mean", an, an);
+    break;
+  case 6:
+    rm_let(m, 1, 1, r, "sum(%s, axis=1) * 0.5 + 1", an);
+    break;
+  case 7:
+    rm_let(m, 2, r, c, "%s(%s, axis=%d)", rnd() % 2 ? "softmax" : "log_softmax", an, rnd_int(0, 1));
+    break;
+  case 8:
+    rm_let(m, 2, c, r, "transpose(%s, 0, 1)", an);
+    break;
+  case 9: {
+    int k = rnd_int(1, 20);
+    rm_decl(m, "  param w%d: f32[%d, %d] = zeros\n  param b%d: f32[%d] = zeros\n", p, c, k, p, k);
+    rm_let(m, 2, r, k, rnd() % 2 ? "%s @ w%d + b%d" : "relu(%s @ w%d) * b%d", an, p, p);
+    m->nparams++;
+    break;
+  }
+  case 10:
+    rm_decl(m, "  param g%d: f32[%d] = ones\n  param h%d: f32[%d] = zeros\n", p, c, p, c);
+    rm_let(m, 2, r, c, "layer_norm(%s, g%d, h%d)", an, p, p);
+    m->nparams++;
+    break;
+  default:
+    rm_let(m, 0, 1, 1, "sum(%s * %s) * 0.1", an, an);
+    break;
+  }
+}
+
+/* The source of random model `seed` (malloc'd). */
+static char *random_model(uint64_t seed) {
+  rnd_state = seed * 0x9E3779B97F4A7C15ULL + 7;
+  RandModel *m = calloc(1, sizeof *m);
+  if (!m) return NULL;
+  int r = rnd_int(1, 9), c = rnd_int(1, 40);
+  rm_decl(m, "  input x: f32[%d, %d]\n  param p: f32[%d, %d] = zeros\n", r, c, r, c);
+  m->v[0] = (RandVal){.name = "x", .rank = 2, .r = r, .c = c};
+  m->v[1] = (RandVal){.name = "p", .rank = 2, .r = r, .c = c};
+  m->nv = 2;
+  rm_let(m, 2, r, c, "x * p");
+  int steps = rnd_int(3, 16);
+  for (int i = 0; i < steps; i++) rm_step(m);
+  /* The loss: the last few values squared and summed, scaled so that the gradients stay near 1
+   * (f32 rounding in sums of terms near 25 would pass the reduction tolerance's absolute part);
+   * the last two values are outputs. */
+  char loss[1024] = "", outs[64] = "";
+  size_t nl = 0;
+  for (int i = m->nv - 1; i >= 2 && i >= m->nv - 3; i--) {
+    int w = snprintf(loss + nl, sizeof loss - nl, "%ssum(%s * %s)", nl ? " + " : "", m->v[i].name,
+                     m->v[i].name);
+    if (w > 0) nl += (size_t)w;
+  }
+  snprintf(outs, sizeof outs, "%s%s%s", m->v[m->nv - 1].name, m->nv > 3 ? ", " : "",
+           m->nv > 3 ? m->v[m->nv - 2].name : "");
+  size_t cap = m->ndecl + m->nbody + sizeof loss + 256;
+  char *src = malloc(cap);
+  if (src)
+    snprintf(src, cap,
+             "model rand%llu {\n%s\n%s  loss = (%s) * 0.05\n  output %s\n  train loss with %s\n}\n",
+             (unsigned long long)seed, m->decl, m->body, loss, outs,
+             seed % 2 ? "adam(lr = 0.01)" : "sgd(lr = 0.1, momentum = 0.9)");
+  free(m);
+  return src;
+}
+
+/* Every input and param of c's graph: normal values, seeded (c->fix, as a fixture would). */
+static bool random_fixture(Case *c, uint64_t seed) {
+  Graph *g = case_graph(&c->tc, STAGE_GRAPH, NULL);
+  if (!g) return false;
+  int n = 0;
+  c->tc.fix.tensors = calloc((size_t)g->nnodes + 1, sizeof *c->tc.fix.tensors);
+  rnd_state = seed + 12345;
+  for (int i = 0; c->tc.fix.tensors && i < g->nnodes; i++) {
+    const Node *s = g->nodes[i];
+    if (s->op != OP_INPUT && s->op != OP_PARAM) continue;
+    KilnTensor *t = &c->tc.fix.tensors[n++];
+    int64_t count = ir_type_numel(&s->type);
+    t->name = strdup(s->name);
+    t->dtype = KILN_F32;
+    t->rank = s->type.rank;
+    for (int d = 0; d < t->rank; d++) t->shape[d] = s->type.dims[d];
+    t->nbytes = (size_t)count * sizeof(float);
+    t->data = calloc((size_t)count + 1, sizeof(float));
+    for (int64_t k = 0; t->data && k < count; k++) { /* about normal: a sum of uniforms */
+      double u = 0;
+      for (int j = 0; j < 4; j++) u += rnd() / 4294967296.0;
+      ((float *)t->data)[k] = (float)((u - 2.0) * 0.8);
+    }
+  }
+  c->tc.fix.n = n;
+  ir_graph_free(g);
+  return c->tc.fix.tensors != NULL;
+}
+
+static bool check_random(uint64_t seed) {
+  char name[32];
+  snprintf(name, sizeof name, "rand%llu", (unsigned long long)seed);
+  Case c = {.tc = {.name = name, .tol = tol_reduction}};
+  char *src = random_model(seed);
+  double ms = 0, pms = 0;
+  if (src && case_parse(&c.tc, name, src, strlen(src)) && random_fixture(&c, seed)) {
+    run_checks(&c, &ms, &pms);
+    for (int inference = 0; inference < 2; inference++) {
+      Graph *g = case_graph(&c.tc, STAGE_PLANNED,
+                            &(CaseBuild){.inference = inference, .target = llvm_fuse_target()});
+      if (g && llvm_launch_count(g) != g->nkernels)
+        case_fail(&c.tc, "%d launches for %d kernels%s", llvm_launch_count(g), g->nkernels,
+                  inference ? " (inference)" : "");
+      if (g) ir_graph_free(g);
+    }
+  } else {
+    case_fail(&c.tc, "the random model does not build");
+  }
+  if (c.tc.failed) printf("%s", src ? src : "(no source)\n");
+  printf("%-4s %-20s %2d tensors, worst %.3f of tolerance\n", c.tc.failed ? "FAIL" : "ok", name,
+         c.ntensors, c.worst);
+  case_free(&c.tc);
+  free(src);
   return !c.tc.failed;
 }
 
@@ -556,6 +782,13 @@ static bool check_launches(const char *path) {
 }
 
 int main(int argc, char **argv) {
+  if (argc >= 3 && strcmp(argv[1], "--random") == 0) { /* --random N [FIRST] */
+    int failed = 0, count = atoi(argv[2]);
+    uint64_t first = argc >= 4 ? strtoull(argv[3], NULL, 10) : 0;
+    for (int i = 0; i < count; i++) failed += !check_random(first + (uint64_t)i);
+    printf("random: %d models, %d failed\n", count, failed);
+    return failed ? 1 : 0;
+  }
   if (argc >= 2 && strcmp(argv[1], "--launches") == 0) {
     int failed = 0;
     for (int i = 2; i < argc; i++) failed += !check_launches(argv[i]);
