@@ -19,7 +19,8 @@
  *     that space (greater(%fc2, 0) beside a matmul's gradient).
  *   - nodes of one kernel are needed by the same entry points (m_infer / m_grad / m_train_step):
  *     each entry runs its own subset of kernels, so outputs, the loss and gradients end kernels.
- *   - merging two groups must keep them convex: no path leaves the group and comes back.
+ *   - merging two groups must keep them convex: no path leaves the group and comes back,
+ *     another group counting as one node (the kernels must keep an order).
  * Recompute policy: a value is computed once and stored unless recomputing it is no dearer than
  * the round trip through memory: consts and causal_mask, reshapes (the same bytes as their input:
  * readers read through them), injective ops (each output element reads
