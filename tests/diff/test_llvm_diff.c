@@ -314,7 +314,8 @@ static bool run_case(const char *dir, const char *name, Tol tol) {
  * --random N: N random models in the language (seeded), each run as a case (run_checks) with
  * random inputs and params, and its fused graphs checked for one launch per kernel: chains of
  * elementwise ops, broadcast rows and columns, reductions over either axis (kept or not, full),
- * softmax over either axis, transposes, products with fresh weights and layer norms, in any
+ * softmax over either axis, transposes, slices, concats, reshapes, products with fresh weights,
+ * layer norms, convolutions and poolings of a value seen as an image, an mse loss, in any
  * order, so fusion and the backend meet groups no hand-written case has. */
 
 static uint64_t rnd_state;
@@ -388,7 +389,7 @@ static void rm_step(RandModel *m) {
   char an[16];
   snprintf(an, sizeof an, "%s", a->name);
   int r = a->r, c = a->c, p = m->nparams;
-  switch (rnd_int(0, 11)) {
+  switch (rnd_int(0, 17)) {
   case 0:
   case 1:
     rm_let(m, 2, r, c, "%s(%s)", unary[rnd_int(0, 5)], an);
@@ -434,9 +435,61 @@ static void rm_step(RandModel *m) {
     rm_let(m, 2, r, c, "layer_norm(%s, g%d, h%d)", an, p, p);
     m->nparams++;
     break;
-  default:
+  case 11:
     rm_let(m, 0, 1, 1, "sum(%s * %s) * 0.1", an, an);
     break;
+  case 12: /* a slice, along either axis */
+    if (r > 1 && rnd() % 2)
+      rm_let(m, 2, r - 1, c, "%s[1:, :]", an);
+    else if (c > 1)
+      rm_let(m, 2, r, c - 1, "%s[:, :-1]", an);
+    break;
+  case 13: { /* concat with a value of the same width, or of the same height */
+    const RandVal *b = rm_pick2(m);
+    if (b->c == c)
+      rm_let(m, 2, r + b->r, c, "concat([%s, %s], 0)", an, b->name);
+    else if (b->r == r)
+      rm_let(m, 2, r, c + b->c, "concat([%s, %s], 1)", an, b->name);
+    break;
+  }
+  case 14:
+    rm_let(m, 2, c, r, "reshape(%s, [%d, %d])", an, c, r);
+    break;
+  case 15: /* a convolution over the value as one image, its two channels stacked */
+    rm_decl(m, "  param k%d: f32[2, 1, 3, 3] = zeros\n  param kb%d: f32[2] = zeros\n", p, p);
+    rm_let(m, 2, 2 * r, c,
+           "reshape(conv2d(reshape(%s, [1, 1, %d, %d]), k%d, kb%d, padding=1), "
+           "[%d, %d])",
+           an, r, c, p, p, 2 * r, c);
+    m->nparams++;
+    break;
+  case 16: /* 2x2 pooling of the value as one image */
+    if (r >= 2 && c >= 2)
+      rm_let(m, 2, r / 2, c / 2, "reshape(%s(reshape(%s, [1, 1, %d, %d]), 2), [%d, %d])",
+             rnd() % 2 ? "max_pool2d" : "avg_pool2d", an, r, c, r / 2, c / 2);
+    break;
+  default: { /* division, log, pow, minimum, an mse loss */
+    const RandVal *b = rm_same(m, a);
+    const char *bn = b ? b->name : an;
+    switch (rnd_int(0, 4)) {
+    case 0:
+      rm_let(m, 2, r, c, "%s / (abs(%s) + 1)", an, bn);
+      break;
+    case 1:
+      rm_let(m, 2, r, c, "log(abs(%s) + 1)", an);
+      break;
+    case 2:
+      rm_let(m, 2, r, c, "pow(%s, 3) * 0.1", an);
+      break;
+    case 3:
+      rm_let(m, 2, r, c, "minimum(%s, %s)", an, bn);
+      break;
+    default:
+      rm_let(m, 0, 1, 1, "mse_loss(%s, %s)", an, bn);
+      break;
+    }
+    break;
+  }
   }
 }
 
@@ -453,14 +506,14 @@ static char *random_model(uint64_t seed) {
   rm_let(m, 2, r, c, "x * p");
   int steps = rnd_int(3, 16);
   for (int i = 0; i < steps; i++) rm_step(m);
-  /* The loss: the last few values squared and summed, scaled so that the gradients stay near 1
-   * (f32 rounding in sums of terms near 25 would pass the reduction tolerance's absolute part);
-   * the last two values are outputs. */
+  /* The loss: the last few values through tanh, squared and summed, so that gradients stay
+   * near 1 and two training steps do not diverge (a quartic loss's steps blow up, and its
+   * rounding with them); the last two values are outputs. */
   char loss[1024] = "", outs[64] = "";
   size_t nl = 0;
   for (int i = m->nv - 1; i >= 2 && i >= m->nv - 3; i--) {
-    int w = snprintf(loss + nl, sizeof loss - nl, "%ssum(%s * %s)", nl ? " + " : "", m->v[i].name,
-                     m->v[i].name);
+    int w = snprintf(loss + nl, sizeof loss - nl, "%ssum(tanh(%s) * tanh(%s))", nl ? " + " : "",
+                     m->v[i].name, m->v[i].name);
     if (w > 0) nl += (size_t)w;
   }
   snprintf(outs, sizeof outs, "%s%s%s", m->v[m->nv - 1].name, m->nv > 3 ? ", " : "",
@@ -469,7 +522,7 @@ static char *random_model(uint64_t seed) {
   char *src = malloc(cap);
   if (src)
     snprintf(src, cap,
-             "model rand%llu {\n%s\n%s  loss = (%s) * 0.05\n  output %s\n  train loss with %s\n}\n",
+             "model rand%llu {\n%s\n%s  loss = %s\n  output %s\n  train loss with %s\n}\n",
              (unsigned long long)seed, m->decl, m->body, loss, outs,
              seed % 2 ? "adam(lr = 0.01)" : "sgd(lr = 0.1, momentum = 0.9)");
   free(m);
