@@ -868,7 +868,7 @@ static void fuse_why(const Node *p, const Node *n, char *buf, size_t len) {
              "backend: %s takes no epilogue here (f32 GEMMs, convolutions, row sums, "
              "layer_norm and pooling gradients do)",
              po);
-  else if (!node_fusable(p) && node_fusable(n) && has_pro(p))
+  else if (!node_fusable(p) && node_fusable(n) && has_pro(p) && !llvm_reduce_out_epi(p))
     snprintf(buf, len,
              "backend: %s takes a prologue here, and a prologue or an epilogue, "
              "not both",
@@ -881,7 +881,7 @@ static void fuse_why(const Node *p, const Node *n, char *buf, size_t len) {
              "log_softmax over the last axis, cross_entropy and reductions of whole trailing rows "
              "do)",
              no);
-  else if (node_fusable(p) && !node_fusable(n) && has_epi(n))
+  else if (node_fusable(p) && !node_fusable(n) && has_epi(n) && !llvm_reduce_out_epi(n))
     snprintf(buf, len,
              "backend: %s takes an epilogue here, and a prologue or an epilogue, "
              "not both",
