@@ -315,8 +315,8 @@ static bool run_case(const char *dir, const char *name, Tol tol) {
  * random inputs and params, and its fused graphs checked for one launch per kernel: chains of
  * elementwise ops, broadcast rows and columns, reductions over either axis (kept or not, full),
  * softmax over either axis, transposes, slices, concats, reshapes, products with fresh weights,
- * layer norms, convolutions and poolings of a value seen as an image, an mse loss, in any
- * order, so fusion and the backend meet groups no hand-written case has. */
+ * layer norms, convolutions and poolings of a value seen as an image, embeddings, cross-entropy
+ * and mse losses, in any order, so fusion and the backend meet groups no hand-written case has. */
 
 static uint64_t rnd_state;
 static uint32_t rnd(void) {
@@ -389,7 +389,7 @@ static void rm_step(RandModel *m) {
   char an[16];
   snprintf(an, sizeof an, "%s", a->name);
   int r = a->r, c = a->c, p = m->nparams;
-  switch (rnd_int(0, 17)) {
+  switch (rnd_int(0, 19)) {
   case 0:
   case 1:
     rm_let(m, 2, r, c, "%s(%s)", unary[rnd_int(0, 5)], an);
@@ -467,6 +467,18 @@ static void rm_step(RandModel *m) {
     if (r >= 2 && c >= 2)
       rm_let(m, 2, r / 2, c / 2, "reshape(%s(reshape(%s, [1, 1, %d, %d]), 2), [%d, %d])",
              rnd() % 2 ? "max_pool2d" : "avg_pool2d", an, r, c, r / 2, c / 2);
+    break;
+  case 17: { /* rows of a table by id (ids named e<N>_<rows>: random_fixture's range) */
+    int v = rnd_int(2, 12);
+    rm_decl(m, "  input e%d_%d: i32[%d]\n  param t%d: f32[%d, %d] = zeros\n", p, v, r, p, v, c);
+    rm_let(m, 2, r, c, "embedding(e%d_%d, t%d) %s %s", p, v, p, binary[rnd_int(0, 2)], an);
+    m->nparams++;
+    break;
+  }
+  case 18: /* cross-entropy of the rows against labels (l<N>_<classes>) */
+    rm_decl(m, "  input l%d_%d: i32[%d]\n", p, c, r);
+    rm_let(m, 0, 1, 1, "cross_entropy(%s, l%d_%d)", an, p, c);
+    m->nparams++;
     break;
   default: { /* division, log, pow, minimum, an mse loss */
     const RandVal *b = rm_same(m, a);
@@ -547,10 +559,13 @@ static bool random_fixture(Case *c, uint64_t seed) {
     for (int d = 0; d < t->rank; d++) t->shape[d] = s->type.dims[d];
     t->nbytes = (size_t)count * sizeof(float);
     t->data = calloc((size_t)count + 1, sizeof(float));
-    for (int64_t k = 0; t->data && k < count; k++) { /* about normal: a sum of uniforms */
+    /* i32 inputs (ids, labels: NAME_RANGE) in [0, RANGE); f32 about normal (four uniforms) */
+    const char *range = s->type.dtype == DT_I32 ? strrchr(s->name, '_') : NULL;
+    for (int64_t k = 0; t->data && k < count; k++) {
       double u = 0;
       for (int j = 0; j < 4; j++) u += rnd() / 4294967296.0;
-      ((float *)t->data)[k] = (float)((u - 2.0) * 0.8);
+      ((float *)t->data)[k] =
+          range ? (float)(rnd() % (uint32_t)atoi(range + 1)) : (float)((u - 2.0) * 0.8);
     }
   }
   c->tc.fix.n = n;
