@@ -783,7 +783,144 @@ static bool swap_ops(Lower *L, const GemmOps *g, SwapOps *sw) {
   return true;
 }
 
+/* ---- Tiny skinny products ---------------------------------------------------
+ * A matmul of at most 4 columns and a few thousand multiply-adds (a classifier head and its
+ * weight gradient): the register tiles would run mostly on padding lanes (32x128x2: a quarter
+ * of them useful) and packing would cost more than the product. Dots along the depth when A's
+ * rows are contiguous (B's columns copied to the stack first), else axpys along the rows, a
+ * vector of rows at a time (A's columns contiguous: the TN weight gradient); each row of C
+ * stored, or handed to the epilogue, as a vector of its n values. */
+static bool small_ok(const Kernel *k, const GemmOps *g) {
+  return k->out->op == OP_MATMUL && g->batch == 1 && g->n <= 4 && g->m * g->k * g->n <= 65536 &&
+         g->b_row && (g->a_row || g->a_col) && !g->map_a && !g->map_b && !g->bias;
+}
+
+/* Row i of C: lanes 0..n-1 of v. */
+static void small_row(Lower *L, const GemmOps *g, LLVMValueRef i, LLVMValueRef v, int vl) {
+  LLVMValueRef mask = lanes_below(L, vl, lw_i64(L, g->n));
+  if (g->epi)
+    lw_epilogue_store(g->epi, i, lw_i64(L, 0), mask, v);
+  else
+    masked_store(L, LLVMTypeOf(v), v, lw_gep(L, L->f32, lw_out(L), lw_mulc(L, i, g->n)), mask);
+}
+
+/* The sum of v's lanes (a tree of shuffles and adds). */
+static LLVMValueRef small_hsum(Lower *L, LLVMValueRef v, int vl) {
+  for (int w = vl / 2; w >= 1; w /= 2) {
+    LLVMValueRef lanes[16];
+    for (int l = 0; l < vl; l++) lanes[l] = lw_i32(L, l < w ? l + w : l);
+    v = LLVMBuildFAdd(
+        L->b, v, LLVMBuildShuffleVector(L->b, v, v, LLVMConstVector(lanes, (unsigned)vl), ""), "");
+  }
+  return LLVMBuildExtractElement(L->b, v, lw_i32(L, 0), "");
+}
+
+static void small_dot(Lower *L, Kernel *k, const GemmOps *g, int vl) {
+  LLVMTypeRef vt = LLVMVectorType(L->f32, (unsigned)vl);
+  int64_t kp = round_up(g->k, vl), n = g->n;
+  LLVMValueRef t0 = lw_i64(L, 0), acc[4] = {0};
+  k->range = g->m;
+  k->min_chunk = 65536 / (g->k * n) + 1;
+  /* B's columns as rows of kp, zero past k: gathered a vector at a time when B's rows are one
+   * stride apart, else element by element. */
+  LLVMValueRef bt = lw_stack(L, L->f32, n * kp);
+  LwLoop lp, outer, lq;
+  if (g->b_ld > 0) {
+    LLVMValueRef q0 = lw_mulc(L, lw_for(L, &lp, lw_i64(L, 0), lw_i64(L, kp / vl)), vl);
+    LLVMTypeRef it = LLVMVectorType(L->i32, (unsigned)vl);
+    LLVMValueRef idx = LLVMBuildMul(L->b, lw_gemm_lanes(L, lw_i64(L, 0), vl),
+                                    lw_gemm_splat(L, it, lw_i32(L, (int32_t)g->b_ld)), "");
+    LLVMValueRef mask = col_mask(L, vl, q0, g->k), brow = g->b_row(L, g, t0, q0);
+    for (int j = 0; j < n; j++)
+      vstore(L, lw_gemm_gather(L, vl, lw_gep(L, L->f32, brow, lw_i64(L, j)), idx, mask), bt,
+             lw_addc(L, q0, j * kp), 4);
+  } else {
+    LLVMValueRef p = lw_for(L, &lp, lw_i64(L, 0), lw_i64(L, kp));
+    LLVMValueRef in = LLVMBuildICmp(L->b, LLVMIntSLT, p, lw_i64(L, g->k), "");
+    LLVMValueRef brow = g->b_row(L, g, t0, lw_select(L, in, p, lw_i64(L, 0)));
+    for (int j = 0; j < n; j++) {
+      LLVMValueRef b = lw_load(L, L->f32, brow, lw_i64(L, j));
+      lw_store(L, L->f32, bt, lw_add(L, lw_i64(L, j * kp), p),
+               lw_select(L, in, b, lw_fc(L, L->f32, 0.0)));
+    }
+  }
+  lw_next(L, &lp);
+  LLVMValueRef i = lw_outer(L, &outer);
+  for (int j = 0; j < n; j++) acc[j] = lw_var(L, vt, LLVMConstNull(vt));
+  LLVMValueRef q = lw_mulc(L, lw_for(L, &lq, lw_i64(L, 0), lw_i64(L, kp / vl)), vl);
+  LLVMValueRef a = masked_load(L, vt, g->a_row(L, g, t0, i, q), col_mask(L, vl, q, g->k));
+  for (int j = 0; j < n; j++) {
+    LLVMTypeRef over = vt;
+    LLVMValueRef args[3] = {a, vload(L, vt, bt, lw_addc(L, q, j * kp), 4), lw_get(L, vt, acc[j])};
+    lw_set(L, acc[j], call_intrinsic(L, "llvm.fma", &over, 1, args, 3));
+  }
+  lw_next(L, &lq);
+  LLVMValueRef v = LLVMGetPoison(vt);
+  for (int j = 0; j < n; j++)
+    v = LLVMBuildInsertElement(L->b, v, small_hsum(L, lw_get(L, vt, acc[j]), vl), lw_i32(L, j), "");
+  small_row(L, g, i, v, vl);
+  lw_next(L, &outer);
+}
+
+static void small_axpy(Lower *L, Kernel *k, const GemmOps *g, int vl) {
+  LLVMTypeRef vt = LLVMVectorType(L->f32, (unsigned)vl);
+  int64_t n = g->n;
+  LLVMValueRef t0 = lw_i64(L, 0), acc[4] = {0};
+  k->range = ceil_div(g->m, vl);
+  k->min_chunk = 65536 / (vl * g->k * n) + 1;
+  LLVMValueRef tile = lw_stack(L, L->f32, n * vl);
+  LwLoop outer, lp, lr;
+  LLVMValueRef i0 = lw_mulc(L, lw_outer(L, &outer), vl);
+  LLVMValueRef rows = col_mask(L, vl, i0, g->m);
+  for (int j = 0; j < n; j++) acc[j] = lw_var(L, vt, LLVMConstNull(vt));
+  LLVMValueRef p = lw_for(L, &lp, lw_i64(L, 0), lw_i64(L, g->k));
+  LLVMValueRef a = masked_load(L, vt, g->a_col(L, g, t0, i0, p), rows);
+  LLVMValueRef brow = g->b_row(L, g, t0, p);
+  for (int j = 0; j < n; j++) {
+    LLVMTypeRef over = vt;
+    LLVMValueRef b = lw_gemm_splat(L, vt, lw_load(L, L->f32, brow, lw_i64(L, j)));
+    LLVMValueRef args[3] = {a, b, lw_get(L, vt, acc[j])};
+    lw_set(L, acc[j], call_intrinsic(L, "llvm.fma", &over, 1, args, 3));
+  }
+  lw_next(L, &lp);
+  if (!g->epi && n <= 2) { /* C's rows [i0, i0 + vl): the columns interleaved, stored whole */
+    LLVMValueRef left = LLVMBuildSub(L->b, lw_i64(L, g->m), i0, ""), out = lw_out(L);
+    LLVMValueRef at = lw_gep(L, L->f32, out, lw_mulc(L, i0, n));
+    if (n == 1) {
+      masked_store(L, vt, lw_get(L, vt, acc[0]), at, rows);
+    } else {
+      for (int h = 0; h < 2; h++) {
+        LLVMValueRef lanes[16];
+        for (int l = 0; l < vl; l++) lanes[l] = lw_i32(L, h * vl / 2 + l / 2 + (l % 2) * vl);
+        LLVMValueRef v = LLVMBuildShuffleVector(L->b, lw_get(L, vt, acc[0]), lw_get(L, vt, acc[1]),
+                                                LLVMConstVector(lanes, (unsigned)vl), "");
+        masked_store(L, vt, v, lw_gep(L, L->f32, at, lw_i64(L, h * vl)),
+                     lanes_below(L, vl, lw_addc(L, lw_mulc(L, left, 2), -h * vl)));
+      }
+    }
+    lw_next(L, &outer);
+    return;
+  }
+  for (int j = 0; j < n; j++) vstore(L, lw_get(L, vt, acc[j]), tile, lw_i64(L, j * vl), 4);
+  LLVMValueRef last = lw_smin(L, lw_i64(L, vl), LLVMBuildSub(L->b, lw_i64(L, g->m), i0, ""));
+  LLVMValueRef r = lw_for(L, &lr, lw_i64(L, 0), last);
+  LLVMValueRef v = LLVMGetPoison(vt);
+  for (int j = 0; j < n; j++)
+    v = LLVMBuildInsertElement(L->b, v, lw_load(L, L->f32, tile, lw_addc(L, r, j * vl)),
+                               lw_i32(L, j), "");
+  small_row(L, g, lw_add(L, i0, r), v, vl);
+  lw_next(L, &lr);
+  lw_next(L, &outer);
+}
+
 void lw_gemm(Lower *L, Kernel *k, const GemmOps *g) {
+  if (small_ok(k, g)) { /* a few short loops: let LLVM unroll them */
+    bool keep = L->no_unroll;
+    L->no_unroll = false;
+    (g->a_row ? small_dot : small_axpy)(L, k, g, L->avx512 ? 16 : 8);
+    L->no_unroll = keep;
+    return;
+  }
   SwapOps sw;
   bool ct = swap_ops(L, g, &sw);
   if (ct) g = &sw.g;

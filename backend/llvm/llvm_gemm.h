@@ -41,6 +41,8 @@ struct GemmOps {
                     * that is one stride, else 0 */
   GemmAddr *b_col; /* optional: &B[t][p][j] (as (t, p, j)) when B[t][p+1][j] is the next float */
   GemmLanes *b_cvec; /* optional: B's columns by vectors along p (when no b_col describes them) */
+  int64_t b_ld;      /* floats from B[t][p][j] to B[t][p+1][j] when b_row's rows are one stride
+                        apart, else 0 */
   GemmRow *b_row;    /* optional fast paths for packing B: rows, */
   GemmVec *b_vec;    /* or vectors of a row */
   LLVMValueRef bias; /* f32 [m] or NULL */

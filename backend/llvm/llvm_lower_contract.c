@@ -359,11 +359,14 @@ void lower_matmul(Lower *L, Kernel *k) {
   int64_t a_ld = 0;
   bool acol = unit_stride(&mo.a.v, mo.a.v.rank - 2);
   if (!llvm_view_single(&mo.a.v, mo.a.v.rank - (acol ? 1 : 2), &a_ld)) a_ld = 0;
+  int64_t b_ld = 0; /* B's row stride, for gathering its columns */
+  if (!llvm_view_single(&mo.b.v, mo.b.v.rank - 2, &b_ld)) b_ld = 0;
   GemmOps g = {.batch = batch,
                .m = m,
                .n = nn,
                .k = kk,
                .a_ld = a_ld,
+               .b_ld = b_ld,
                .load_a = matmul_a,
                .load_b = matmul_b,
                .a_col = acol ? matmul_aaddr : NULL,
