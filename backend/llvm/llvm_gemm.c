@@ -120,6 +120,13 @@ static void vstore(Lower *L, LLVMValueRef v, LLVMValueRef base, LLVMValueRef idx
   LLVMSetAlignment(s, align);
 }
 
+/* acc (a variable of vector type vt) += a * b, fused. */
+static void fma_into(Lower *L, LLVMTypeRef vt, LLVMValueRef acc, LLVMValueRef a, LLVMValueRef b) {
+  LLVMTypeRef over = vt;
+  LLVMValueRef args[3] = {a, b, lw_get(L, vt, acc)};
+  lw_set(L, acc, call_intrinsic(L, "llvm.fma", &over, 1, args, 3));
+}
+
 static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 static int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 
@@ -580,11 +587,7 @@ static void micro_tile(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef
   LLVMValueRef abase = lw_mulc(L, p, tl->a_ps);
   for (int r = 0; r < tl->mr; r++) {
     LLVMValueRef a = lw_gemm_splat(L, vt, lw_load(L, L->f32, ap, lw_addc(L, abase, r * tl->a_rs)));
-    for (int v = 0; v < tl->nv; v++) {
-      LLVMTypeRef over = vt;
-      LLVMValueRef args[3] = {a, bv[v], lw_get(L, vt, acc[r][v])};
-      lw_set(L, acc[r][v], call_intrinsic(L, "llvm.fma", &over, 1, args, 3));
-    }
+    for (int v = 0; v < tl->nv; v++) fma_into(L, vt, acc[r][v], a, bv[v]);
   }
   lw_next(L, &lp);
   finish_tile(L, g, tl, acc, t, row0, lo, col0, first, last);
@@ -849,11 +852,8 @@ static void small_dot(Lower *L, Kernel *k, const GemmOps *g, int vl) {
   for (int j = 0; j < n; j++) acc[j] = lw_var(L, vt, LLVMConstNull(vt));
   LLVMValueRef q = lw_mulc(L, lw_for(L, &lq, lw_i64(L, 0), lw_i64(L, kp / vl)), vl);
   LLVMValueRef a = masked_load(L, vt, g->a_row(L, g, t0, i, q), col_mask(L, vl, q, g->k));
-  for (int j = 0; j < n; j++) {
-    LLVMTypeRef over = vt;
-    LLVMValueRef args[3] = {a, vload(L, vt, bt, lw_addc(L, q, j * kp), 4), lw_get(L, vt, acc[j])};
-    lw_set(L, acc[j], call_intrinsic(L, "llvm.fma", &over, 1, args, 3));
-  }
+  for (int j = 0; j < n; j++)
+    fma_into(L, vt, acc[j], a, vload(L, vt, bt, lw_addc(L, q, j * kp), 4));
   lw_next(L, &lq);
   LLVMValueRef v = LLVMGetPoison(vt);
   for (int j = 0; j < n; j++)
@@ -871,21 +871,17 @@ static void small_axpy(Lower *L, Kernel *k, const GemmOps *g, int vl) {
   LLVMValueRef tile = lw_stack(L, L->f32, n * vl);
   LwLoop outer, lp, lr;
   LLVMValueRef i0 = lw_mulc(L, lw_outer(L, &outer), vl);
-  LLVMValueRef rows = col_mask(L, vl, i0, g->m);
+  LLVMValueRef left = LLVMBuildSub(L->b, lw_i64(L, g->m), i0, ""); /* rows from i0 on */
+  LLVMValueRef rows = lanes_below(L, vl, left);
   for (int j = 0; j < n; j++) acc[j] = lw_var(L, vt, LLVMConstNull(vt));
   LLVMValueRef p = lw_for(L, &lp, lw_i64(L, 0), lw_i64(L, g->k));
   LLVMValueRef a = masked_load(L, vt, g->a_col(L, g, t0, i0, p), rows);
   LLVMValueRef brow = g->b_row(L, g, t0, p);
-  for (int j = 0; j < n; j++) {
-    LLVMTypeRef over = vt;
-    LLVMValueRef b = lw_gemm_splat(L, vt, lw_load(L, L->f32, brow, lw_i64(L, j)));
-    LLVMValueRef args[3] = {a, b, lw_get(L, vt, acc[j])};
-    lw_set(L, acc[j], call_intrinsic(L, "llvm.fma", &over, 1, args, 3));
-  }
+  for (int j = 0; j < n; j++)
+    fma_into(L, vt, acc[j], a, lw_gemm_splat(L, vt, lw_load(L, L->f32, brow, lw_i64(L, j))));
   lw_next(L, &lp);
   if (!g->epi && n <= 2) { /* C's rows [i0, i0 + vl): the columns interleaved, stored whole */
-    LLVMValueRef left = LLVMBuildSub(L->b, lw_i64(L, g->m), i0, ""), out = lw_out(L);
-    LLVMValueRef at = lw_gep(L, L->f32, out, lw_mulc(L, i0, n));
+    LLVMValueRef at = lw_gep(L, L->f32, lw_out(L), lw_mulc(L, i0, n));
     if (n == 1) {
       masked_store(L, vt, lw_get(L, vt, acc[0]), at, rows);
     } else {
@@ -902,8 +898,7 @@ static void small_axpy(Lower *L, Kernel *k, const GemmOps *g, int vl) {
     return;
   }
   for (int j = 0; j < n; j++) vstore(L, lw_get(L, vt, acc[j]), tile, lw_i64(L, j * vl), 4);
-  LLVMValueRef last = lw_smin(L, lw_i64(L, vl), LLVMBuildSub(L->b, lw_i64(L, g->m), i0, ""));
-  LLVMValueRef r = lw_for(L, &lr, lw_i64(L, 0), last);
+  LLVMValueRef r = lw_for(L, &lr, lw_i64(L, 0), lw_smin(L, lw_i64(L, vl), left));
   LLVMValueRef v = LLVMGetPoison(vt);
   for (int j = 0; j < n; j++)
     v = LLVMBuildInsertElement(L->b, v, lw_load(L, L->f32, tile, lw_addc(L, r, j * vl)),
