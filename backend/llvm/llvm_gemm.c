@@ -59,8 +59,9 @@ LLVMValueRef lw_gemm_splat(Lower *L, LLVMTypeRef vt, LLVMValueRef x) {
 }
 
 /* Lanes l < left (an i64): icmp sgt splat(left), <0, 1, ...>. */
-static LLVMValueRef lanes_below(Lower *L, int vl, LLVMValueRef left) {
-  LLVMValueRef lanes[16];
+LLVMValueRef lw_gemm_lanes_below(Lower *L, int vl, LLVMValueRef left) {
+  LLVMValueRef lanes[64];
+  IR_ASSERT(vl <= 64, "llvm: %d lanes", vl);
   for (int l = 0; l < vl; l++) lanes[l] = lw_i32(L, l);
   LLVMTypeRef it = LLVMVectorType(L->i32, (unsigned)vl);
   return LLVMBuildICmp(L->b, LLVMIntSGT,
@@ -70,7 +71,7 @@ static LLVMValueRef lanes_below(Lower *L, int vl, LLVMValueRef left) {
 
 /* Lanes l with col + l < n. */
 static LLVMValueRef col_mask(Lower *L, int vl, LLVMValueRef col, int64_t n) {
-  return lanes_below(L, vl, LLVMBuildSub(L->b, lw_i64(L, n), col, ""));
+  return lw_gemm_lanes_below(L, vl, LLVMBuildSub(L->b, lw_i64(L, n), col, ""));
 }
 
 static LLVMValueRef masked_load(Lower *L, LLVMTypeRef vt, LLVMValueRef p, LLVMValueRef mask) {
@@ -106,6 +107,10 @@ static void masked_store(Lower *L, LLVMTypeRef vt, LLVMValueRef v, LLVMValueRef 
   LLVMTypeRef over[2] = {vt, L->ptr};
   LLVMValueRef args[4] = {v, p, lw_i32(L, 4), mask};
   call_intrinsic(L, "llvm.masked.store", over, 2, args, 4);
+}
+
+void lw_gemm_store_masked(Lower *L, LLVMValueRef v, LLVMValueRef base, LLVMValueRef mask) {
+  masked_store(L, LLVMTypeOf(v), v, base, mask);
 }
 
 static LLVMValueRef vload(Lower *L, LLVMTypeRef vt, LLVMValueRef base, LLVMValueRef idx,
@@ -256,7 +261,7 @@ static void pack_a_rows(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRe
   LLVMValueRef to = lw_gep(L, L->f32, dst, lw_mulc(L, r, tl->a_rs));
   LLVMValueRef nvec = lw_divc(L, lw_addc(L, kc, tl->vl - 1), tl->vl);
   LLVMValueRef at = lw_mulc(L, lw_for(L, &lv, lw_i64(L, 0), nvec), tl->vl);
-  LLVMValueRef in = lanes_below(L, tl->vl, LLVMBuildSub(L->b, kc, at, ""));
+  LLVMValueRef in = lw_gemm_lanes_below(L, tl->vl, LLVMBuildSub(L->b, kc, at, ""));
   LLVMValueRef x = src ? masked_load(L, vt, lw_gep(L, L->f32, src, at), in)
                        : g->a_vec(L, g, t, row, lw_add(L, pc, at), tl->vl, in);
   x = mapped(L, g, g->map_a, x, in);
@@ -272,10 +277,10 @@ static void pack_a_cols(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRe
                         LLVMValueRef pc, LLVMValueRef kc) {
   LwLoop lg, lp;
   LLVMTypeRef vt = LLVMVectorType(L->f32, (unsigned)tl->vl);
-  LLVMValueRef panel = lanes_below(L, tl->vl, lw_i64(L, tl->mr));
+  LLVMValueRef panel = lw_gemm_lanes_below(L, tl->vl, lw_i64(L, tl->mr));
   LLVMValueRef gi = lw_for(L, &lg, lw_i64(L, 0), ngi);
   LLVMValueRef row0 = lw_add(L, i0, lw_mulc(L, gi, tl->mr));
-  LLVMValueRef in = lanes_below(L, tl->vl, LLVMBuildSub(L->b, lw_i64(L, g->m), row0, ""));
+  LLVMValueRef in = lw_gemm_lanes_below(L, tl->vl, LLVMBuildSub(L->b, lw_i64(L, g->m), row0, ""));
   LLVMValueRef dst = a_panel(L, tl, apack, poff, gi);
   LLVMValueRef p = lw_for(L, &lp, lw_i64(L, 0), kc);
   LLVMValueRef v = masked_load(L, vt, g->a_col(L, g, t, row0, lw_add(L, pc, p)), in);
@@ -341,7 +346,7 @@ static void pack_b_cols(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRe
   LLVMTypeRef vt = LLVMVectorType(L->f32, (unsigned)tl->vl);
   LLVMValueRef nvec = lw_divc(L, lw_addc(L, kc, tl->vl - 1), tl->vl);
   LLVMValueRef p0 = lw_mulc(L, lw_for(L, &lp, lw_i64(L, 0), nvec), tl->vl);
-  LLVMValueRef in = lanes_below(L, tl->vl, LLVMBuildSub(L->b, kc, p0, ""));
+  LLVMValueRef in = lw_gemm_lanes_below(L, tl->vl, LLVMBuildSub(L->b, kc, p0, ""));
   for (int v = 0; v < tl->nv; v++) {
     LLVMValueRef x[16];
     for (int c = 0; c < tl->vl; c++) {
@@ -800,7 +805,7 @@ static bool small_ok(const Kernel *k, const GemmOps *g) {
 
 /* Row i of C: lanes 0..n-1 of v. */
 static void small_row(Lower *L, const GemmOps *g, LLVMValueRef i, LLVMValueRef v, int vl) {
-  LLVMValueRef mask = lanes_below(L, vl, lw_i64(L, g->n));
+  LLVMValueRef mask = lw_gemm_lanes_below(L, vl, lw_i64(L, g->n));
   if (g->epi)
     lw_epilogue_store(g->epi, i, lw_i64(L, 0), mask, v);
   else
@@ -872,7 +877,7 @@ static void small_axpy(Lower *L, Kernel *k, const GemmOps *g, int vl) {
   LwLoop outer, lp, lr;
   LLVMValueRef i0 = lw_mulc(L, lw_outer(L, &outer), vl);
   LLVMValueRef left = LLVMBuildSub(L->b, lw_i64(L, g->m), i0, ""); /* rows from i0 on */
-  LLVMValueRef rows = lanes_below(L, vl, left);
+  LLVMValueRef rows = lw_gemm_lanes_below(L, vl, left);
   for (int j = 0; j < n; j++) acc[j] = lw_var(L, vt, LLVMConstNull(vt));
   LLVMValueRef p = lw_for(L, &lp, lw_i64(L, 0), lw_i64(L, g->k));
   LLVMValueRef a = masked_load(L, vt, g->a_col(L, g, t0, i0, p), rows);
@@ -891,7 +896,7 @@ static void small_axpy(Lower *L, Kernel *k, const GemmOps *g, int vl) {
         LLVMValueRef v = LLVMBuildShuffleVector(L->b, lw_get(L, vt, acc[0]), lw_get(L, vt, acc[1]),
                                                 LLVMConstVector(lanes, (unsigned)vl), "");
         masked_store(L, vt, v, lw_gep(L, L->f32, at, lw_i64(L, h * vl)),
-                     lanes_below(L, vl, lw_addc(L, lw_mulc(L, left, 2), -h * vl)));
+                     lw_gemm_lanes_below(L, vl, lw_addc(L, lw_mulc(L, left, 2), -h * vl)));
       }
     }
     lw_next(L, &outer);

@@ -61,13 +61,17 @@ bool lw_gemm_ok(DType dt, int64_t batch, int64_t m, int64_t n, int64_t k);
  * closes the outer loop. */
 void lw_gemm(Lower *L, Kernel *k, const GemmOps *g);
 
-/* Vector helpers for GemmVec loaders. */
+/* Vector helpers for GemmVec loaders (and other f32 kernels). */
 LLVMValueRef lw_gemm_splat(Lower *L, LLVMTypeRef vt, LLVMValueRef x);
 /* <j0, j0+1, ..., j0+vl-1> as i32 lanes. */
 LLVMValueRef lw_gemm_lanes(Lower *L, LLVMValueRef j0, int vl);
+/* Lanes l < left (an i64) of vl <= 64, as <vl x i1>. */
+LLVMValueRef lw_gemm_lanes_below(Lower *L, int vl, LLVMValueRef left);
 /* Lanes of mask loaded from base + lane (masked load) or from base[idx] (gather); 0 elsewhere. */
 LLVMValueRef lw_gemm_load_masked(Lower *L, int vl, LLVMValueRef base, LLVMValueRef mask);
 LLVMValueRef lw_gemm_gather(Lower *L, int vl, LLVMValueRef base, LLVMValueRef idx,
                             LLVMValueRef mask);
+/* The lanes of v in mask stored at base + lane. */
+void lw_gemm_store_masked(Lower *L, LLVMValueRef v, LLVMValueRef base, LLVMValueRef mask);
 
 #endif

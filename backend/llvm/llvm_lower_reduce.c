@@ -935,6 +935,63 @@ static PoolDims pool_dims(const Node *n, const Type *x, const Type *y) {
   return p;
 }
 
+/* 2x2 windows at stride 2 (f32) go VL output columns at a time: each window row of 2 VL
+ * inputs is one masked load, split into its even and odd columns by shuffles, and a
+ * gradient's two columns are merged back the same way. Other windows: scalar loops. */
+static bool pool_by_vectors(Lower *L, const PoolDims *pd, LLVMTypeRef ft) {
+  return ft == L->f32 && pd->k == 2 && pd->s == 2;
+}
+
+/* Lanes from, from + 2, ... of v: vl of them. */
+static LLVMValueRef every_other(Lower *L, LLVMValueRef v, unsigned vl, unsigned from) {
+  LLVMValueRef idx[32];
+  for (unsigned l = 0; l < vl; l++) idx[l] = lw_i32(L, (int32_t)(from + 2 * l));
+  return LLVMBuildShuffleVector(L->b, v, LLVMGetPoison(LLVMTypeOf(v)), LLVMConstVector(idx, vl),
+                                "");
+}
+
+/* a0, b0, a1, b1, ...: 2 vl lanes. */
+static LLVMValueRef interleave(Lower *L, LLVMValueRef a, LLVMValueRef b, unsigned vl) {
+  LLVMValueRef idx[64];
+  for (unsigned l = 0; l < 2 * vl; l++) idx[l] = lw_i32(L, (int32_t)(l / 2 + (l % 2) * vl));
+  return LLVMBuildShuffleVector(L->b, a, b, LLVMConstVector(idx, 2 * vl), "");
+}
+
+/* The 2x2 windows of vl output columns whose first window row starts at x[at] (rows w
+ * apart): e[2i + j] holds element (i, j) of each window; lanes at or past `left` (output
+ * columns) are 0 and nothing past them is read. */
+static void window_vecs(Lower *L, LLVMValueRef x, LLVMValueRef at, int64_t w, LLVMValueRef left,
+                        unsigned vl, LLVMValueRef e[4]) {
+  LLVMValueRef in = lw_gemm_lanes_below(L, (int)(2 * vl), lw_mulc(L, left, 2));
+  for (int i = 0; i < 2; i++) {
+    LLVMValueRef row =
+        lw_gemm_load_masked(L, (int)(2 * vl), lw_gep(L, L->f32, x, lw_addc(L, at, i * w)), in);
+    e[2 * i] = every_other(L, row, vl, 0);
+    e[2 * i + 1] = every_other(L, row, vl, 1);
+  }
+}
+
+static void pool2d_vectors(Lower *L, Kernel *k, const PoolDims *pd, bool is_max) {
+  unsigned vl = vec_width(L, L->f32);
+  k->range = pd->planes * pd->ho;
+  k->min_chunk = chunk_for(pd->wo * 4);
+  LwLoop outer, lv;
+  LLVMValueRef r = lw_outer(L, &outer);
+  LLVMValueRef p = lw_divc(L, r, pd->ho), oh = lw_remc(L, r, pd->ho);
+  LLVMValueRef row0 = lw_add(L, lw_mulc(L, p, pd->h * pd->w), lw_mulc(L, oh, 2 * pd->w));
+  int64_t nv = (pd->wo + vl - 1) / vl;
+  LLVMValueRef ow0 = lw_mulc(L, lw_for(L, &lv, lw_i64(L, 0), lw_i64(L, nv)), vl);
+  LLVMValueRef left = LLVMBuildSub(L->b, lw_i64(L, pd->wo), ow0, ""), e[4];
+  window_vecs(L, lw_in(L, 0), lw_add(L, row0, lw_mulc(L, ow0, 2)), pd->w, left, vl, e);
+  LLVMValueRef acc = is_max ? e[0] : lw_fadd(L, vconst(L, L->f32, 0.0, vl), e[0]);
+  for (int i = 1; i < 4; i++) acc = is_max ? lw_max_step(L, acc, e[i]) : lw_fadd(L, acc, e[i]);
+  if (!is_max) acc = lw_fdiv(L, acc, vconst(L, L->f32, 4.0, vl));
+  lw_gemm_store_masked(L, acc, lw_gep(L, L->f32, lw_out(L), lw_add(L, lw_mulc(L, r, pd->wo), ow0)),
+                       lw_gemm_lanes_below(L, (int)vl, left));
+  lw_next(L, &lv);
+  lw_next(L, &outer);
+}
+
 /* F.max_pool2d / F.avg_pool2d (no padding): out[p,oh,ow] = max or mean of
  * the k x k window at x[p, oh*s, ow*s]; max keeps the first maximum, NaN
  * wins. Rows of the output in parallel. */
@@ -943,6 +1000,10 @@ void lower_pool2d(Lower *L, Kernel *k) {
   PoolDims pd = pool_dims(n, &n->in[0]->type, &n->type);
   LLVMTypeRef ft = lw_elt(L, n->type.dtype);
   bool is_max = n->op == OP_MAX_POOL2D;
+  if (pool_by_vectors(L, &pd, ft)) {
+    pool2d_vectors(L, k, &pd, is_max);
+    return;
+  }
   k->range = pd.planes * pd.ho;
   k->min_chunk = chunk_for(pd.wo * pd.k * pd.k);
   LwLoop outer, lw, li, lj;
@@ -988,6 +1049,8 @@ typedef struct PoolWindows {
   LLVMValueRef p, plane; /* the plane, and the index of its first element in x and dx */
   LLVMValueRef dx;       /* the plane's first dx element (in the output or on the stack) */
   LLVMValueRef start, dyat;
+  LLVMValueRef left; /* by vectors: the output columns from this window on */
+  unsigned vl;       /* by vectors (pool_by_vectors): output columns per step; else 0 */
   int64_t hw;
   Epilogue *epi;
 } PoolWindows;
@@ -997,6 +1060,7 @@ static void pool_windows_begin(Lower *L, Kernel *k, const PoolDims *pd, PoolWind
   LLVMTypeRef ft = lw_elt(L, n->type.dtype);
   unsigned vl = vec_width(L, L->f32);
   pw->hw = pd->h * pd->w;
+  pw->vl = pool_by_vectors(L, pd, ft) ? vl : 0;
   pw->epi = k->nepi ? lw_epilogue_new(L, k, (int)vl) : NULL;
   int64_t epi_work = pw->epi ? pw->hw * (lw_epilogue_cost(pw->epi) + 1) : 0;
   k->range = pd->planes;
@@ -1006,11 +1070,38 @@ static void pool_windows_begin(Lower *L, Kernel *k, const PoolDims *pd, PoolWind
   pw->p = lw_outer(L, &pw->outer);
   pw->plane = lw_mulc(L, pw->p, pw->hw);
   pw->dx = stack ? stack : lw_gep(L, ft, lw_out(L), pw->plane);
-  lw_zero(L, pw->dx, lw_i64(L, len * (int64_t)ir_dtype_size(n->type.dtype)));
-  LLVMValueRef oh = lw_for(L, &pw->loh, lw_i64(L, 0), lw_i64(L, pd->ho));
-  LLVMValueRef ow = lw_for(L, &pw->low, lw_i64(L, 0), lw_i64(L, pd->wo));
+  /* By vectors every dx element of the windows is stored, so only what no window covers
+   * (rows and columns left over, the stack buffer's tail) needs zeros first. */
+  bool covered = pw->vl && pd->h == 2 * pd->ho && pd->w == 2 * pd->wo && len == pw->hw;
+  if (!covered) lw_zero(L, pw->dx, lw_i64(L, len * (int64_t)ir_dtype_size(n->type.dtype)));
+  LLVMValueRef oh = lw_for(L, &pw->loh, lw_i64(L, 0), lw_i64(L, pd->ho)), ow;
+  if (pw->vl) {
+    int64_t nv = (pd->wo + vl - 1) / vl;
+    ow = lw_mulc(L, lw_for(L, &pw->low, lw_i64(L, 0), lw_i64(L, nv)), vl);
+    pw->left = LLVMBuildSub(L->b, lw_i64(L, pd->wo), ow, "");
+  } else {
+    ow = lw_for(L, &pw->low, lw_i64(L, 0), lw_i64(L, pd->wo));
+  }
   pw->start = lw_add(L, lw_mulc(L, oh, pd->s * pd->w), lw_mulc(L, ow, pd->s));
   pw->dyat = lw_add(L, lw_mulc(L, pw->p, pd->ho * pd->wo), lw_add(L, lw_mulc(L, oh, pd->wo), ow));
+}
+
+/* By vectors: the windows' gradients g[2i + j] (element (i, j) of each window, 0 added as
+ * the scalar loops add to a zeroed dx) stored into dx, window row by window row. */
+static void pool_store_windows(Lower *L, const PoolDims *pd, PoolWindows *pw, LLVMValueRef g[4]) {
+  LLVMValueRef in = lw_gemm_lanes_below(L, (int)(2 * pw->vl), lw_mulc(L, pw->left, 2));
+  LLVMValueRef zero = vconst(L, L->f32, 0.0, pw->vl);
+  for (int i = 0; i < 2; i++) {
+    LLVMValueRef row =
+        interleave(L, lw_fadd(L, zero, g[2 * i]), lw_fadd(L, zero, g[2 * i + 1]), pw->vl);
+    lw_gemm_store_masked(L, row, lw_gep(L, L->f32, pw->dx, lw_addc(L, pw->start, i * pd->w)), in);
+  }
+}
+
+/* By vectors: the vl dy elements of the windows. */
+static LLVMValueRef pool_dy(Lower *L, PoolWindows *pw, LLVMValueRef dy) {
+  return lw_gemm_load_masked(L, (int)pw->vl, lw_gep(L, L->f32, dy, pw->dyat),
+                             lw_gemm_lanes_below(L, (int)pw->vl, pw->left));
 }
 
 /* The plane's final dx at [j0, j0 + vl), from the stack buffer. */
@@ -1041,6 +1132,25 @@ void lower_max_pool2d_grad(Lower *L, Kernel *k) {
   pool_windows_begin(L, k, &pd, &pw);
   LwLoop li, lj;
   LLVMValueRef x = lw_gep(L, ft, lw_in(L, 0), pw.plane);
+  if (pw.vl) { /* the same first maximum (or last NaN), lane by lane */
+    LLVMValueRef e[4], g[4];
+    window_vecs(L, x, pw.start, pd.w, pw.left, pw.vl, e);
+    LLVMTypeRef it = LLVMVectorType(L->i32, pw.vl);
+    LLVMValueRef mv = e[0], at = LLVMConstNull(it);
+    for (int i = 1; i < 4; i++) {
+      LLVMValueRef take =
+          LLVMBuildOr(L->b, lw_fcmp(L, LLVMRealOGT, e[i], mv), lw_isnan(L, e[i]), "");
+      mv = lw_select(L, take, e[i], mv);
+      at = lw_select(L, take, lw_gemm_splat(L, it, lw_i32(L, i)), at);
+    }
+    LLVMValueRef dy = pool_dy(L, &pw, lw_in(L, 1)), zero = vconst(L, L->f32, 0.0, pw.vl);
+    for (int i = 0; i < 4; i++)
+      g[i] = lw_select(
+          L, LLVMBuildICmp(L->b, LLVMIntEQ, at, lw_gemm_splat(L, it, lw_i32(L, i)), ""), dy, zero);
+    pool_store_windows(L, &pd, &pw, g);
+    pool_windows_end(L, &pw);
+    return;
+  }
   LLVMValueRef m = lw_var(L, ft, lw_load(L, ft, x, pw.start));
   LLVMValueRef at = lw_var(L, L->i64, lw_i64(L, 0));
   LLVMValueRef i = lw_for(L, &li, lw_i64(L, 0), lw_i64(L, pd.k));
@@ -1066,6 +1176,13 @@ void lower_avg_pool2d_grad(Lower *L, Kernel *k) {
   PoolWindows pw;
   pool_windows_begin(L, k, &pd, &pw);
   LwLoop li, lj;
+  if (pw.vl) {
+    LLVMValueRef q = lw_fdiv(L, pool_dy(L, &pw, lw_in(L, 0)), vconst(L, L->f32, 4.0, pw.vl));
+    LLVMValueRef g[4] = {q, q, q, q};
+    pool_store_windows(L, &pd, &pw, g);
+    pool_windows_end(L, &pw);
+    return;
+  }
   LLVMValueRef g =
       lw_fdiv(L, lw_load(L, ft, lw_in(L, 0), pw.dyat), lw_fc(L, ft, (double)(pd.k * pd.k)));
   LLVMValueRef i = lw_for(L, &li, lw_i64(L, 0), lw_i64(L, pd.k));
