@@ -456,7 +456,7 @@ void lw_epilogue_free(Epilogue *e) {
 static LLVMValueRef epi_load(Epilogue *e, const Node *a, int ai) {
   Lower *L = e->L;
   const Type *t = e->space;
-  int64_t stride[IR_MAX_RANK];
+  int64_t stride[IR_MAX_RANK] = {0}; /* gcc -O3 cannot see that rank 0 reads none */
   fz_strides(&a->type, t, stride);
   int64_t sj = t->rank ? stride[t->rank - 1] : 0; /* rank 0: a reduction's scalar */
   LLVMValueRef base = lw_offset(L, e->rowflat, t->rank - e->trail, t->dims, stride);
