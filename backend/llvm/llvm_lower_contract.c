@@ -748,18 +748,72 @@ static LLVMValueRef convw_avec(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMV
   return pix_load(L, vl, &pl, base, c->co * hw, in);
 }
 
+/* Masks of a stride-1 weight gradient's tap columns kept in a constant table at most this
+ * many entries long (9 taps of 28 x 28 images: 7056, 28 KiB). */
+#define PIXTAP_MAX 16384
+
+/* The lanes of the weight gradient's tap column q along p0 .. p0+VL (hw >= VL, s = 1,
+ * W = Wo) whose input is inside, from a constant table indexed by (q, p0 mod hw): bits
+ * 0..VL-1 for the lanes in image p0 / hw, bits VL..2VL-1 (*second) for those in the next
+ * image. NULL when the table would be too long. */
+static LLVMValueRef pixtap_mask(Lower *L, const ConvDims *c, LLVMValueRef q, LLVMValueRef pix0,
+                                int vl, LLVMValueRef *second) {
+  int64_t hw = c->ho * c->wo, kk = c->kh * c->kw;
+  if (kk * hw > PIXTAP_MAX || c->s != 1 || c->w != c->wo) return NULL;
+  LLVMTypeRef bits = LLVMIntTypeInContext(L->ctx, (unsigned)(2 * vl));
+  char name[128];
+  snprintf(name, sizeof name, "kiln_pixtap_%lldx%lld_%lldx%lld_p%lld_v%d", (long long)c->kh,
+           (long long)c->kw, (long long)c->h, (long long)c->w, (long long)c->p, vl);
+  LLVMValueRef table = LLVMGetNamedGlobal(L->mod, name);
+  if (!table) {
+    LLVMValueRef *vals = malloc((size_t)(kk * hw) * sizeof *vals);
+    IR_ASSERT(vals, "llvm: out of memory");
+    for (int64_t t = 0; t < kk; t++)
+      for (int64_t u = 0; u < hw; u++) {
+        unsigned long long m = 0;
+        for (int l = 0; l < vl; l++) {
+          int64_t d = u + l, pix = d % hw;
+          int64_t ih = pix / c->w + t / c->kw - c->p, iw = pix % c->w + t % c->kw - c->p;
+          if (ih >= 0 && ih < c->h && iw >= 0 && iw < c->w) m |= 1ull << (l + (d >= hw ? vl : 0));
+        }
+        vals[t * hw + u] = LLVMConstInt(bits, m, 0);
+      }
+    LLVMValueRef init = LLVMConstArray2(bits, vals, (uint64_t)(kk * hw));
+    free(vals);
+    table = lw_private_constant(L, init, name);
+  }
+  LLVMValueRef m = lw_load(L, bits, table, lw_add(L, lw_mulc(L, q, hw), pix0));
+  LLVMTypeRef half = LLVMIntTypeInContext(L->ctx, (unsigned)vl),
+              mt = LLVMVectorType(LLVMInt1TypeInContext(L->ctx), (unsigned)vl);
+  LLVMValueRef hi = LLVMBuildLShr(L->b, m, LLVMConstInt(bits, (unsigned long long)vl, 0), "");
+  *second = LLVMBuildBitCast(L->b, LLVMBuildTrunc(L->b, hi, half, ""), mt, "");
+  return LLVMBuildBitCast(L->b, LLVMBuildTrunc(L->b, m, half, ""), mt, "");
+}
+
 /* The weight gradient's B column j = (ci, kh, kw) along p = (n, oh, ow): the tap's input
  * x[n][ci][oh*s-p+kh][ow*s-p+kw], 0 in the padding. Stride 1 and W = Wo make it x's plane
- * shifted by (kh-p)*W + kw-p (two masked loads); otherwise a gather. */
+ * shifted by (kh-p)*W + kw-p (two masked loads, the lanes inside from a table when it is
+ * short); otherwise a gather. */
 static LLVMValueRef convw_bcvec(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMValueRef j,
                                 LLVMValueRef p0, int vl, LLVMValueRef in) {
   const ConvDims *c = g->user;
   (void)t;
-  int64_t kk = c->kh * c->kw, plane = c->h * c->w;
+  int64_t kk = c->kh * c->kw, plane = c->h * c->w, hw = c->ho * c->wo;
   LLVMValueRef ci = lw_divc(L, j, kk), q = lw_remc(L, j, kk);
   LLVMValueRef kh = lw_addc(L, lw_divc(L, q, c->kw), -c->p),
                kw = lw_addc(L, lw_remc(L, q, c->kw), -c->p);
-  PixLanes pl = pix_lanes(L, p0, c->ho * c->wo, vl);
+  LLVMValueRef b0 = lw_divc(L, p0, hw), pix0 = lw_remc(L, p0, hw);
+  LLVMValueRef second, first = pixtap_mask(L, c, q, pix0, vl, &second);
+  if (first) {
+    LLVMValueRef at = lw_add(L, lw_mulc(L, lw_add(L, lw_mulc(L, b0, c->ci), ci), plane),
+                             lw_add(L, pix0, lw_add(L, lw_mulc(L, kh, c->w), kw)));
+    LLVMValueRef base = gep_raw(L, lw_in(L, 0), at);
+    LLVMValueRef v0 = lw_gemm_load_masked(L, vl, base, vand(L, in, first));
+    LLVMValueRef v1 = lw_gemm_load_masked(L, vl, gep_raw(L, base, lw_i64(L, c->ci * plane - hw)),
+                                          vand(L, in, second));
+    return LLVMBuildSelect(L->b, second, v1, v0, "");
+  }
+  PixLanes pl = pix_lanes(L, p0, hw, vl);
   LLVMValueRef ohv = vdivc(L, vl, pl.pix, c->wo), owv = vrem_of(L, vl, pl.pix, ohv, c->wo);
   LLVMValueRef ihv = vadd(L, vmulc(L, vl, ohv, c->s), vsplat(L, vl, kh));
   LLVMValueRef iwv = vadd(L, vmulc(L, vl, owv, c->s), vsplat(L, vl, kw));
