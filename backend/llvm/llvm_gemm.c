@@ -138,9 +138,10 @@ static int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
 typedef struct Tiles {
   int vl, nv, nr, mr;
   int64_t kc, mc, nc, nkb, nib, njb;
-  int64_t kcp; /* rows of a packed B micro-panel: kc rounded up to whole vectors */
-  bool direct; /* B read in place (rows contiguous), not packed: one row tile in all */
-  bool ct;     /* C^T = B^T A^T is computed (skinny n: vectors along m; see swap_ops) */
+  int64_t kcp;     /* rows of a packed B micro-panel: kc rounded up to whole vectors */
+  bool direct;     /* B read in place (rows contiguous), not packed: one row tile in all */
+  bool ct;         /* C^T = B^T A^T is computed (skinny n: vectors along m; see swap_ops) */
+  bool split_cols; /* blocks of one column panel: a big product's only way to the threads */
   /* Packed A's element (r, p) of micro-panel g is at g*a_gs + r*a_rs + p*a_ps: rows of
    * contiguous p (a_rs = padded depth, a_ps = 1) when A's rows are contiguous, so
    * packing is vector copies; else MR-float groups per p (a_rs = 1, a_ps = MR). */
@@ -170,6 +171,7 @@ static void choose_blocks(const GemmOps *g, Tiles *t) {
   if (nc_max > t->nr * GEMM_NC_PANELS) nc_max = t->nr * GEMM_NC_PANELS;
   int64_t mc_min = mc_max < 4 * t->mr ? mc_max : 4 * t->mr;
   int64_t nc_min = nc_max < 2 * t->nr ? nc_max : 2 * t->nr;
+  if (t->split_cols) nc_min = t->nr;
   bool have = false, best_ok = false;
   double best_vol = 0;
   int64_t best_iters = 0, best_area = 0;
@@ -197,7 +199,7 @@ static void choose_blocks(const GemmOps *g, Tiles *t) {
 
 static Tiles choose_tiles(Lower *L, const GemmOps *g, bool ct) {
   Tiles t;
-  t.ct = ct;
+  t.ct = ct, t.split_cols = false;
   t.vl = L->avx512 ? 16 : 8;
   t.nv = g->n <= t.vl ? 1 : 2;
   t.nr = t.nv * t.vl;
@@ -215,6 +217,12 @@ static Tiles choose_tiles(Lower *L, const GemmOps *g, bool ct) {
     int64_t nv = 24 / t.mr, most = ceil_div(g->n, t.vl);
     nv = nv > GEMM_NV_MAX ? GEMM_NV_MAX : nv > most ? most : nv;
     t.nv = nv < 2 ? 2 : (int)nv;
+    /* A big product that would be one tile row and one column panel (conv1's weight
+     * gradient: 9 x 32 over a depth of 50176) splits its columns, so that the threads
+     * share it. */
+    double flops = 2.0 * (double)g->batch * (double)g->m * (double)g->n * (double)g->k;
+    t.split_cols = g->batch == 1 && g->m <= t.mr && most > 1 && most <= t.nv && flops >= 4e6;
+    if (t.split_cols) t.nv = (int)(most / 2);
     t.nr = t.nv * t.vl;
   }
   t.direct = g->b_row && g->m <= t.mr && !g->map_b;
