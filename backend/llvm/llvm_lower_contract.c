@@ -419,6 +419,52 @@ static LLVMValueRef gep_raw(Lower *L, LLVMValueRef base, LLVMValueRef idx) {
   return LLVMBuildGEP2(L->b, L->f32, base, &idx, 1, "");
 }
 
+/* What a tap mask table's entry (tap t, entry u) holds: the mask's bits. */
+typedef struct MaskSpec {
+  const ConvDims *c;
+  bool grad_input; /* tap_mask: the input gradient's rows (else the forward's) */
+  int64_t n, step; /* tap_mask: the row's columns, and columns per entry */
+  int vl;
+} MaskSpec;
+typedef unsigned long long MaskBits(const MaskSpec *ms, int64_t t, int64_t u);
+
+/* The module's constant table `name` of one width-bit mask per (tap, entry u < nent), built
+ * on first use; the entry (q, u) loaded. */
+static LLVMValueRef mask_entry(Lower *L, const char *name, const MaskSpec *ms, unsigned width,
+                               int64_t nent, MaskBits *f, LLVMValueRef q, LLVMValueRef u) {
+  int64_t kk = ms->c->kh * ms->c->kw;
+  LLVMTypeRef bits = LLVMIntTypeInContext(L->ctx, width);
+  LLVMValueRef table = LLVMGetNamedGlobal(L->mod, name);
+  if (!table) {
+    LLVMValueRef *vals = malloc((size_t)(kk * nent) * sizeof *vals);
+    IR_ASSERT(vals, "llvm: out of memory");
+    for (int64_t t = 0; t < kk; t++)
+      for (int64_t e = 0; e < nent; e++) vals[t * nent + e] = LLVMConstInt(bits, f(ms, t, e), 0);
+    LLVMValueRef init = LLVMConstArray2(bits, vals, (uint64_t)(kk * nent));
+    free(vals);
+    table = lw_private_constant(L, init, name);
+  }
+  return lw_load(L, bits, table, lw_add(L, lw_mulc(L, q, nent), u));
+}
+
+static LLVMValueRef as_lanes(Lower *L, LLVMValueRef m, int vl) {
+  return LLVMBuildBitCast(L->b, m, LLVMVectorType(LLVMInt1TypeInContext(L->ctx), (unsigned)vl), "");
+}
+
+/* tap_mask's entry: the lanes of columns v*step .. v*step + VL inside for tap t. */
+static unsigned long long row_bits(const MaskSpec *ms, int64_t t, int64_t v) {
+  const ConvDims *c = ms->c;
+  int64_t cols = ms->grad_input ? c->w : c->wo, rows = ms->grad_input ? c->ho : c->h;
+  int64_t width = ms->grad_input ? c->wo : c->w, sign = ms->grad_input ? -1 : 1;
+  unsigned long long m = 0;
+  for (int l = 0; l < ms->vl; l++) {
+    int64_t j = v * ms->step + l, a = j / cols, b = j % cols;
+    int64_t r = a + sign * (t / c->kw - c->p), s = b + sign * (t % c->kw - c->p);
+    if (j < ms->n && r >= 0 && r < rows && s >= 0 && s < width) m |= 1ull << l;
+  }
+  return m;
+}
+
 /* The lanes of a stride-1 convolution's packed row that are inside, for tap q = (kh, kw) and
  * columns j0 .. j0+VL (j0 a multiple of VL: B's vectors start at whole vectors): a constant
  * table of one VL-bit mask per (tap, vector) of the n columns, so packing loads a mask instead
@@ -427,34 +473,14 @@ static LLVMValueRef gep_raw(Lower *L, LLVMValueRef base, LLVMValueRef idx) {
  * [0, Ho) x [0, Wo). */
 static LLVMValueRef tap_mask(Lower *L, const ConvDims *c, bool grad_input, LLVMValueRef q,
                              LLVMValueRef j0, int64_t n, int vl) {
-  int64_t kk = c->kh * c->kw, nvec = (n + vl - 1) / vl;
-  int64_t cols = grad_input ? c->w : c->wo, rows = grad_input ? c->ho : c->h;
-  int64_t width = grad_input ? c->wo : c->w, sign = grad_input ? -1 : 1;
-  LLVMTypeRef bits = LLVMIntTypeInContext(L->ctx, (unsigned)vl);
+  MaskSpec ms = {.c = c, .grad_input = grad_input, .n = n, .step = vl, .vl = vl};
   char name[128];
   snprintf(name, sizeof name, "kiln_tapmask_%c%lldx%lld_%lldx%lld_%lldx%lld_p%lld_v%d",
            grad_input ? 'i' : 'f', (long long)c->kh, (long long)c->kw, (long long)c->h,
            (long long)c->w, (long long)c->ho, (long long)c->wo, (long long)c->p, vl);
-  LLVMValueRef table = LLVMGetNamedGlobal(L->mod, name);
-  if (!table) {
-    LLVMValueRef *vals = malloc((size_t)(kk * nvec) * sizeof *vals);
-    IR_ASSERT(vals, "llvm: out of memory");
-    for (int64_t t = 0; t < kk; t++)
-      for (int64_t v = 0; v < nvec; v++) {
-        unsigned long long m = 0;
-        for (int l = 0; l < vl; l++) {
-          int64_t j = v * vl + l, a = j / cols, b = j % cols;
-          int64_t r = a + sign * (t / c->kw - c->p), s = b + sign * (t % c->kw - c->p);
-          if (j < n && r >= 0 && r < rows && s >= 0 && s < width) m |= 1ull << l;
-        }
-        vals[t * nvec + v] = LLVMConstInt(bits, m, 0);
-      }
-    LLVMValueRef init = LLVMConstArray2(bits, vals, (uint64_t)(kk * nvec));
-    free(vals);
-    table = lw_private_constant(L, init, name);
-  }
-  LLVMValueRef m = lw_load(L, bits, table, lw_add(L, lw_mulc(L, q, nvec), lw_divc(L, j0, vl)));
-  return LLVMBuildBitCast(L->b, m, LLVMVectorType(LLVMInt1TypeInContext(L->ctx), (unsigned)vl), "");
+  return as_lanes(
+      L, mask_entry(L, name, &ms, (unsigned)vl, (n + vl - 1) / vl, row_bits, q, lw_divc(L, j0, vl)),
+      vl);
 }
 
 /* Forward im2col row p = (ci, kh, kw), columns j0.. = (oh, ow): x[ci][oh*s-p+kh][ow*s-p+kw];
@@ -752,42 +778,37 @@ static LLVMValueRef convw_avec(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMV
  * many entries long (9 taps of 28 x 28 images: 7056, 28 KiB). */
 #define PIXTAP_MAX 16384
 
+/* pixtap_mask's entry: for tap t and depths u .. u+VL of an image (u < hw), bit l (lanes
+ * in the image) or VL + l (lanes in the next) when the tap's input is inside. */
+static unsigned long long pix_bits(const MaskSpec *ms, int64_t t, int64_t u) {
+  const ConvDims *c = ms->c;
+  int64_t hw = c->ho * c->wo;
+  unsigned long long m = 0;
+  for (int l = 0; l < ms->vl; l++) {
+    int64_t d = u + l, pix = d % hw;
+    int64_t ih = pix / c->w + t / c->kw - c->p, iw = pix % c->w + t % c->kw - c->p;
+    if (ih >= 0 && ih < c->h && iw >= 0 && iw < c->w) m |= 1ull << (l + (d >= hw ? ms->vl : 0));
+  }
+  return m;
+}
+
 /* The lanes of the weight gradient's tap column q along p0 .. p0+VL (hw >= VL, s = 1,
  * W = Wo) whose input is inside, from a constant table indexed by (q, p0 mod hw): bits
  * 0..VL-1 for the lanes in image p0 / hw, bits VL..2VL-1 (*second) for those in the next
  * image. NULL when the table would be too long. */
 static LLVMValueRef pixtap_mask(Lower *L, const ConvDims *c, LLVMValueRef q, LLVMValueRef pix0,
                                 int vl, LLVMValueRef *second) {
-  int64_t hw = c->ho * c->wo, kk = c->kh * c->kw;
-  if (kk * hw > PIXTAP_MAX || c->s != 1 || c->w != c->wo) return NULL;
-  LLVMTypeRef bits = LLVMIntTypeInContext(L->ctx, (unsigned)(2 * vl));
+  int64_t hw = c->ho * c->wo;
+  if (c->kh * c->kw * hw > PIXTAP_MAX || c->s != 1 || c->w != c->wo) return NULL;
+  MaskSpec ms = {.c = c, .vl = vl};
   char name[128];
   snprintf(name, sizeof name, "kiln_pixtap_%lldx%lld_%lldx%lld_p%lld_v%d", (long long)c->kh,
            (long long)c->kw, (long long)c->h, (long long)c->w, (long long)c->p, vl);
-  LLVMValueRef table = LLVMGetNamedGlobal(L->mod, name);
-  if (!table) {
-    LLVMValueRef *vals = malloc((size_t)(kk * hw) * sizeof *vals);
-    IR_ASSERT(vals, "llvm: out of memory");
-    for (int64_t t = 0; t < kk; t++)
-      for (int64_t u = 0; u < hw; u++) {
-        unsigned long long m = 0;
-        for (int l = 0; l < vl; l++) {
-          int64_t d = u + l, pix = d % hw;
-          int64_t ih = pix / c->w + t / c->kw - c->p, iw = pix % c->w + t % c->kw - c->p;
-          if (ih >= 0 && ih < c->h && iw >= 0 && iw < c->w) m |= 1ull << (l + (d >= hw ? vl : 0));
-        }
-        vals[t * hw + u] = LLVMConstInt(bits, m, 0);
-      }
-    LLVMValueRef init = LLVMConstArray2(bits, vals, (uint64_t)(kk * hw));
-    free(vals);
-    table = lw_private_constant(L, init, name);
-  }
-  LLVMValueRef m = lw_load(L, bits, table, lw_add(L, lw_mulc(L, q, hw), pix0));
-  LLVMTypeRef half = LLVMIntTypeInContext(L->ctx, (unsigned)vl),
-              mt = LLVMVectorType(LLVMInt1TypeInContext(L->ctx), (unsigned)vl);
+  LLVMValueRef m = mask_entry(L, name, &ms, (unsigned)(2 * vl), hw, pix_bits, q, pix0);
+  LLVMTypeRef bits = LLVMTypeOf(m), half = LLVMIntTypeInContext(L->ctx, (unsigned)vl);
   LLVMValueRef hi = LLVMBuildLShr(L->b, m, LLVMConstInt(bits, (unsigned long long)vl, 0), "");
-  *second = LLVMBuildBitCast(L->b, LLVMBuildTrunc(L->b, hi, half, ""), mt, "");
-  return LLVMBuildBitCast(L->b, LLVMBuildTrunc(L->b, m, half, ""), mt, "");
+  *second = as_lanes(L, LLVMBuildTrunc(L->b, hi, half, ""), vl);
+  return as_lanes(L, LLVMBuildTrunc(L->b, m, half, ""), vl);
 }
 
 /* The weight gradient's B column j = (ci, kh, kw) along p = (n, oh, ow): the tap's input
