@@ -140,6 +140,7 @@ typedef struct Tiles {
   int64_t kc, mc, nc, nkb, nib, njb;
   int64_t kcp;     /* rows of a packed B micro-panel: kc rounded up to whole vectors */
   bool direct;     /* B read in place (rows contiguous), not packed: one row tile in all */
+  bool taps;       /* B read in place as taps (b_taps), not packed: slices of whole tap groups */
   bool ct;         /* C^T = B^T A^T is computed (skinny n: vectors along m; see swap_ops) */
   bool split_cols; /* blocks of one column panel: a big product's only way to the threads */
   /* Packed A's element (r, p) of micro-panel g is at g*a_gs + r*a_rs + p*a_ps: rows of
@@ -157,6 +158,7 @@ typedef struct Tiles {
 static double pack_volume(const GemmOps *g, const Tiles *t, int64_t nib, int64_t njb) {
   double a = (double)g->m * (double)g->k, b = (double)g->k * (double)g->n;
   if (t->direct) return 0;
+  if (t->taps) return a;
   return fmin(a + b * (double)nib, a * (double)njb + b);
 }
 
@@ -232,8 +234,13 @@ static Tiles choose_tiles(Lower *L, const GemmOps *g, bool ct) {
    * column panel reads it once (n <= NR; with more panels packing pays). */
   bool ld = g->a_ld > 0 && !g->a_shared && !g->map_a;
   t.a_inplace = ld && (g->a_col ? g->n <= t.nr : g->a_row && g->a_ld % 1024 != 0);
+  t.taps = g->b_taps != NULL;
   t.nkb = ceil_div(g->k, GEMM_KC);
   t.kc = ceil_div(g->k, t.nkb);
+  if (t.taps) { /* whole groups of taps per slice */
+    t.kc = round_up(t.kc, g->b_taps->taps);
+    t.nkb = ceil_div(g->k, t.kc);
+  }
   t.kcp = round_up(t.kc, t.vl);
   choose_blocks(g, &t);
   return t;
@@ -578,6 +585,40 @@ static void finish_tile(Lower *L, const GemmOps *g, const Tiles *tl,
   lw_endif(L, &fin);
 }
 
+/* The micro-kernel over taps (b_taps): for each plane c of the slice, every tap q unrolled,
+ * its VL-column vectors loaded from the plane in place under the tap's masks (loaded once
+ * per tile), A's packed p = c*taps + q. */
+static void taps_steps(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef ap,
+                       LLVMValueRef pc, LLVMValueRef kc, LLVMValueRef t, LLVMValueRef col0,
+                       LLVMValueRef acc[][GEMM_NV_MAX]) {
+  const GemmTaps *tp = g->b_taps;
+  LLVMTypeRef vt = LLVMVectorType(L->f32, (unsigned)tl->vl);
+  LLVMValueRef mask[GEMM_TAPS_MAX][GEMM_NV_MAX];
+  for (int q = 0; q < tp->taps; q++)
+    for (int v = 0; v < tl->nv; v++)
+      mask[q][v] = tp->mask(L, g, q, lw_addc(L, col0, v * tl->vl), tl->vl);
+  LLVMValueRef base = tp->base(L, g, t);
+  LwLoop lc;
+  LLVMValueRef c0 = lw_divc(L, pc, tp->taps), ng = lw_divc(L, kc, tp->taps);
+  LLVMValueRef c = lw_for(L, &lc, lw_i64(L, 0), ng);
+  LLVMValueRef at = lw_add(L, lw_mulc(L, lw_add(L, c0, c), tp->stride), col0);
+  for (int q = 0; q < tp->taps; q++) {
+    LLVMValueRef bv[GEMM_NV_MAX];
+    for (int v = 0; v < tl->nv; v++) {
+      LLVMValueRef idx = lw_addc(L, at, tp->off[q] + v * tl->vl);
+      LLVMValueRef ptr = LLVMBuildGEP2(L->b, L->f32, base, &idx, 1, ""); /* may start before */
+      bv[v] = masked_load(L, vt, ptr, mask[q][v]);
+    }
+    LLVMValueRef abase = lw_mulc(L, lw_addc(L, lw_mulc(L, c, tp->taps), q), tl->a_ps);
+    for (int r = 0; r < tl->mr; r++) {
+      LLVMValueRef a =
+          lw_gemm_splat(L, vt, lw_load(L, L->f32, ap, lw_addc(L, abase, r * tl->a_rs)));
+      for (int v = 0; v < tl->nv; v++) fma_into(L, vt, acc[r][v], a, bv[v]);
+    }
+  }
+  lw_next(L, &lc);
+}
+
 /* One MR x NR tile: acc = apanel . bpanel over kc, then C (+)= acc; at the
  * last slice (last) through the epilogue when there is one. */
 static void micro_tile(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef ap,
@@ -587,6 +628,11 @@ static void micro_tile(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef
   LLVMValueRef acc[32][GEMM_NV_MAX], bmask[GEMM_NV_MAX];
   for (int r = 0; r < tl->mr; r++)
     for (int v = 0; v < tl->nv; v++) acc[r][v] = lw_var(L, vt, LLVMConstNull(vt));
+  if (tl->taps) { /* bp: the slice's first row index pc (an i64) */
+    taps_steps(L, g, tl, ap, bp, kc, t, col0, acc);
+    finish_tile(L, g, tl, acc, t, row0, lo, col0, first, last);
+    return;
+  }
   if (tl->direct) tile_masks(L, g, tl, col0, bmask);
   LwLoop lp;
   LLVMValueRef p = lw_for(L, &lp, lw_i64(L, 0), kc);
@@ -652,7 +698,8 @@ static void block_tiles(Lower *L, const GemmOps *g, const Tiles *tl, const Block
     ap = a_panel(L, tl, apack, poff, gi);
   }
   LLVMValueRef col0 = lw_add(L, b->j0, lw_mulc(L, gj, tl->nr));
-  LLVMValueRef bp = tl->direct ? pc : lw_gep(L, L->f32, bpack, lw_mulc(L, gj, tl->kcp * tl->nr));
+  LLVMValueRef bp =
+      tl->direct || tl->taps ? pc : lw_gep(L, L->f32, bpack, lw_mulc(L, gj, tl->kcp * tl->nr));
   micro_tile(L, g, tl, ap, bp, kc, t, row0, lo, col0, first, last);
   lw_next(L, &lin);
   lw_next(L, &lout);
@@ -701,7 +748,7 @@ static void run_blocks(Lower *L, const GemmOps *g, const Tiles *tl, bool share_a
   LLVMValueRef q = lw_for(L, &lq, lo, hi);
   if (share_a) {
     cols_of(L, g, tl, q, &b);
-    if (!tl->direct) pack_b(L, g, tl, bpack, t, b.j0, b.ngj, s.pc, s.kc);
+    if (!tl->direct && !tl->taps) pack_b(L, g, tl, bpack, t, b.j0, b.ngj, s.pc, s.kc);
   } else {
     rows_of(L, g, tl, q, &b);
     if (!tl->a_inplace) pack_a(L, g, tl, apack, zero, t, b.i0, b.ngi, s.pc, s.kc);
@@ -728,7 +775,7 @@ static void run_ashared(Lower *L, const GemmOps *g, const Tiles *tl, int64_t tb,
   LLVMValueRef t1 = lw_smin(L, lw_addc(L, t0, tb), lw_i64(L, g->batch));
   LLVMValueRef t = lw_for(L, &lt, t0, t1);
   Slice s = slice_of(L, g, tl, lw_for(L, &lk, lw_i64(L, 0), lw_i64(L, tl->nkb)));
-  if (!tl->direct) pack_b(L, g, tl, bpack, t, b.j0, b.ngj, s.pc, s.kc);
+  if (!tl->direct && !tl->taps) pack_b(L, g, tl, bpack, t, b.j0, b.ngj, s.pc, s.kc);
   block_tiles(L, g, tl, &b, apack, bpack, t, s.pc, s.pc, s.kc, s.first, s.last);
   lw_next(L, &lk);
   lw_next(L, &lt);
@@ -964,7 +1011,7 @@ void lw_gemm(Lower *L, Kernel *k, const GemmOps *g) {
   tl.a_ps = tl.a_inplace && !tl.arow ? g->a_ld : tl.arow ? 1 : tl.mr;
   tl.a_gs = tl.arow ? tl.a_rs * tl.mr : depth * tl.mr;
   LLVMValueRef apack = tl.a_inplace ? NULL : lw_stack(L, L->f32, tl.mc / tl.mr * tl.a_gs);
-  LLVMValueRef bpack = tl.direct ? NULL : lw_stack(L, L->f32, tl.kcp * tl.nc);
+  LLVMValueRef bpack = tl.direct || tl.taps ? NULL : lw_stack(L, L->f32, tl.kcp * tl.nc);
   if (ashared) {
     run_ashared(L, g, &tl, tb, apack, bpack);
     return;
@@ -972,7 +1019,8 @@ void lw_gemm(Lower *L, Kernel *k, const GemmOps *g) {
   /* Share the operand whose sharing packs fewer elements in all: A's block
    * with every column block, or B's with every row block. */
   double a_elems = (double)g->m * (double)g->k, b_elems = (double)g->k * (double)g->n;
-  bool share_a = tl.direct || (!tl.a_inplace && a_elems + b_elems * (double)tl.nib <=
-                                                    a_elems * (double)tl.njb + b_elems);
+  bool share_a =
+      tl.direct || tl.taps ||
+      (!tl.a_inplace && a_elems + b_elems * (double)tl.nib <= a_elems * (double)tl.njb + b_elems);
   run_blocks(L, g, &tl, share_a, apack, bpack);
 }

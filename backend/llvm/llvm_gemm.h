@@ -6,6 +6,18 @@
 
 typedef struct GemmOps GemmOps;
 
+/* B read in place as taps (a stride-1 convolution's im2col, never packed): row p = c*taps + q
+ * of B[t] is the plane at base(t) + c*stride shifted by off[q] floats, its columns j0 ..
+ * j0+VL (j0 a multiple of VL) masked by mask(q, j0): 0 outside the image and past n. */
+#define GEMM_TAPS_MAX 25
+typedef struct GemmTaps {
+  int taps;
+  int64_t stride;
+  int64_t off[GEMM_TAPS_MAX];
+  LLVMValueRef (*base)(Lower *L, const GemmOps *g, LLVMValueRef t);
+  LLVMValueRef (*mask)(Lower *L, const GemmOps *g, int q, LLVMValueRef j0, int vl);
+} GemmTaps;
+
 /* A scalar operand element (f32), indices in range: A[t][i][p] or B[t][p][j]. */
 typedef LLVMValueRef GemmLoad(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMValueRef x,
                               LLVMValueRef y);
@@ -45,9 +57,10 @@ struct GemmOps {
                         apart, else 0 */
   GemmRow *b_row;    /* optional fast paths for packing B: rows, */
   GemmVec *b_vec;    /* or vectors of a row */
-  LLVMValueRef bias; /* f32 [m] or NULL */
-  bool a_shared;     /* A does not depend on t (load_a ignores it) */
-  Epilogue *epi;     /* NULL, or the kernel's fused epilogue: gets C's final values */
+  const GemmTaps *b_taps; /* optional: B's rows as taps, read in place by the micro-kernel */
+  LLVMValueRef bias;      /* f32 [m] or NULL */
+  bool a_shared;          /* A does not depend on t (load_a ignores it) */
+  Epilogue *epi;          /* NULL, or the kernel's fused epilogue: gets C's final values */
   GemmMap *map_a, *map_b; /* NULL, or applied to every element packed (such an operand is
                              always packed, never read in place) */
   const void *user;

@@ -419,6 +419,10 @@ static LLVMValueRef gep_raw(Lower *L, LLVMValueRef base, LLVMValueRef idx) {
   return LLVMBuildGEP2(L->b, L->f32, base, &idx, 1, "");
 }
 
+/* A convolution whose packed rows' masks come from tables (tap_mask, pixtap_mask), and whose
+ * taps are shifted planes: stride 1, W = Wo. Else masks come from lane indices. */
+static bool tap_table(const ConvDims *c) { return c->s == 1 && c->w == c->wo; }
+
 /* What a tap mask table's entry (tap t, entry u) holds: the mask's bits. */
 typedef struct MaskSpec {
   const ConvDims *c;
@@ -494,7 +498,7 @@ static LLVMValueRef convf_bvec(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMV
                kw = lw_addc(L, lw_remc(L, q, c->kw), -c->p);
   LLVMValueRef plane =
       gep_raw(L, lw_in(L, 0), lw_mulc(L, lw_add(L, lw_mulc(L, t, c->ci), ci), c->h * c->w));
-  if (c->s == 1 && c->w == c->wo)
+  if (tap_table(c))
     return lw_gemm_load_masked(
         L, vl, gep_raw(L, plane, lw_add(L, j0, lw_add(L, lw_mulc(L, kh, c->w), kw))),
         tap_mask(L, c, false, q, j0, g->n, vl));
@@ -518,7 +522,7 @@ static LLVMValueRef convi_bvec(Lower *L, const GemmOps *g, LLVMValueRef t, LLVMV
   LLVMValueRef dw = LLVMBuildSub(L->b, lw_i64(L, c->p), lw_remc(L, q, c->kw), "");
   LLVMValueRef plane =
       gep_raw(L, lw_in(L, 0), lw_mulc(L, lw_add(L, lw_mulc(L, t, c->co), co), c->ho * c->wo));
-  if (c->s == 1 && c->w == c->wo) {
+  if (tap_table(c)) {
     return lw_gemm_load_masked(
         L, vl, gep_raw(L, plane, lw_add(L, j0, lw_add(L, lw_mulc(L, dh, c->wo), dw))),
         tap_mask(L, c, true, q, j0, g->n, vl));
@@ -646,6 +650,37 @@ bool llvm_conv2d_grad_input_gemm(const Node *n) {
   return all_f32(n) && lw_gemm_ok(n->type.dtype, c.nb, c.ci, c.h * c.w, c.co * c.kh * c.kw);
 }
 
+/* A stride-1 convolution's im2col rows as taps read in place (GemmTaps): the forward's row
+ * (ci, kh, kw) is x's plane ci shifted by (kh-p)*W + kw-p, the input gradient's (co, kh, kw)
+ * dy's plane co shifted by (p-kh)*Wo + p-kw. */
+static LLVMValueRef taps_base_f(Lower *L, const GemmOps *g, LLVMValueRef t) {
+  const ConvDims *c = g->user;
+  return lw_gep(L, L->f32, lw_in(L, 0), lw_mulc(L, t, c->ci * c->h * c->w));
+}
+static LLVMValueRef taps_base_i(Lower *L, const GemmOps *g, LLVMValueRef t) {
+  const ConvDims *c = g->user;
+  return lw_gep(L, L->f32, lw_in(L, 0), lw_mulc(L, t, c->co * c->ho * c->wo));
+}
+static LLVMValueRef taps_mask_f(Lower *L, const GemmOps *g, int q, LLVMValueRef j0, int vl) {
+  return tap_mask(L, g->user, false, lw_i64(L, q), j0, g->n, vl);
+}
+static LLVMValueRef taps_mask_i(Lower *L, const GemmOps *g, int q, LLVMValueRef j0, int vl) {
+  return tap_mask(L, g->user, true, lw_i64(L, q), j0, g->n, vl);
+}
+
+static bool conv_taps(const ConvDims *c, bool grad_input, GemmTaps *tp) {
+  int64_t kk = c->kh * c->kw;
+  if (!tap_table(c) || conv_is_1x1(c) || kk > GEMM_TAPS_MAX) return false;
+  tp->taps = (int)kk;
+  tp->stride = grad_input ? c->ho * c->wo : c->h * c->w;
+  int64_t row = grad_input ? c->wo : c->w, sign = grad_input ? -1 : 1;
+  for (int64_t q = 0; q < kk; q++)
+    tp->off[q] = sign * ((q / c->kw - c->p) * row + q % c->kw - c->p);
+  tp->base = grad_input ? taps_base_i : taps_base_f;
+  tp->mask = grad_input ? taps_mask_i : taps_mask_f;
+  return true;
+}
+
 void lower_conv2d(Lower *L, Kernel *k) {
   const Node *n = k->out;
   ConvDims c = conv_dims(n, &n->in[0]->type, &n->in[1]->type, &n->type);
@@ -666,6 +701,8 @@ void lower_conv2d(Lower *L, Kernel *k) {
                .bias = n->nin == 3 ? lw_in(L, 2) : NULL,
                .a_shared = true,
                .user = &c};
+  GemmTaps tp;
+  if (conv_taps(&c, false, &tp)) g.b_taps = &tp;
   gemm_with_epilogue(L, k, &g);
 }
 
@@ -733,6 +770,8 @@ void lower_conv2d_grad_input(Lower *L, Kernel *k) {
                .b_vec = conv_is_1x1(&c) ? NULL : convi_bvec,
                .a_shared = true,
                .user = &c};
+  GemmTaps tp;
+  if (conv_taps(&c, true, &tp)) g.b_taps = &tp;
   gemm_with_epilogue(L, k, &g);
 }
 
@@ -799,7 +838,7 @@ static unsigned long long pix_bits(const MaskSpec *ms, int64_t t, int64_t u) {
 static LLVMValueRef pixtap_mask(Lower *L, const ConvDims *c, LLVMValueRef q, LLVMValueRef pix0,
                                 int vl, LLVMValueRef *second) {
   int64_t hw = c->ho * c->wo;
-  if (c->kh * c->kw * hw > PIXTAP_MAX || c->s != 1 || c->w != c->wo) return NULL;
+  if (c->kh * c->kw * hw > PIXTAP_MAX || !tap_table(c)) return NULL;
   MaskSpec ms = {.c = c, .vl = vl};
   char name[128];
   snprintf(name, sizeof name, "kiln_pixtap_%lldx%lld_%lldx%lld_p%lld_v%d", (long long)c->kh,
@@ -842,7 +881,7 @@ static LLVMValueRef convw_bcvec(Lower *L, const GemmOps *g, LLVMValueRef t, LLVM
   LLVMValueRef base =
       gep_raw(L, lw_in(L, 0), lw_mulc(L, lw_add(L, lw_mulc(L, pl.b0, c->ci), ci), plane));
   int64_t stride = c->ci * plane;
-  if (c->s == 1 && c->w == c->wo) {
+  if (tap_table(c)) {
     LLVMValueRef shift = lw_add(L, lw_mulc(L, kh, c->w), kw);
     return pix_load(L, vl, &pl, gep_raw(L, base, shift), stride, ok);
   }
