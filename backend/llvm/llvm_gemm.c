@@ -14,7 +14,9 @@
  * stores acc (+ bias), later ones add to C; with a fused epilogue, the last
  * slice hands C's final value to it in registers instead of storing it. Rows
  * past m and columns past n are packed from clamped (valid) indices and never
- * stored: row stores are guarded, column stores masked.
+ * stored: row stores are guarded, column stores masked. A stride-1
+ * convolution's B (im2col rows: shifted input planes) can instead be read in
+ * place by the micro-kernel, tap by tap under constant masks (b_taps).
  *
  * AVX-512: VL = 16, NR = 32 (two zmm), MR = 12: 24 accumulators + 2 B
  * vectors + a broadcast of 32 zmm. Narrow n (<= VL): NV = 1, MR = 16.
