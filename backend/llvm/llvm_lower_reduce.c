@@ -492,22 +492,27 @@ static LLVMValueRef pro_row(Lower *L, const ProRows *pr, LLVMTypeRef ft, LLVMVal
   return x;
 }
 
+/* A sum, mean or max, and its dims (rd); false for other ops. */
+static bool reduction_dims(const Node *n, ReduceDims *rd) {
+  if (n->op != OP_SUM && n->op != OP_MEAN && n->op != OP_MAX) return false;
+  reduce_dims(&n->in[0]->type, ir_attr_c(n, "axes"), rd);
+  return true;
+}
+
+bool llvm_reduce_out_epi(const Node *n) {
+  ReduceDims rd;
+  if (!reduction_dims(n, &rd)) return false;
+  return n->type.dtype == DT_F32 && n->in[0]->type.dtype == DT_F32 && !ir_is_row_sum(n) &&
+         rd.inner_reduced;
+}
+
 /* A reduction whose output element o reduces the contiguous run [o*per, (o+1)*per) of x
  * (the trailing dims reduced), made of whole rows of x's last dim: a prologue can compute x
  * row by row before the reduction reads the run. */
-bool llvm_reduce_out_epi(const Node *n) {
-  if (n->op != OP_SUM && n->op != OP_MEAN && n->op != OP_MAX) return false;
-  if (n->type.dtype != DT_F32 || n->in[0]->type.dtype != DT_F32 || ir_is_row_sum(n)) return false;
-  ReduceDims rd;
-  reduce_dims(&n->in[0]->type, ir_attr_c(n, "axes"), &rd);
-  return rd.inner_reduced;
-}
-
 bool llvm_reduce_runs(const Node *n) {
-  if (n->op != OP_SUM && n->op != OP_MEAN && n->op != OP_MAX) return false;
-  const Type *xt = &n->in[0]->type;
   ReduceDims rd;
-  reduce_dims(xt, ir_attr_c(n, "axes"), &rd);
+  if (!reduction_dims(n, &rd)) return false;
+  const Type *xt = &n->in[0]->type;
   int64_t count = ir_type_numel(&n->type), per = ir_type_numel(xt) / (count ? count : 1);
   int64_t d = xt->rank ? xt->dims[xt->rank - 1] : 1;
   bool runs = rd.inner_reduced && rd.nr == 1 && rd.rstride[0] == 1 &&
