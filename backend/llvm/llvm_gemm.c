@@ -111,6 +111,14 @@ static void masked_store(Lower *L, LLVMTypeRef vt, LLVMValueRef v, LLVMValueRef 
   call_intrinsic(L, "llvm.masked.store", over, 2, args, 4);
 }
 
+LLVMValueRef lw_gemm_interleave(Lower *L, LLVMValueRef a, LLVMValueRef b) {
+  unsigned vl = LLVMGetVectorSize(LLVMTypeOf(a));
+  LLVMValueRef idx[64];
+  IR_ASSERT(vl <= 32, "llvm: %u lanes", vl);
+  for (unsigned l = 0; l < 2 * vl; l++) idx[l] = lw_i32(L, (int32_t)(l / 2 + (l % 2) * vl));
+  return LLVMBuildShuffleVector(L->b, a, b, LLVMConstVector(idx, 2 * vl), "");
+}
+
 void lw_gemm_store_masked(Lower *L, LLVMValueRef v, LLVMValueRef base, LLVMValueRef mask) {
   masked_store(L, LLVMTypeOf(v), v, base, mask);
 }
@@ -952,14 +960,8 @@ static void small_axpy(Lower *L, Kernel *k, const GemmOps *g, int vl) {
     if (n == 1) {
       masked_store(L, vt, lw_get(L, vt, acc[0]), at, rows);
     } else {
-      for (int h = 0; h < 2; h++) {
-        LLVMValueRef lanes[16];
-        for (int l = 0; l < vl; l++) lanes[l] = lw_i32(L, h * vl / 2 + l / 2 + (l % 2) * vl);
-        LLVMValueRef v = LLVMBuildShuffleVector(L->b, lw_get(L, vt, acc[0]), lw_get(L, vt, acc[1]),
-                                                LLVMConstVector(lanes, (unsigned)vl), "");
-        masked_store(L, vt, v, lw_gep(L, L->f32, at, lw_i64(L, h * vl)),
-                     lw_gemm_lanes_below(L, vl, lw_addc(L, lw_mulc(L, left, 2), -h * vl)));
-      }
+      LLVMValueRef v = lw_gemm_interleave(L, lw_get(L, vt, acc[0]), lw_get(L, vt, acc[1]));
+      masked_store(L, LLVMTypeOf(v), v, at, lw_gemm_lanes_below(L, 2 * vl, lw_mulc(L, left, 2)));
     }
     lw_next(L, &outer);
     return;

@@ -84,6 +84,8 @@ LLVMValueRef lw_gemm_lanes_below(Lower *L, int vl, LLVMValueRef left);
 LLVMValueRef lw_gemm_load_masked(Lower *L, int vl, LLVMValueRef base, LLVMValueRef mask);
 LLVMValueRef lw_gemm_gather(Lower *L, int vl, LLVMValueRef base, LLVMValueRef idx,
                             LLVMValueRef mask);
+/* a0, b0, a1, b1, ...: two vectors of vl <= 32 lanes interleaved into 2 vl. */
+LLVMValueRef lw_gemm_interleave(Lower *L, LLVMValueRef a, LLVMValueRef b);
 /* The lanes of v in mask stored at base + lane. */
 void lw_gemm_store_masked(Lower *L, LLVMValueRef v, LLVMValueRef base, LLVMValueRef mask);
 

@@ -955,13 +955,6 @@ static LLVMValueRef every_other(Lower *L, LLVMValueRef v, unsigned vl, unsigned 
                                 "");
 }
 
-/* a0, b0, a1, b1, ...: 2 vl lanes. */
-static LLVMValueRef interleave(Lower *L, LLVMValueRef a, LLVMValueRef b, unsigned vl) {
-  LLVMValueRef idx[64];
-  for (unsigned l = 0; l < 2 * vl; l++) idx[l] = lw_i32(L, (int32_t)(l / 2 + (l % 2) * vl));
-  return LLVMBuildShuffleVector(L->b, a, b, LLVMConstVector(idx, 2 * vl), "");
-}
-
 /* The 2x2 windows of vl output columns whose first window row starts at x[at] (rows w
  * apart): e[2i + j] holds element (i, j) of each window; lanes at or past `left` (output
  * columns) are 0 and nothing past them is read. */
@@ -1098,7 +1091,7 @@ static void pool_store_windows(Lower *L, const PoolDims *pd, PoolWindows *pw, LL
   LLVMValueRef zero = vconst(L, L->f32, 0.0, pw->vl);
   for (int i = 0; i < 2; i++) {
     LLVMValueRef row =
-        interleave(L, lw_fadd(L, zero, g[2 * i]), lw_fadd(L, zero, g[2 * i + 1]), pw->vl);
+        lw_gemm_interleave(L, lw_fadd(L, zero, g[2 * i]), lw_fadd(L, zero, g[2 * i + 1]));
     lw_gemm_store_masked(L, row, lw_gep(L, L->f32, pw->dx, lw_addc(L, pw->start, i * pd->w)), in);
   }
 }
