@@ -607,7 +607,7 @@ static void taps_steps(Lower *L, const GemmOps *g, const Tiles *tl, LLVMValueRef
   for (int q = 0; q < tp->taps; q++)
     for (int v = 0; v < tl->nv; v++)
       mask[q][v] = tp->mask(L, g, q, lw_addc(L, col0, v * tl->vl), tl->vl);
-  LLVMValueRef base = tp->base(L, g, t);
+  LLVMValueRef base = lw_gep(L, L->f32, tp->src, lw_mulc(L, t, tp->image));
   LwLoop lc;
   LLVMValueRef c0 = lw_divc(L, pc, tp->taps), ng = lw_divc(L, kc, tp->taps);
   LLVMValueRef c = lw_for(L, &lc, lw_i64(L, 0), ng);

@@ -7,14 +7,14 @@
 typedef struct GemmOps GemmOps;
 
 /* B read in place as taps (a stride-1 convolution's im2col, never packed): row p = c*taps + q
- * of B[t] is the plane at base(t) + c*stride shifted by off[q] floats, its columns j0 ..
+ * of B[t] is the plane at src + t*image + c*stride shifted by off[q] floats, its columns j0 ..
  * j0+VL (j0 a multiple of VL) masked by mask(q, j0): 0 outside the image and past n. */
 #define GEMM_TAPS_MAX 25
 typedef struct GemmTaps {
   int taps;
-  int64_t stride;
+  LLVMValueRef src;
+  int64_t image, stride;
   int64_t off[GEMM_TAPS_MAX];
-  LLVMValueRef (*base)(Lower *L, const GemmOps *g, LLVMValueRef t);
   LLVMValueRef (*mask)(Lower *L, const GemmOps *g, int q, LLVMValueRef j0, int vl);
 } GemmTaps;
 

@@ -579,17 +579,23 @@ static PixLanes pix_lanes(Lower *L, LLVMValueRef p0, int64_t hw, int vl) {
   return pl;
 }
 
+/* A vector along the depth across two images: lanes in `first` from at[l], lanes in
+ * `second` (the next image's) from at[next + l]; 0 elsewhere. Two masked loads. */
+static LLVMValueRef two_image_load(Lower *L, int vl, LLVMValueRef at, int64_t next,
+                                   LLVMValueRef first, LLVMValueRef second) {
+  LLVMValueRef v0 = lw_gemm_load_masked(L, vl, at, first);
+  LLVMValueRef v1 = lw_gemm_load_masked(L, vl, gep_raw(L, at, lw_i64(L, next)), second);
+  return LLVMBuildSelect(L->b, second, v1, v0, "");
+}
+
 /* Lane l of the vector at base0[pix0 + l] while it is in image b0, and at
- * base0[stride + pix0 + l - hw] (image b0 + 1, stride floats further) after: two masked
- * loads, lanes off in ok 0. */
+ * base0[stride + pix0 + l - hw] (image b0 + 1, stride floats further) after; lanes off in
+ * ok 0. */
 static LLVMValueRef pix_load(Lower *L, int vl, const PixLanes *pl, LLVMValueRef base0,
                              int64_t stride, LLVMValueRef ok) {
-  LLVMValueRef at = pl->pix0;
   LLVMValueRef first = vand(L, ok, LLVMBuildNot(L->b, pl->second, ""));
-  LLVMValueRef v0 = lw_gemm_load_masked(L, vl, gep_raw(L, base0, at), first);
-  LLVMValueRef v1 = lw_gemm_load_masked(L, vl, gep_raw(L, base0, lw_addc(L, at, stride - pl->hw)),
-                                        vand(L, ok, pl->second));
-  return LLVMBuildSelect(L->b, pl->second, v1, v0, "");
+  return two_image_load(L, vl, gep_raw(L, base0, pl->pix0), stride - pl->hw, first,
+                        vand(L, ok, pl->second));
 }
 
 /* Forward: per image, C[co][oh*Wo+ow] = W[co][ci*KK+q] . im2col[ci*KK+q][pix]. */
@@ -653,14 +659,6 @@ bool llvm_conv2d_grad_input_gemm(const Node *n) {
 /* A stride-1 convolution's im2col rows as taps read in place (GemmTaps): the forward's row
  * (ci, kh, kw) is x's plane ci shifted by (kh-p)*W + kw-p, the input gradient's (co, kh, kw)
  * dy's plane co shifted by (p-kh)*Wo + p-kw. */
-static LLVMValueRef taps_base_f(Lower *L, const GemmOps *g, LLVMValueRef t) {
-  const ConvDims *c = g->user;
-  return lw_gep(L, L->f32, lw_in(L, 0), lw_mulc(L, t, c->ci * c->h * c->w));
-}
-static LLVMValueRef taps_base_i(Lower *L, const GemmOps *g, LLVMValueRef t) {
-  const ConvDims *c = g->user;
-  return lw_gep(L, L->f32, lw_in(L, 0), lw_mulc(L, t, c->co * c->ho * c->wo));
-}
 static LLVMValueRef taps_mask_f(Lower *L, const GemmOps *g, int q, LLVMValueRef j0, int vl) {
   return tap_mask(L, g->user, false, lw_i64(L, q), j0, g->n, vl);
 }
@@ -668,15 +666,16 @@ static LLVMValueRef taps_mask_i(Lower *L, const GemmOps *g, int q, LLVMValueRef 
   return tap_mask(L, g->user, true, lw_i64(L, q), j0, g->n, vl);
 }
 
-static bool conv_taps(const ConvDims *c, bool grad_input, GemmTaps *tp) {
+static bool conv_taps(Lower *L, const ConvDims *c, bool grad_input, GemmTaps *tp) {
   int64_t kk = c->kh * c->kw;
   if (!tap_table(c) || conv_is_1x1(c) || kk > GEMM_TAPS_MAX) return false;
   tp->taps = (int)kk;
+  tp->src = lw_in(L, 0);
   tp->stride = grad_input ? c->ho * c->wo : c->h * c->w;
+  tp->image = (grad_input ? c->co : c->ci) * tp->stride;
   int64_t row = grad_input ? c->wo : c->w, sign = grad_input ? -1 : 1;
   for (int64_t q = 0; q < kk; q++)
     tp->off[q] = sign * ((q / c->kw - c->p) * row + q % c->kw - c->p);
-  tp->base = grad_input ? taps_base_i : taps_base_f;
   tp->mask = grad_input ? taps_mask_i : taps_mask_f;
   return true;
 }
@@ -702,7 +701,7 @@ void lower_conv2d(Lower *L, Kernel *k) {
                .a_shared = true,
                .user = &c};
   GemmTaps tp;
-  if (conv_taps(&c, false, &tp)) g.b_taps = &tp;
+  if (conv_taps(L, &c, false, &tp)) g.b_taps = &tp;
   gemm_with_epilogue(L, k, &g);
 }
 
@@ -771,7 +770,7 @@ void lower_conv2d_grad_input(Lower *L, Kernel *k) {
                .a_shared = true,
                .user = &c};
   GemmTaps tp;
-  if (conv_taps(&c, true, &tp)) g.b_taps = &tp;
+  if (conv_taps(L, &c, true, &tp)) g.b_taps = &tp;
   gemm_with_epilogue(L, k, &g);
 }
 
@@ -867,11 +866,8 @@ static LLVMValueRef convw_bcvec(Lower *L, const GemmOps *g, LLVMValueRef t, LLVM
   if (first) {
     LLVMValueRef at = lw_add(L, lw_mulc(L, lw_add(L, lw_mulc(L, b0, c->ci), ci), plane),
                              lw_add(L, pix0, lw_add(L, lw_mulc(L, kh, c->w), kw)));
-    LLVMValueRef base = gep_raw(L, lw_in(L, 0), at);
-    LLVMValueRef v0 = lw_gemm_load_masked(L, vl, base, vand(L, in, first));
-    LLVMValueRef v1 = lw_gemm_load_masked(L, vl, gep_raw(L, base, lw_i64(L, c->ci * plane - hw)),
-                                          vand(L, in, second));
-    return LLVMBuildSelect(L->b, second, v1, v0, "");
+    return two_image_load(L, vl, gep_raw(L, lw_in(L, 0), at), c->ci * plane - hw,
+                          vand(L, in, first), vand(L, in, second));
   }
   PixLanes pl = pix_lanes(L, p0, hw, vl);
   LLVMValueRef ohv = vdivc(L, vl, pl.pix, c->wo), owv = vrem_of(L, vl, pl.pix, ohv, c->wo);
