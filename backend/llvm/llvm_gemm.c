@@ -161,6 +161,10 @@ typedef struct Tiles {
   int64_t a_gs, a_rs, a_ps;
 } Tiles;
 
+/* B read where it is (rows, or taps), never packed: no B buffer, and blocks pass the slice's
+ * first row index to the micro-kernel instead of a packed panel. */
+static bool b_in_place(const Tiles *t) { return t->direct || t->taps; }
+
 /* Packed elements of a blocking with nib row blocks and njb column blocks:
  * the operand shared across a run of blocks once, the other once per block
  * of the shared one (run_blocks picks the smaller). A read in place counts
@@ -709,7 +713,7 @@ static void block_tiles(Lower *L, const GemmOps *g, const Tiles *tl, const Block
   }
   LLVMValueRef col0 = lw_add(L, b->j0, lw_mulc(L, gj, tl->nr));
   LLVMValueRef bp =
-      tl->direct || tl->taps ? pc : lw_gep(L, L->f32, bpack, lw_mulc(L, gj, tl->kcp * tl->nr));
+      b_in_place(tl) ? pc : lw_gep(L, L->f32, bpack, lw_mulc(L, gj, tl->kcp * tl->nr));
   micro_tile(L, g, tl, ap, bp, kc, t, row0, lo, col0, first, last);
   lw_next(L, &lin);
   lw_next(L, &lout);
@@ -758,7 +762,7 @@ static void run_blocks(Lower *L, const GemmOps *g, const Tiles *tl, bool share_a
   LLVMValueRef q = lw_for(L, &lq, lo, hi);
   if (share_a) {
     cols_of(L, g, tl, q, &b);
-    if (!tl->direct && !tl->taps) pack_b(L, g, tl, bpack, t, b.j0, b.ngj, s.pc, s.kc);
+    if (!b_in_place(tl)) pack_b(L, g, tl, bpack, t, b.j0, b.ngj, s.pc, s.kc);
   } else {
     rows_of(L, g, tl, q, &b);
     if (!tl->a_inplace) pack_a(L, g, tl, apack, zero, t, b.i0, b.ngi, s.pc, s.kc);
@@ -785,7 +789,7 @@ static void run_ashared(Lower *L, const GemmOps *g, const Tiles *tl, int64_t tb,
   LLVMValueRef t1 = lw_smin(L, lw_addc(L, t0, tb), lw_i64(L, g->batch));
   LLVMValueRef t = lw_for(L, &lt, t0, t1);
   Slice s = slice_of(L, g, tl, lw_for(L, &lk, lw_i64(L, 0), lw_i64(L, tl->nkb)));
-  if (!tl->direct && !tl->taps) pack_b(L, g, tl, bpack, t, b.j0, b.ngj, s.pc, s.kc);
+  if (!b_in_place(tl)) pack_b(L, g, tl, bpack, t, b.j0, b.ngj, s.pc, s.kc);
   block_tiles(L, g, tl, &b, apack, bpack, t, s.pc, s.pc, s.kc, s.first, s.last);
   lw_next(L, &lk);
   lw_next(L, &lt);
@@ -1015,7 +1019,7 @@ void lw_gemm(Lower *L, Kernel *k, const GemmOps *g) {
   tl.a_ps = tl.a_inplace && !tl.arow ? g->a_ld : tl.arow ? 1 : tl.mr;
   tl.a_gs = tl.arow ? tl.a_rs * tl.mr : depth * tl.mr;
   LLVMValueRef apack = tl.a_inplace ? NULL : lw_stack(L, L->f32, tl.mc / tl.mr * tl.a_gs);
-  LLVMValueRef bpack = tl.direct || tl.taps ? NULL : lw_stack(L, L->f32, tl.kcp * tl.nc);
+  LLVMValueRef bpack = b_in_place(&tl) ? NULL : lw_stack(L, L->f32, tl.kcp * tl.nc);
   if (ashared) {
     run_ashared(L, g, &tl, tb, apack, bpack);
     return;
@@ -1023,8 +1027,7 @@ void lw_gemm(Lower *L, Kernel *k, const GemmOps *g) {
   /* Share the operand whose sharing packs fewer elements in all: A's block
    * with every column block, or B's with every row block. */
   double a_elems = (double)g->m * (double)g->k, b_elems = (double)g->k * (double)g->n;
-  bool share_a =
-      tl.direct || tl.taps ||
-      (!tl.a_inplace && a_elems + b_elems * (double)tl.nib <= a_elems * (double)tl.njb + b_elems);
+  bool share_a = b_in_place(&tl) || (!tl.a_inplace && a_elems + b_elems * (double)tl.nib <=
+                                                          a_elems * (double)tl.njb + b_elems);
   run_blocks(L, g, &tl, share_a, apack, bpack);
 }
