@@ -302,12 +302,7 @@ static bool convex(Fuse *F, int n) {
     for (int u = 0; u < v->nusers; u++) {
       int q = posof(F, v->users[u]), rq = in_kernel(F, q) ? find(F, q) : q;
       if (rq > hi || F->stamp[q] == in || F->stamp[q] == out) continue;
-      if (rq == q && F->next[q] < 0) { /* a node alone */
-        F->stamp[q] = out;
-        F->stack[top++] = q;
-        continue;
-      }
-      for (int m = rq; m >= 0; m = F->next[m]) /* its whole group */
+      for (int m = rq; m >= 0; m = F->next[m]) /* its whole group (a node alone: itself) */
         if (F->stamp[m] != out) F->stamp[m] = out, F->stack[top++] = m;
     }
   }
