@@ -196,7 +196,7 @@ bool llvm_matmul_gemm(const Node *n);
 bool llvm_matmul_view_ok(const Node *n, int i);
 bool llvm_conv2d_gemm(const Node *n);
 bool llvm_conv2d_grad_input_gemm(const Node *n);
-/* The contraction depth K of a GEMM anchor (matmul, conv2d). */
+/* The contraction depth K of a GEMM anchor (matmul, conv2d, conv2d_grad_input). */
 int64_t llvm_gemm_depth(const Node *n);
 /* permute, slice, broadcast: element idx of n reads n->in[0] at base + sum_d idx_d st[d];
  * returns base (llvm_lower_data.c). */
